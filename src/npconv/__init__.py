@@ -1,0 +1,27 @@
+"""npconv: exact, complete and fast 2-D convolution in NumPy and Numba.
+
+The functional API follows PyTorch (``torch.nn.functional.conv2d``,
+``torch.nn.grad.conv2d_input`` ...); every call can run on any of the four
+algorithms of :data:`ALGORITHMS` and gives the same answer.
+"""
+
+from . import grad
+from .algorithms import ALGORITHMS
+from .functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from .spec import ConvSpec, backward_padding, output_size, same_padding
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "ConvSpec",
+    "__version__",
+    "backward_padding",
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "grad",
+    "output_size",
+    "same_padding",
+]

@@ -1,0 +1,39 @@
+"""The four interchangeable convolution algorithms and their registry.
+
+Each algorithm is one module exposing the same three functions, all on validated,
+batched arrays and a resolved :class:`~npconv.spec.ConvSpec` (zero padding only;
+padding modes are applied before and undone after, in :mod:`npconv.functional`)::
+
+    forward(x, weight, spec)               -> y   (N, C_out, OH, OW)
+    grad_input(grad_output, weight, spec)  -> dx  (N, C_in, H, W)
+    grad_weight(x, grad_output, spec)      -> dw  (C_out, C_in/groups, KH, KW)
+
+and optionally ``backward(x, weight, grad_output, spec, need_input, need_weight)``
+when computing both gradients together can share work.
+
+Outputs have the dtype of the inputs. Only :mod:`npconv.functional` calls these.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+ALGORITHMS = ("naive", "transpose", "im2col", "jit")
+
+
+def get(name: str) -> ModuleType:
+    """The module implementing algorithm ``name`` (one of :data:`ALGORITHMS`)."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}, expected 'auto' or one of {ALGORITHMS}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
+             need_weight: bool):
+    """``(dx or None, dw or None)`` through the algorithm's shared path when it has one."""
+    if hasattr(impl, "backward"):
+        return impl.backward(x, weight, grad_output, spec, need_input, need_weight)
+    dx = impl.grad_input(grad_output, weight, spec) if need_input else None
+    dw = impl.grad_weight(x, grad_output, spec) if need_weight else None
+    return dx, dw

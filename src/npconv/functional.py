@@ -1,0 +1,284 @@
+"""The functional API and the one place that dispatches to an algorithm.
+
+``conv2d``, ``conv2d_backward``, ``conv_transpose2d`` and
+``conv_transpose2d_backward`` follow PyTorch's names and semantics
+(``torch.nn.functional.conv2d`` and friends). Each call is validated once by
+:mod:`npconv.spec`, padding modes are applied here (:mod:`npconv.padding`), and the
+chosen algorithm (:mod:`npconv.algorithms`) sees zero padding only.
+
+Gradients are exact, as PyTorch's autograd gives them: nothing is divided by the
+batch size. The book's layers divide dW and dB by N (14.5.1 ``backward_dw_simple``);
+to get the book's numbers, divide the returned ``grad_weight`` and ``grad_bias`` by
+``x.shape[0]`` (or let the loss put ``1/N`` into dZ, as PyTorch's mean reduction does).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import algorithms, tuning
+from .padding import pad, pad_adjoint
+from .spec import (
+    Conv2dPlan,
+    as_float_array,
+    check_grad_output,
+    check_groups,
+    check_same_dtype,
+    explicit_padding,
+    int_pair,
+    plan_conv2d,
+    positive_pair,
+)
+
+
+def resolve_algorithm(algorithm: str, spec, dtype, op: str):
+    """The algorithm module for ``algorithm`` (``"auto"`` asks :mod:`npconv.tuning`)."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a string, got {algorithm!r}")
+    if algorithm == "auto":
+        algorithm = tuning.choose(spec, dtype, op)
+    return algorithms.get(algorithm)
+
+
+def _batched_input(x: np.ndarray, plan: Conv2dPlan) -> np.ndarray:
+    """x as the algorithm wants it: (N, C_in, H, W), padded already for non-zero modes."""
+    xb = x if plan.batched else x[None]
+    if plan.mode != "zeros":
+        xb = pad(xb, plan.mode_padding, plan.mode)  # (N, C_in, H + pt + pb, W + pl + pr)
+    return xb
+
+
+def _check_bias(bias, c_out: int, who: str):
+    if bias is None:
+        return None
+    bias = as_float_array(bias, "bias", who)
+    if bias.shape != (c_out,):
+        raise ValueError(f"{who}: bias of size {list(bias.shape)} does not match the "
+                         f"{c_out} output channels (expected [{c_out}])")
+    return bias
+
+
+def _check_mask(output_mask, who: str) -> tuple[bool, bool, bool]:
+    if (not isinstance(output_mask, tuple | list) or len(output_mask) != 3
+            or not all(isinstance(m, bool | np.bool_) for m in output_mask)):
+        raise TypeError(f"{who}: output_mask must be a tuple of 3 bools "
+                        f"(grad_input, grad_weight, grad_bias), got {output_mask!r}")
+    return tuple(bool(m) for m in output_mask)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", algorithm="auto"):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W) or (C_in, H, W)
+        float32 or float64.
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW)
+        Same dtype as ``x``.
+    bias : ndarray of shape (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), ((top, bottom), (left, right)), "valid" or "same"
+        ``"same"`` with stride > 1 follows TensorFlow/JAX (output ``ceil(H / S)``).
+    groups : int
+        ``C_in`` and ``C_out`` must both be divisible by it.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    algorithm : {"auto", "naive", "transpose", "im2col", "jit"}
+
+    Returns
+    -------
+    ndarray of shape (N, C_out, OH, OW) (or (C_out, OH, OW)), the dtype of ``x``, with
+    ``OH = (H + P_top + P_bottom - D*(KH-1) - 1) // S + 1`` (formula 14.3.1).
+    """
+    who = "conv2d"
+    x = as_float_array(x, "input", who)
+    weight = as_float_array(weight, "weight", who)
+    plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
+                       who)
+    bias = _check_bias(bias, plan.spec.c_out, who)
+    check_same_dtype(who, input=x, weight=weight, bias=bias)
+    impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "forward")
+    y = impl.forward(_batched_input(x, plan), weight, plan.spec)  # (N, C_out, OH, OW)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y if plan.batched else y[0]
+
+
+def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                    padding_mode="zeros", output_mask=(True, True, True), algorithm="auto"):
+    """Gradients of :func:`conv2d` with respect to input, weight and bias.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W) or (C_in, H, W)
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW)
+    grad_output : ndarray of shape (N, C_out, OH, OW) or (C_out, OH, OW)
+        dZ, the gradient of the loss with respect to the output.
+    stride, padding, dilation, groups, padding_mode, algorithm
+        As in :func:`conv2d`.
+    output_mask : (bool, bool, bool)
+        Which of (grad_input, grad_weight, grad_bias) to compute; the others are None.
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias)
+        Of shapes x.shape, weight.shape and (C_out,); exact (not divided by N).
+    """
+    who = "conv2d_backward"
+    need_dx, need_dw, need_db = _check_mask(output_mask, who)
+    x = as_float_array(x, "input", who)
+    weight = as_float_array(weight, "weight", who)
+    grad_output = as_float_array(grad_output, "grad_output", who)
+    check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)
+    plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
+                       who)
+    check_grad_output(grad_output, plan, who)
+    gb = grad_output if plan.batched else grad_output[None]  # (N, C_out, OH, OW)
+    dx = dw = db = None
+    if need_dx or need_dw:
+        impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "backward")
+        dx, dw = algorithms.backward(impl, _batched_input(x, plan), weight, gb, plan.spec,
+                                     need_dx, need_dw)
+    if dx is not None:
+        if plan.mode != "zeros":
+            dx = pad_adjoint(dx, plan.mode_padding, plan.mode)  # (N, C_in, H, W)
+        dx = dx if plan.batched else dx[0]
+    if need_db:
+        db = gb.sum(axis=(0, 2, 3), dtype=gb.dtype)
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- transposed
+def _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who):
+    """conv_transpose2d(x) is conv2d's input gradient: plan that conv2d.
+
+    Returns the conv2d plan whose *input* is the transposed convolution's output and
+    whose *output* is x (padded to the plan's OH x OW when output_padding >= stride).
+    """
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{who}: Expected 3D (unbatched) or 4D (batched) input to {who}, "
+                         f"but got input of size: {list(x.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"{who}: Expected 4D weight (C_in, C_out/groups, KH, KW), but got "
+                         f"weight of size: {list(weight.shape)}")
+    batched = x.ndim == 4
+    n, c_in, h, w = x.shape if batched else (1, *x.shape)
+    groups = check_groups(groups, who)
+    stride = positive_pair(stride, "stride", who)
+    dilation = positive_pair(dilation, "dilation", who)
+    if isinstance(padding, str):
+        raise ValueError(f"{who}: padding must be numeric for a transposed convolution, "
+                         f"got {padding!r}")
+    pads = explicit_padding(padding, who)
+    out_pad = int_pair(output_padding, "output_padding", who)
+    if min(out_pad) < 0:
+        raise ValueError(f"{who}: negative output_padding is not supported, got {output_padding}")
+    for axis, name in ((0, "height"), (1, "width")):
+        if out_pad[axis] >= max(stride[axis], dilation[axis]):
+            raise ValueError(
+                f"{who}: output padding must be smaller than either stride or dilation, but got "
+                f"output_padding_{name}: {out_pad[axis]} stride_{name}: {stride[axis]} "
+                f"dilation_{name}: {dilation[axis]}")
+    if weight.shape[0] != c_in:
+        raise ValueError(f"{who}: Given transposed=1, weight of size {list(weight.shape)}, "
+                         f"expected input{list(x.shape)} to have {weight.shape[0]} channels, "
+                         f"but got {c_in} channels instead")
+    if c_in % groups:
+        raise ValueError(f"{who}: in_channels must be divisible by groups, got input "
+                         f"{list(x.shape)} and groups={groups}")
+    kh, kw = weight.shape[2:]
+    out_h = (h - 1) * stride[0] - pads[0] - pads[1] + dilation[0] * (kh - 1) + out_pad[0] + 1
+    out_w = (w - 1) * stride[1] - pads[2] - pads[3] + dilation[1] * (kw - 1) + out_pad[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{who}: Given input size per channel: ({h} x {w}) and weight "
+                         f"{list(weight.shape)}, the calculated output size ({out_h} x {out_w}) "
+                         f"is too small")
+    conv_input = (n, weight.shape[1] * groups, out_h, out_w)
+    plan = plan_conv2d(conv_input, weight.shape, stride, pads, dilation, groups, "zeros", who)
+    return Conv2dPlan(plan.spec, "zeros", (0, 0, 0, 0), (out_h, out_w), batched)
+
+
+def _padded_to_plan(x: np.ndarray, plan: Conv2dPlan) -> np.ndarray:
+    """x as (N, C, OH, OW) of the plan: zero rows/cols appended when output_padding >= S."""
+    xb = x if plan.batched else x[None]
+    extra_h, extra_w = plan.spec.oh - xb.shape[2], plan.spec.ow - xb.shape[3]
+    if extra_h or extra_w:
+        xb = pad(xb, (0, extra_h, 0, extra_w), "zeros")  # (N, C, OH, OW)
+    return xb
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    """Transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    It is the adjoint of :func:`conv2d`: its forward pass is conv2d's input gradient
+    and its gradients are conv2d's forward pass and weight gradient (see
+    :func:`conv_transpose2d_backward`).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W) or (C_in, H, W)
+    weight : ndarray of shape (C_in, C_out/groups, KH, KW)
+    bias : ndarray of shape (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int) or ((top, bottom), (left, right))
+    output_padding : int or (int, int)
+        Extra rows/columns on the bottom/right; smaller than stride or dilation.
+    groups : int
+    algorithm : {"auto", "naive", "transpose", "im2col", "jit"}
+
+    Returns
+    -------
+    ndarray of shape (N, C_out, H_out, W_out) with
+    ``H_out = (H - 1)*S - P_top - P_bottom + D*(KH - 1) + output_padding + 1``.
+    """
+    who = "conv_transpose2d"
+    x = as_float_array(x, "input", who)
+    weight = as_float_array(weight, "weight", who)
+    plan = _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who)
+    bias = _check_bias(bias, plan.spec.c_in, who)
+    check_same_dtype(who, input=x, weight=weight, bias=bias)
+    impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "grad_input")
+    y = impl.grad_input(_padded_to_plan(x, plan), weight, plan.spec)  # (N, C_out, H_out, W_out)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y if plan.batched else y[0]
+
+
+def conv_transpose2d_backward(x, weight, grad_output, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, output_mask=(True, True, True),
+                              algorithm="auto"):
+    """Gradients of :func:`conv_transpose2d` with respect to input, weight and bias.
+
+    grad_input is conv2d(grad_output, weight) and grad_weight is conv2d's weight
+    gradient with the roles of input and output gradient swapped.
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias)
+        Of shapes x.shape, weight.shape and (C_out,).
+    """
+    who = "conv_transpose2d_backward"
+    need_dx, need_dw, need_db = _check_mask(output_mask, who)
+    x = as_float_array(x, "input", who)
+    weight = as_float_array(weight, "weight", who)
+    grad_output = as_float_array(grad_output, "grad_output", who)
+    check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)
+    plan = _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who)
+    s = plan.spec
+    expected = (s.n, s.c_in, s.h, s.w) if plan.batched else (s.c_in, s.h, s.w)
+    if grad_output.shape != expected:
+        raise ValueError(f"{who}: grad_output of size {list(grad_output.shape)} does not match "
+                         f"the output size {list(expected)} of the transposed convolution")
+    gb = grad_output if plan.batched else grad_output[None]  # (N, C_out, H_out, W_out)
+    dx = dw = db = None
+    if need_dx:
+        impl = resolve_algorithm(algorithm, s, x.dtype, "forward")
+        dx = impl.forward(gb, weight, s)[:, :, :x.shape[-2], :x.shape[-1]]  # (N, C_in, H, W)
+        dx = dx if plan.batched else dx[0]
+    if need_dw:
+        impl = resolve_algorithm(algorithm, s, x.dtype, "grad_weight")
+        dw = impl.grad_weight(gb, _padded_to_plan(x, plan), s)
+    if need_db:
+        db = gb.sum(axis=(0, 2, 3), dtype=gb.dtype)
+    return dx, dw, db
