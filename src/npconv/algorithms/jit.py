@@ -1,0 +1,165 @@
+"""The jit algorithm: direct convolution loops compiled by Numba (17.3's ``jit_conv_2d``).
+
+Three kernels, each parallel over an axis whose iterations write disjoint outputs, so
+no two threads ever add into the same element:
+
+* forward: one task per (sample, output channel); each accumulates its output plane.
+* grad_input: a *gather*: one task per (sample, input channel); each input pixel sums
+  the ``dZ * w`` terms that reach it (formulas 17.3 (5)-(9)), finding the output pixels
+  ``i`` with ``i*S + u*D == row`` directly instead of scattering into shared pixels.
+* grad_weight: one task per (output channel, input channel of its group); each kernel
+  tap sums input times dZ over samples and output pixels (formula 17.3 (11)).
+
+The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
+index the zero-padded input they are given, so every index is in bounds by construction.
+Compiled code is cached on disk (``cache=True``); the first call in a fresh environment
+compiles (a few seconds per dtype).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..padding import pad
+from ..spec import ConvSpec
+
+
+def _prepare(a: np.ndarray) -> np.ndarray:
+    """C-contiguous and writeable: one compiled signature per dtype, whatever came in."""
+    return np.require(a, requirements=("C", "W"))
+
+
+@njit(parallel=True, cache=True)
+def _forward_kernel(xp, weight, y, sh, sw, dh, dw, groups):  # pragma: no cover - compiled
+    n, _, _, _ = xp.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    _, _, oh, ow = y.shape
+    c_out_g = c_out // groups
+    for task in prange(n * c_out):
+        b = task // c_out
+        co = task % c_out
+        first = (co // c_out_g) * c_in_g
+        out = y[b, co]
+        for ci in range(c_in_g):
+            plane = xp[b, first + ci]
+            for u in range(kh):
+                for v in range(kw):
+                    wv = weight[co, ci, u, v]
+                    for i in range(oh):
+                        row = i * sh + u * dh
+                        for j in range(ow):
+                            out[i, j] += wv * plane[row, j * sw + v * dw]
+
+
+@njit(parallel=True, cache=True)
+def _grad_input_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
+                       zero):  # pragma: no cover - compiled
+    n, c_in, h, w = dx.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    _, _, oh, ow = dz.shape
+    c_out_g = c_out // groups
+    for task in prange(n * c_in):
+        b = task // c_in
+        cin = task % c_in
+        g = cin // c_in_g
+        ci = cin % c_in_g
+        for hi in range(h):
+            row = hi + top  # row in the zero-padded frame
+            for wi in range(w):
+                col = wi + left
+                acc = zero
+                for co in range(g * c_out_g, (g + 1) * c_out_g):
+                    for u in range(kh):
+                        t = row - u * dh
+                        if t < 0:
+                            break
+                        if t % sh != 0 or t // sh >= oh:
+                            continue
+                        i = t // sh
+                        for v in range(kw):
+                            s = col - v * dw
+                            if s < 0:
+                                break
+                            if s % sw != 0 or s // sw >= ow:
+                                continue
+                            acc += dz[b, co, i, s // sw] * weight[co, ci, u, v]
+                dx[b, cin, hi, wi] = acc
+
+
+@njit(parallel=True, cache=True)
+def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups,
+                        zero):  # pragma: no cover - compiled
+    n = xp.shape[0]
+    c_out, c_in_g, kh, kw = grad_w.shape
+    _, _, oh, ow = dz.shape
+    c_out_g = c_out // groups
+    for task in prange(c_out * c_in_g):
+        co = task // c_in_g
+        ci = task % c_in_g
+        cin = (co // c_out_g) * c_in_g + ci
+        for u in range(kh):
+            for v in range(kw):
+                acc = zero
+                for b in range(n):
+                    for i in range(oh):
+                        row = i * sh + u * dh
+                        for j in range(ow):
+                            acc += xp[b, cin, row, j * sw + v * dw] * dz[b, co, i, j]
+                grad_w[co, ci, u, v] = acc
+
+
+def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Direct convolution.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W)
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW)
+
+    Returns
+    -------
+    ndarray of shape (N, C_out, OH, OW)
+    """
+    xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
+    y = np.zeros(spec.y_shape, dtype=x.dtype)
+    _forward_kernel(xp, _prepare(weight), y, *spec.stride, *spec.dilation, spec.groups)
+    return y
+
+
+def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Input gradient by gathering, race-free.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (N, C_out, OH, OW)
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW)
+
+    Returns
+    -------
+    ndarray of shape (N, C_in, H, W)
+    """
+    dx = np.empty(spec.x_shape, dtype=grad_output.dtype)
+    _grad_input_kernel(_prepare(grad_output), _prepare(weight), dx, spec.padding[0],
+                       spec.padding[2], *spec.stride, *spec.dilation, spec.groups,
+                       grad_output.dtype.type(0))
+    return dx
+
+
+def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Weight gradient, one task per kernel.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W)
+    grad_output : ndarray of shape (N, C_out, OH, OW)
+
+    Returns
+    -------
+    ndarray of shape (C_out, C_in/groups, KH, KW)
+    """
+    xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
+    grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
+    _grad_weight_kernel(xp, _prepare(grad_output), grad_w, *spec.stride, *spec.dilation,
+                        spec.groups, x.dtype.type(0))
+    return grad_w
