@@ -38,7 +38,7 @@ def _conv4d(x: np.ndarray, weight: np.ndarray, stride=(1, 1), dilation=(1, 1),
     -------
     ndarray of shape (N, O, OH, OW), ``OH = (H - D*(KH-1) - 1) // S + 1``.
     """
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     o, c_g, kh, kw = weight.shape
     (sh, sw), (dh, dw) = stride, dilation
     oh = (h - dh * (kh - 1) - 1) // sh + 1

@@ -1,0 +1,27 @@
+"""Shared test fixtures: the PyTorch reference and the tolerance table.
+
+In CI (``CI=true``) or with ``NPCONV_REQUIRE_TORCH=1`` a missing PyTorch is an error,
+so the parity tests can never be skipped silently there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REQUIRE_TORCH = os.environ.get("CI", "").lower() == "true" or os.environ.get(
+    "NPCONV_REQUIRE_TORCH") == "1"
+
+
+@pytest.fixture(scope="session")
+def torch():
+    try:
+        import torch as torch_module
+    except ImportError:
+        if REQUIRE_TORCH:
+            pytest.fail("PyTorch is required for the parity tests here (CI or "
+                        "NPCONV_REQUIRE_TORCH=1): pip install torch==2.13.0")
+        pytest.skip("PyTorch is not installed")
+    torch_module.set_num_threads(1)
+    return torch_module

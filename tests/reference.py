@@ -1,0 +1,46 @@
+"""The comparison helper, the dtype-keyed tolerance table and the PyTorch reference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# One tolerance table keyed by dtype: (rtol, atol) relative to the reference's scale.
+TOLERANCES = {
+    np.dtype(np.float64): (1e-10, 1e-11),
+    np.dtype(np.float32): (2e-5, 2e-5),
+}
+
+
+def assert_close(actual, expected, quantity: str, context: str = "") -> None:
+    """Compare one quantity; a failure says which quantity diverged and by how much."""
+    assert actual is not None, f"{quantity} is None ({context})"
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (
+        f"{quantity}: shape {actual.shape} != expected {expected.shape} ({context})")
+    assert actual.dtype == expected.dtype, (
+        f"{quantity}: dtype {actual.dtype} != expected {expected.dtype} ({context})")
+    rtol, atol = TOLERANCES[actual.dtype]
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    assert err <= atol * scale + rtol * scale, (
+        f"{quantity} diverged: max abs error {err:.3e} (scale {scale:.3e}, "
+        f"rtol {rtol}, atol {atol}) {context}")
+
+
+def torch_conv2d(torch, x, w, b, g, stride, pads, dilation, groups, mode):
+    """PyTorch's y, dx, dw, db for the same convolution.
+
+    ``pads`` is (top, bottom, left, right); modes and asymmetric padding go through
+    ``F.pad`` so that every npconv padding form has a PyTorch twin.
+    """
+    F = torch.nn.functional
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True) if b is not None else None
+    t, bo, le, r = pads
+    torch_mode = "constant" if mode == "zeros" else mode
+    xp = F.pad(tx, (le, r, t, bo), mode=torch_mode) if any(pads) else tx
+    ty = F.conv2d(xp, tw, tb, stride=stride, padding=0, dilation=dilation, groups=groups)
+    ty.backward(torch.tensor(g))
+    return (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(),
+            tb.grad.numpy() if tb is not None else None)

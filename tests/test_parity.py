@@ -1,0 +1,145 @@
+"""Every algorithm x every curated case x dtype against PyTorch: y, dX, dW, dB."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from cases import CASES
+from npconv import grad
+from npconv.spec import plan_conv2d
+from reference import assert_close, torch_conv2d
+
+DTYPES = [np.float64, np.float32]
+
+
+def make_layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values in a contiguous, non-contiguous or read-only array."""
+    if layout == "noncontiguous":
+        big = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), dtype=a.dtype)
+        big[..., ::2] = a
+        out = big[..., ::2]
+        assert not out.flags.c_contiguous
+        return out
+    if layout == "fortran":
+        return np.asfortranarray(a)
+    if layout == "readonly":
+        a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
+def case_arrays(case, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case.x).astype(dtype)
+    w = rng.standard_normal(case.w).astype(dtype)
+    b = rng.standard_normal(case.w[0]).astype(dtype)
+    plan = plan_conv2d(case.x, case.w, **case.kwargs)
+    g = rng.standard_normal(plan.spec.y_shape).astype(dtype)
+    pads = tuple(a + p for a, p in zip(plan.mode_padding, plan.spec.padding, strict=True))
+    return x, w, b, g, plan, pads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("algorithm", npconv.ALGORITHMS)
+def test_matches_torch(torch, algorithm, case, dtype):
+    x, w, b, g, plan, pads = case_arrays(case, dtype)
+    s = plan.spec
+    ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
+    ctx = f"[{algorithm} {case.id} {np.dtype(dtype)}]"
+    y = npconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
+    assert_close(y, ref[0], "y", ctx)
+    dx, dw, db = npconv.conv2d_backward(x, w, g, algorithm=algorithm, **case.kwargs)
+    for name, got, want in zip(("dX", "dW", "dB"), (dx, dw, db), ref[1:], strict=True):
+        assert_close(got, want, name, ctx)
+    # the one-at-a-time API of npconv.grad gives the same
+    assert_close(grad.conv2d_input(x.shape, w, g, algorithm=algorithm, **case.kwargs),
+                 ref[1], "grad.conv2d_input", ctx)
+    assert_close(grad.conv2d_weight(x, w.shape, g, algorithm=algorithm, **case.kwargs),
+                 ref[2], "grad.conv2d_weight", ctx)
+    assert_close(grad.conv2d_bias(g), ref[3], "grad.conv2d_bias", ctx)
+
+
+@pytest.mark.parametrize("layout", ["noncontiguous", "fortran", "readonly"])
+@pytest.mark.parametrize("algorithm", npconv.ALGORITHMS)
+def test_input_layouts(torch, algorithm, layout):
+    case = next(c for c in CASES if c.id == "everything")
+    x, w, b, g, plan, pads = case_arrays(case, np.float32)
+    s = plan.spec
+    ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
+    x_l, w_l, b_l, g_l = (make_layout(a, layout) for a in (x, w, b, g))
+    ctx = f"[{algorithm} {layout}]"
+    assert_close(npconv.conv2d(x_l, w_l, b_l, algorithm=algorithm, **case.kwargs), ref[0], "y",
+                 ctx)
+    dx, dw, db = npconv.conv2d_backward(x_l, w_l, g_l, algorithm=algorithm, **case.kwargs)
+    for name, got, want in zip(("dX", "dW", "dB"), (dx, dw, db), ref[1:], strict=True):
+        assert_close(got, want, name, ctx)
+    if layout == "readonly":
+        assert not x_l.flags.writeable  # npconv never wrote into the caller's arrays
+
+
+@pytest.mark.parametrize("algorithm", npconv.ALGORITHMS)
+def test_unbatched_input(torch, algorithm):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, torch.tensor(b), stride=2, padding=1)
+    g = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(g))
+    y = npconv.conv2d(x, w, b, stride=2, padding=1, algorithm=algorithm)
+    assert_close(y, ty.detach().numpy(), "y")
+    dx, dw, db = npconv.conv2d_backward(x, w, g, stride=2, padding=1, algorithm=algorithm)
+    assert_close(dx, tx.grad.numpy(), "dX")
+    assert_close(dw, tw.grad.numpy(), "dW")
+    assert_close(grad.conv2d_input(x.shape, w, g, stride=2, padding=1, algorithm=algorithm),
+                 tx.grad.numpy(), "grad.conv2d_input")
+    assert db.shape == (4,)
+
+
+@pytest.mark.parametrize("algorithm", npconv.ALGORITHMS)
+def test_output_mask_computes_only_what_is_asked(algorithm):
+    case = CASES[0]
+    x, w, _, g, _, _ = case_arrays(case, np.float64)
+    full = npconv.conv2d_backward(x, w, g, algorithm=algorithm)
+    for mask in [(True, False, False), (False, True, False), (False, False, True),
+                 (False, False, False), (True, True, False)]:
+        got = npconv.conv2d_backward(x, w, g, output_mask=mask, algorithm=algorithm)
+        for want, have, asked in zip(full, got, mask, strict=True):
+            if asked:
+                np.testing.assert_array_equal(have, want)
+            else:
+                assert have is None
+
+
+@pytest.mark.parametrize("algorithm", [*npconv.ALGORITHMS, "auto"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_dtype_preserved(algorithm, dtype):
+    x, w, b, g, _, _ = case_arrays(CASES[-1], dtype)
+    kwargs = CASES[-1].kwargs
+    outs = [npconv.conv2d(x, w, b, algorithm=algorithm, **kwargs),
+            *npconv.conv2d_backward(x, w, g, algorithm=algorithm, **kwargs),
+            npconv.conv_transpose2d(g, w, algorithm=algorithm, stride=kwargs["stride"],
+                                    groups=2)]
+    assert all(o.dtype == dtype for o in outs)
+
+
+def test_book_convention_divides_by_batch_size():
+    """The book's layer divides dW and dB by N; npconv returns exact gradients (N times more)."""
+    case = CASES[0]  # the book's X (8, 3, 7, 6), W (2, 3, 4, 5)
+    x, w, _, g, _, _ = case_arrays(case, np.float64)
+    _, dw, db = npconv.conv2d_backward(x, w, g)
+    n = x.shape[0]
+    # the book's backward_dw_simple, written out: sum over samples, then / batch size
+    book_dw = np.zeros_like(w)
+    for i in range(n):
+        book_dw += npconv.grad.conv2d_weight(x[i:i + 1], w.shape, g[i:i + 1], algorithm="naive")
+    book_dw /= n
+    book_db = g.sum(axis=(0, 2, 3)) / n
+    np.testing.assert_allclose(dw / n, book_dw, rtol=1e-12)
+    np.testing.assert_allclose(db / n, book_db, rtol=1e-12)
+    assert not np.allclose(dw, book_dw)
