@@ -9,6 +9,13 @@ from . import grad
 from .algorithms import ALGORITHMS
 from .functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .spec import ConvSpec, backward_padding, output_size, same_padding
+from .tuning import (
+    explain_choice,
+    get_num_threads,
+    set_num_threads,
+    set_workspace_limit,
+    workspace_limit,
+)
 
 __version__ = "0.1.0"
 
@@ -21,7 +28,12 @@ __all__ = [
     "conv2d_backward",
     "conv_transpose2d",
     "conv_transpose2d_backward",
+    "explain_choice",
+    "get_num_threads",
     "grad",
     "output_size",
     "same_padding",
+    "set_num_threads",
+    "set_workspace_limit",
+    "workspace_limit",
 ]

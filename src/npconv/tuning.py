@@ -1,29 +1,110 @@
-"""How ``algorithm="auto"`` chooses an algorithm."""
+"""How ``algorithm="auto"`` chooses, the im2col workspace limit, and thread control.
+
+* :func:`choose` is a cheap rule measured on this kind of machine (2 AVX2 cores):
+  Numba's direct kernels win when there is little arithmetic per output pixel (one
+  input channel per group, i.e. depthwise, or tiny layers like the book's), im2col
+  with BLAS GEMMs wins everywhere else. :func:`explain_choice` says why.
+* :func:`set_workspace_limit` bounds the column matrix im2col may allocate (default
+  256 MiB, or ``NPCONV_WORKSPACE_BYTES``); larger problems run in batch or row chunks
+  with the same results.
+* :func:`set_num_threads` sets Numba's and the BLAS library's thread counts together
+  (``NPCONV_NUM_THREADS`` at import).
+"""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from .spec import ConvSpec
 
-# Below this many multiply-adds a direct Numba kernel beats building im2col matrices.
-SMALL_PROBLEM_MACS = 2_000_000
+# Below this many multiply-adds per call a direct Numba kernel beats building im2col
+# matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
+# and LeNet-sized layers).
+SMALL_PROBLEM_MACS = 3_000_000
+DEFAULT_WORKSPACE_BYTES = 256 * 2**20
+
+_workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
 
 
-def choose(spec: ConvSpec, dtype: np.dtype, op: str) -> str:
-    """The algorithm ``"auto"`` uses for ``op`` on ``spec``.
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` picked and the rule that picked it."""
+
+    algorithm: str
+    reason: str
+
+
+def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Choice:
+    """The algorithm ``"auto"`` uses for ``op`` on ``spec``, with the reason.
 
     Parameters
     ----------
     spec : ConvSpec
+        From :func:`npconv.spec.plan_conv2d` (``plan.spec``).
     dtype : numpy dtype
     op : {"forward", "backward", "grad_input", "grad_weight"}
-
-    Returns
-    -------
-    str
-        One of :data:`npconv.ALGORITHMS`.
     """
-    if spec.flops // 2 <= SMALL_PROBLEM_MACS or spec.c_in_g == 1:
-        return "jit"
-    return "im2col"
+    macs = spec.flops // 2
+    if spec.c_in_g == 1:
+        return Choice("jit", f"one input channel per group (depthwise-like, groups="
+                             f"{spec.groups}): a GEMM would have K = {spec.kh * spec.kw}, too "
+                             f"thin for BLAS, so the direct Numba kernel wins")
+    if macs <= SMALL_PROBLEM_MACS:
+        return Choice("jit", f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small "
+                             f"for im2col + BLAS to pay for their set-up")
+    k = spec.c_in_g * spec.kh * spec.kw
+    return Choice("im2col", f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS")
+
+
+def choose(spec: ConvSpec, dtype, op: str) -> str:
+    """The algorithm name ``"auto"`` uses (see :func:`explain_choice`)."""
+    return explain_choice(spec, dtype, op).algorithm
+
+
+def workspace_limit() -> int:
+    """The most bytes im2col allocates for one column matrix."""
+    return _workspace_limit
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Bound im2col's column matrix to ``nbytes`` (larger problems are chunked).
+
+    Raises
+    ------
+    ValueError
+        If ``nbytes`` is not a positive integer.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int | np.integer) or nbytes < 1:
+        raise ValueError(f"workspace limit must be a positive number of bytes, got {nbytes!r}")
+    global _workspace_limit
+    _workspace_limit = int(nbytes)
+
+
+_blas_limiter = None
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in Numba's kernels and in the BLAS library (via threadpoolctl)."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = min(int(n), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    global _blas_limiter
+    _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int:
+    """Threads Numba's kernels use now."""
+    import numba
+
+    return numba.get_num_threads()
+
+
+if os.environ.get("NPCONV_NUM_THREADS"):
+    set_num_threads(int(os.environ["NPCONV_NUM_THREADS"]))

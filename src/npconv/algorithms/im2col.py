@@ -1,83 +1,180 @@
 """The im2col algorithm: convolution as matrix multiplication (14.4, 14.5).
 
-im2col copies, for every kernel tap (u, v), the strided view of the padded input that
-tap meets into a column matrix, one copy per tap and no fancy indexing::
+im2col copies, for every input channel c and kernel tap (u, v), the input pixels that
+tap meets into one row of a column matrix (zero where the tap falls in the padding)::
 
-    cols[n, c, u, v, i, j] = xp[n, c, i*S_h + u*D_h, j*S_w + v*D_w]
-    cols  (N, C_in, KH, KW, OH, OW)  viewed per group as  (N, G, C_in/G*KH*KW, OH*OW)
+    cols[n, (c, u, v), (i, j)] = xp[n, c, i*S_h + u*D_h, j*S_w + v*D_w]
+    cols  (N, C_in*KH*KW, OH*OW)  viewed per group as  (N, G, K, L),
+    K = C_in/G * KH * KW,  L = OH * OW
 
-Then, per sample and group, with K = C_in/G*KH*KW and L = OH*OW:
+Then, per sample and group:
 
-* forward:      y[n, g]  = W[g] (C_out/G, K) @ cols[n, g] (K, L)
-* grad_weight:  dW[g]    = sum_n dZ[n, g] (C_out/G, L) @ cols[n, g].T (L, K)
-  (the book's ``backward_dw_col2im``: the fully-connected rule on columns)
-* grad_input:   dcols    = W[g].T (K, C_out/G) @ dZ[n, g] (C_out/G, L), and col2im adds
-  each tap's block back where it was copied from (``backward_dx_col2im``); no padding
-  or zero insertion is needed, the strided adds place everything.
+* forward:      y[n, g] = W[g] (C_out/G, K) @ cols[n, g] (K, L), already NCHW;
+* grad_weight:  dW[g]   = sum_n dZ[n, g] (C_out/G, L) @ cols[n, g].T (L, K)
+  (the book's ``backward_dw_col2im``: the fully-connected rule on columns);
+* grad_input:   dcols   = W[g].T (K, C_out/G) @ dZ[n, g] (C_out/G, L), and col2im adds
+  every entry back onto the pixel it was copied from (``backward_dx_col2im``); no
+  padding or zero insertion is needed, the index arithmetic places everything.
+
+Packing and unpacking are parallel Numba kernels, one task per (sample, channel), so
+no two threads write the same element; they read the unpadded input directly (the
+padding is never materialised). The GEMMs go to BLAS. The column matrix never exceeds
+:func:`npconv.tuning.workspace_limit`: larger problems run in chunks of samples, or of
+output rows when one sample alone is too large, with identical results.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
-from ..padding import pad
+from .. import tuning
 from ..spec import ConvSpec
 
 
-def _tap(spec: ConvSpec, u: int, v: int) -> tuple[slice, slice]:
-    """Rows and columns of the padded input that kernel tap (u, v) meets."""
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    return (slice(u * dh, u * dh + sh * (spec.oh - 1) + 1, sh),
-            slice(v * dw, v * dw + sw * (spec.ow - 1) + 1, sw))
+@njit(parallel=True, cache=True)
+def _pack(x, cols, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no cover
+    """cols[b, (c,u,v), (i,j)] = x[n0+b, c, (i0+i)*sh + u*dh - top, j*sw + v*dw - left]."""
+    nb, _, length = cols.shape
+    _, c_in, h, w = x.shape
+    rows_out = length // ow
+    for task in prange(nb * c_in):
+        b = task // c_in
+        c = task % c_in
+        plane = x[n0 + b, c]
+        for u in range(kh):
+            for v in range(kw):
+                dst = cols[b, (c * kh + u) * kw + v]
+                # the j for which the column j*sw + v*dw - left lies inside the input
+                off = v * dw - left
+                j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
+                j_hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
+                j_hi = max(j_hi, j_lo)
+                for i in range(rows_out):
+                    row = (i0 + i) * sh + u * dh - top
+                    base = i * ow
+                    if row < 0 or row >= h:
+                        for j in range(ow):
+                            dst[base + j] = 0
+                        continue
+                    src = plane[row]
+                    for j in range(j_lo):
+                        dst[base + j] = 0
+                    if sw == 1:
+                        for j in range(j_lo, j_hi):
+                            dst[base + j] = src[j + off]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            dst[base + j] = src[j * sw + off]
+                    for j in range(j_hi, ow):
+                        dst[base + j] = 0
 
 
-def im2col(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Column matrix of x.
+@njit(parallel=True, cache=True)
+def _unpack(dcols, dx, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no cover
+    """Adjoint of :func:`_pack`: dx[n0+b, c, row, col] += dcols[b, (c,u,v), (i,j)]."""
+    nb, _, length = dcols.shape
+    _, c_in, h, w = dx.shape
+    rows_out = length // ow
+    for task in prange(nb * c_in):
+        b = task // c_in
+        c = task % c_in
+        plane = dx[n0 + b, c]
+        for u in range(kh):
+            for v in range(kw):
+                src = dcols[b, (c * kh + u) * kw + v]
+                off = v * dw - left
+                j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
+                j_hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
+                j_hi = max(j_hi, j_lo)
+                for i in range(rows_out):
+                    row = (i0 + i) * sh + u * dh - top
+                    if row < 0 or row >= h:
+                        continue
+                    dst = plane[row]
+                    base = i * ow
+                    if sw == 1:
+                        for j in range(j_lo, j_hi):
+                            dst[j + off] += src[base + j]
+                    else:
+                        for j in range(j_lo, j_hi):
+                            dst[j * sw + off] += src[base + j]
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    return np.require(a, requirements=("C", "W"))
+
+
+def _blocks(spec: ConvSpec, itemsize: int):
+    """``(n0, n1, i0, i1)`` chunks whose column matrix fits the workspace limit."""
+    k = spec.c_in * spec.kh * spec.kw
+    per_sample = k * spec.oh * spec.ow * itemsize
+    limit = tuning.workspace_limit()
+    if per_sample <= limit:
+        step = max(1, min(spec.n, limit // per_sample))
+        for n0 in range(0, spec.n, step):
+            yield n0, min(spec.n, n0 + step), 0, spec.oh
+        return
+    rows = max(1, limit // (k * spec.ow * itemsize))
+    for n0 in range(spec.n):
+        for i0 in range(0, spec.oh, rows):
+            yield n0, n0 + 1, i0, min(spec.oh, i0 + rows)
+
+
+def _kernel_args(spec: ConvSpec):
+    return (spec.kh, spec.kw, *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2],
+            spec.ow)
+
+
+def im2col(x: np.ndarray, spec: ConvSpec, n0: int = 0, n1: int | None = None, i0: int = 0,
+           i1: int | None = None) -> np.ndarray:
+    """Column matrix of samples ``n0:n1`` and output rows ``i0:i1`` of x.
 
     Parameters
     ----------
-    x : ndarray of shape (N, C_in, H, W)
+    x : ndarray of shape (N, C_in, H, W), C-contiguous
 
     Returns
     -------
-    ndarray of shape (N, C_in, KH, KW, OH, OW)
+    ndarray of shape (n1 - n0, C_in*KH*KW, (i1 - i0)*OW)
     """
-    xp = pad(x, spec.padding, "zeros") if any(spec.padding) else x  # (N, C_in, Hp, Wp)
-    cols = np.empty((spec.n, spec.c_in, spec.kh, spec.kw, spec.oh, spec.ow), dtype=x.dtype)
-    for u in range(spec.kh):
-        for v in range(spec.kw):
-            rows, columns = _tap(spec, u, v)
-            cols[:, :, u, v] = xp[:, :, rows, columns]
+    n1 = spec.n if n1 is None else n1
+    i1 = spec.oh if i1 is None else i1
+    if _is_pointwise(spec):  # 1x1, stride 1, no padding: x already is its column matrix
+        return x[n0:n1].reshape(n1 - n0, spec.c_in, spec.h * spec.w)[:, :, i0 * spec.ow:
+                                                                      i1 * spec.ow]
+    cols = np.empty((n1 - n0, spec.c_in * spec.kh * spec.kw, (i1 - i0) * spec.ow), dtype=x.dtype)
+    _pack(x, cols, n0, i0, *_kernel_args(spec))
     return cols
 
 
-def col2im(cols: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Adjoint of :func:`im2col`: add every tap's block back where it came from.
+def col2im(dcols: np.ndarray, dx: np.ndarray, spec: ConvSpec, n0: int = 0, i0: int = 0) -> None:
+    """Add the column-matrix gradient ``dcols`` back onto ``dx`` (in place).
 
     Parameters
     ----------
-    cols : ndarray of shape (N, C_in, KH, KW, OH, OW)
-
-    Returns
-    -------
-    ndarray of shape (N, C_in, H, W)
+    dcols : ndarray of shape (nb, C_in*KH*KW, rows*OW)
+    dx : ndarray of shape (N, C_in, H, W), C-contiguous; samples ``n0:n0+nb`` receive it.
     """
-    dxp = np.zeros((spec.n, spec.c_in, spec.hp, spec.wp), dtype=cols.dtype)
-    for u in range(spec.kh):
-        for v in range(spec.kw):
-            rows, columns = _tap(spec, u, v)
-            dxp[:, :, rows, columns] += cols[:, :, u, v]
-    pt, _, pl, _ = spec.padding
-    return dxp[:, :, pt:pt + spec.h, pl:pl + spec.w]  # (N, C_in, H, W)
+    if _is_pointwise(spec):
+        nb = dcols.shape[0]
+        dx_view = dx.reshape(spec.n, spec.c_in, spec.h * spec.w)  # (N, C_in, L)
+        dx_view[n0:n0 + nb, :, i0 * spec.ow:i0 * spec.ow + dcols.shape[-1]] += dcols
+        return
+    _unpack(dcols, dx, n0, i0, *_kernel_args(spec))
 
 
-def _group_views(spec: ConvSpec):
-    k = spec.c_in_g * spec.kh * spec.kw
-    return (spec.n, spec.groups, k, spec.oh * spec.ow), (spec.groups, spec.c_out_g, k)
+def _is_pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 kernel with stride 1 and no padding reads every pixel once, in place."""
+    return (spec.kh, spec.kw, *spec.stride, *spec.padding) == (1, 1, 1, 1, 0, 0, 0, 0)
+
+
+def _weight_matrix(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    return weight.reshape(spec.groups, spec.c_out_g, spec.c_in_g * spec.kh * spec.kw)  # (G,O,K)
 
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """y = W @ im2col(x), per sample and group.
+    """y = W @ im2col(x), per sample and group, chunked to the workspace limit.
 
     Parameters
     ----------
@@ -88,40 +185,54 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
-    cols_shape, w_shape = _group_views(spec)
-    cols = im2col(x, spec).reshape(cols_shape)  # (N, G, K, L)
-    y = np.matmul(weight.reshape(w_shape), cols)  # (N, G, C_out/G, L)
-    return y.reshape(spec.y_shape)  # (N, C_out, OH, OW)
+    x = _contiguous(x)
+    w_mat = _weight_matrix(np.ascontiguousarray(weight), spec)  # (G, C_out/G, K)
+    y = np.empty(spec.y_shape, dtype=x.dtype)
+    y_view = y.reshape(spec.n, spec.groups, spec.c_out_g, spec.oh * spec.ow)  # (N, G, O/G, L)
+    for n0, n1, i0, i1 in _blocks(spec, x.itemsize):
+        cols = im2col(x, spec, n0, n1, i0, i1)
+        cols = cols.reshape(n1 - n0, spec.groups, -1, cols.shape[-1])  # (nb, G, K, l)
+        if (i0, i1) == (0, spec.oh):
+            np.matmul(w_mat, cols, out=y_view[n0:n1])
+        else:
+            y_view[n0:n1, :, :, i0 * spec.ow:i1 * spec.ow] = np.matmul(w_mat, cols)
+    return y
 
 
-def _grad_weight_from_cols(cols: np.ndarray, dz: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    grad_w = np.empty((spec.groups, spec.c_out_g, cols.shape[2]), dtype=cols.dtype)
-    for g in range(spec.groups):
-        # sum over n and l of dZ[n, g, o, l] * cols[n, g, k, l]: one GEMM
-        grad_w[g] = np.tensordot(dz[:, g], cols[:, g], axes=([0, 2], [0, 2]))  # (C_out/G, K)
-    return grad_w.reshape(spec.weight_shape)
+def _dz_block(grad_output: np.ndarray, spec: ConvSpec, n0, n1, i0, i1) -> np.ndarray:
+    dz = grad_output.reshape(spec.n, spec.groups, spec.c_out_g, spec.oh * spec.ow)
+    return dz[n0:n1, :, :, i0 * spec.ow:i1 * spec.ow]  # (nb, G, O/G, l)
 
 
-def _grad_input_from_dz(weight: np.ndarray, dz: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    _, w_shape = _group_views(spec)
-    w_t = weight.reshape(w_shape).transpose(0, 2, 1)  # (G, K, C_out/G)
-    dcols = np.matmul(w_t, dz)  # (N, G, K, L)
-    return col2im(dcols.reshape(spec.n, spec.c_in, spec.kh, spec.kw, spec.oh, spec.ow), spec)
-
-
-def _dz_view(grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    return grad_output.reshape(spec.n, spec.groups, spec.c_out_g, spec.oh * spec.ow)  # (N,G,O,L)
-
-
-def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """dW = sum_n dZ @ im2col(x).T, per group.
+def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
+    """Both gradients in one pass over the chunks (dZ is read once per chunk).
 
     Returns
     -------
-    ndarray of shape (C_out, C_in/groups, KH, KW)
+    (dx of shape (N, C_in, H, W) or None, dw of shape (C_out, C_in/groups, KH, KW) or None)
     """
-    cols = im2col(x, spec).reshape(_group_views(spec)[0])  # (N, G, K, L)
-    return _grad_weight_from_cols(cols, _dz_view(grad_output, spec), spec)
+    grad_output = np.ascontiguousarray(grad_output)
+    w_t = None
+    if need_input:
+        w_t = _weight_matrix(np.ascontiguousarray(weight), spec).transpose(0, 2, 1)  # (G,K,O/G)
+        dx = np.zeros(spec.x_shape, dtype=grad_output.dtype)
+    if need_weight:
+        x = _contiguous(x)
+        dw = np.zeros((spec.groups, spec.c_out_g, spec.c_in_g * spec.kh * spec.kw),
+                      dtype=x.dtype)  # (G, O/G, K)
+    for n0, n1, i0, i1 in _blocks(spec, grad_output.itemsize):
+        dz = _dz_block(grad_output, spec, n0, n1, i0, i1)  # (nb, G, O/G, l)
+        if need_weight:
+            cols = im2col(x, spec, n0, n1, i0, i1)
+            cols = cols.reshape(n1 - n0, spec.groups, -1, cols.shape[-1])  # (nb, G, K, l)
+            for b in range(n1 - n0):
+                dw += np.matmul(dz[b], cols[b].transpose(0, 2, 1))  # (G, O/G, K)
+            del cols
+        if need_input:
+            dcols = np.matmul(w_t, dz)  # (nb, G, K, l)
+            col2im(dcols.reshape(n1 - n0, -1, dcols.shape[-1]), dx, spec, n0, i0)
+    return (dx if need_input else None,
+            dw.reshape(spec.weight_shape) if need_weight else None)
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -131,12 +242,14 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     -------
     ndarray of shape (N, C_in, H, W)
     """
-    return _grad_input_from_dz(weight, _dz_view(grad_output, spec), spec)
+    return backward(None, weight, grad_output, spec, True, False)[0]
 
 
-def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
-    """Both gradients, sharing the reshaped dZ."""
-    dz = _dz_view(grad_output, spec)  # (N, G, C_out/G, L)
-    dx = _grad_input_from_dz(weight, dz, spec) if need_input else None
-    dw = grad_weight(x, grad_output, spec) if need_weight else None
-    return dx, dw
+def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """dW = sum_n dZ @ im2col(x).T, per group.
+
+    Returns
+    -------
+    ndarray of shape (C_out, C_in/groups, KH, KW)
+    """
+    return backward(x, None, grad_output, spec, False, True)[1]

@@ -4,11 +4,14 @@ Three kernels, each parallel over an axis whose iterations write disjoint output
 no two threads ever add into the same element:
 
 * forward: one task per (sample, output channel); each accumulates its output plane.
-* grad_input: a *gather*: one task per (sample, input channel); each input pixel sums
-  the ``dZ * w`` terms that reach it (formulas 17.3 (5)-(9)), finding the output pixels
-  ``i`` with ``i*S + u*D == row`` directly instead of scattering into shared pixels.
+* grad_input: one task per (sample, input channel); each task adds every ``dZ * w``
+  term that reaches its input plane (formulas 17.3 (5)-(9)) into a private padded
+  buffer, so work is split by what it writes and no two threads share an element.
 * grad_weight: one task per (output channel, input channel of its group); each kernel
   tap sums input times dZ over samples and output pixels (formula 17.3 (11)).
+
+Every inner loop runs along an output row; with stride 1 it is contiguous and LLVM
+vectorises it (reductions are kept as per-column partial sums for the same reason).
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
@@ -47,14 +50,19 @@ def _forward_kernel(xp, weight, y, sh, sw, dh, dw, groups):  # pragma: no cover 
                 for v in range(kw):
                     wv = weight[co, ci, u, v]
                     for i in range(oh):
-                        row = i * sh + u * dh
-                        for j in range(ow):
-                            out[i, j] += wv * plane[row, j * sw + v * dw]
+                        src = plane[i * sh + u * dh]
+                        dst = out[i]
+                        if sw == 1:  # contiguous: the loop vectorises
+                            for j in range(ow):
+                                dst[j] += wv * src[j + v * dw]
+                        else:
+                            for j in range(ow):
+                                dst[j] += wv * src[j * sw + v * dw]
 
 
 @njit(parallel=True, cache=True)
-def _grad_input_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
-                       zero):  # pragma: no cover - compiled
+def _grad_input_kernel(dz, weight, dx, hp, wp, top, left, sh, sw, dh, dw,
+                       groups):  # pragma: no cover - compiled
     n, c_in, h, w = dx.shape
     c_out, c_in_g, kh, kw = weight.shape
     _, _, oh, ow = dz.shape
@@ -64,32 +72,29 @@ def _grad_input_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
         cin = task % c_in
         g = cin // c_in_g
         ci = cin % c_in_g
+        # this task owns input plane (b, cin): it scatters into a private padded copy,
+        # so no other thread ever touches the same element
+        buf = np.zeros((hp, wp), dtype=dx.dtype)
+        for co in range(g * c_out_g, (g + 1) * c_out_g):
+            for u in range(kh):
+                for v in range(kw):
+                    wv = weight[co, ci, u, v]
+                    for i in range(oh):
+                        src = dz[b, co, i]
+                        dst = buf[i * sh + u * dh]
+                        if sw == 1:
+                            for j in range(ow):
+                                dst[j + v * dw] += wv * src[j]
+                        else:
+                            for j in range(ow):
+                                dst[j * sw + v * dw] += wv * src[j]
         for hi in range(h):
-            row = hi + top  # row in the zero-padded frame
             for wi in range(w):
-                col = wi + left
-                acc = zero
-                for co in range(g * c_out_g, (g + 1) * c_out_g):
-                    for u in range(kh):
-                        t = row - u * dh
-                        if t < 0:
-                            break
-                        if t % sh != 0 or t // sh >= oh:
-                            continue
-                        i = t // sh
-                        for v in range(kw):
-                            s = col - v * dw
-                            if s < 0:
-                                break
-                            if s % sw != 0 or s // sw >= ow:
-                                continue
-                            acc += dz[b, co, i, s // sw] * weight[co, ci, u, v]
-                dx[b, cin, hi, wi] = acc
+                dx[b, cin, hi, wi] = buf[hi + top, wi + left]
 
 
 @njit(parallel=True, cache=True)
-def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups,
-                        zero):  # pragma: no cover - compiled
+def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups):  # pragma: no cover
     n = xp.shape[0]
     c_out, c_in_g, kh, kw = grad_w.shape
     _, _, oh, ow = dz.shape
@@ -98,15 +103,25 @@ def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups,
         co = task // c_in_g
         ci = task % c_in_g
         cin = (co // c_out_g) * c_in_g + ci
+        # one partial sum per (tap, output column): the j loop is an element-wise
+        # multiply-add that vectorises; the partial sums are added at the end
+        acc = np.zeros((kh, kw, ow), dtype=grad_w.dtype)
+        for b in range(n):
+            for i in range(oh):
+                grad = dz[b, co, i]
+                for u in range(kh):
+                    src = xp[b, cin, i * sh + u * dh]
+                    for v in range(kw):
+                        part = acc[u, v]
+                        if sw == 1:
+                            for j in range(ow):
+                                part[j] += src[j + v * dw] * grad[j]
+                        else:
+                            for j in range(ow):
+                                part[j] += src[j * sw + v * dw] * grad[j]
         for u in range(kh):
             for v in range(kw):
-                acc = zero
-                for b in range(n):
-                    for i in range(oh):
-                        row = i * sh + u * dh
-                        for j in range(ow):
-                            acc += xp[b, cin, row, j * sw + v * dw] * dz[b, co, i, j]
-                grad_w[co, ci, u, v] = acc
+                grad_w[co, ci, u, v] = acc[u, v].sum()
 
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -140,9 +155,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     ndarray of shape (N, C_in, H, W)
     """
     dx = np.empty(spec.x_shape, dtype=grad_output.dtype)
-    _grad_input_kernel(_prepare(grad_output), _prepare(weight), dx, spec.padding[0],
-                       spec.padding[2], *spec.stride, *spec.dilation, spec.groups,
-                       grad_output.dtype.type(0))
+    _grad_input_kernel(_prepare(grad_output), _prepare(weight), dx, spec.hp, spec.wp,
+                       spec.padding[0], spec.padding[2], *spec.stride, *spec.dilation,
+                       spec.groups)
     return dx
 
 
@@ -161,5 +176,5 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
     grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
     _grad_weight_kernel(xp, _prepare(grad_output), grad_w, *spec.stride, *spec.dilation,
-                        spec.groups, x.dtype.type(0))
+                        spec.groups)
     return grad_w

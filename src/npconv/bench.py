@@ -1,0 +1,339 @@
+"""``npconv bench``: the book's 14.5.3 comparison and a layer suite, against PyTorch.
+
+Every timing is forward + dX + dW + dB, on every side (PyTorch's input requires grad,
+so its autograd computes dX too). Figures are medians after warm-up; speed-ups are
+ratios measured in the same run. Targets live here, never in the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import tuning
+from .algorithms import ALGORITHMS
+from .functional import conv2d, conv2d_backward
+from .spec import plan_conv2d
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    x: tuple
+    c_out: int
+    kernel: tuple
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    @property
+    def weight(self) -> tuple:
+        return (self.c_out, self.x[1] // self.groups, *self.kernel)
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+
+SUITE = (
+    Layer("book", (8, 3, 7, 6), 2, (4, 5)),
+    Layer("lenet1", (64, 1, 28, 28), 6, (5, 5), padding=2),
+    Layer("lenet2", (64, 6, 14, 14), 16, (5, 5)),
+    Layer("cifar", (64, 3, 32, 32), 32, (3, 3), padding=1),
+    Layer("res56", (16, 64, 56, 56), 64, (3, 3), padding=1),
+    Layer("res28", (16, 128, 28, 28), 128, (3, 3), padding=1),
+    Layer("down", (16, 64, 56, 56), 128, (3, 3), stride=2, padding=1),
+    Layer("pointwise", (16, 256, 14, 14), 64, (1, 1)),
+    Layer("depthwise", (16, 64, 56, 56), 64, (3, 3), padding=1, groups=64),
+    Layer("dilated", (16, 32, 32, 32), 32, (3, 3), padding=2, dilation=2),
+)
+GEMM_BOUND = ("res56", "res28", "down", "pointwise")
+BOOK_FIGURES = {"torch": 0.457, "naive": 20.58, "im2col": 0.200}  # seconds, 14.5.3
+
+
+def _median_time(fn, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sgemm_peak(dtype=np.float32, size: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of one large BLAS matrix product on this machine, now."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    t = _median_time(lambda: a @ b, repeat)
+    return 2 * size**3 / t / 1e9
+
+
+def _torch(threads: int):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    return torch
+
+
+def torch_backend(torch) -> str:
+    if torch is None:
+        return "not installed"
+    onednn = torch.backends.mkldnn.is_available()
+    return f"torch {torch.__version__} ({'oneDNN' if onednn else 'native'} CPU convolution)"
+
+
+def _torch_step(torch, x, w, b, g, kwargs):
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tw = torch.from_numpy(w).requires_grad_(True)
+    tb = torch.from_numpy(b).requires_grad_(True)
+    y = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    y.backward(torch.from_numpy(g))
+    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
+
+
+def _npconv_step(x, w, b, g, kwargs, algorithm):
+    y = conv2d(x, w, b, algorithm=algorithm, **kwargs)
+    return (y, *conv2d_backward(x, w, g, algorithm=algorithm, **kwargs))
+
+
+def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
+              algorithm: str = "auto", progress=None) -> dict:
+    """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict."""
+    tuning.set_num_threads(threads)
+    torch = _torch(threads)
+    peak = sgemm_peak(dtype)
+    rows = []
+    for layer in layers:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(layer.x).astype(dtype)
+        w = (rng.standard_normal(layer.weight) / np.sqrt(np.prod(layer.weight[1:]))).astype(dtype)
+        b = rng.standard_normal(layer.c_out).astype(dtype)
+        spec = plan_conv2d(x.shape, w.shape, **layer.kwargs).spec
+        g = rng.standard_normal(spec.y_shape).astype(dtype)
+        t0 = time.perf_counter()
+        ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
+        first_call = time.perf_counter() - t0
+        t_np = _median_time(lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm), repeat)
+        row = dict(id=layer.id, x=layer.x, weight=layer.weight, **layer.kwargs,
+                   algorithm=tuning.choose(spec, x.dtype, "forward") if algorithm == "auto"
+                   else algorithm, ms=t_np * 1e3, first_call_ms=first_call * 1e3,
+                   gflops=3 * spec.flops / t_np / 1e9)
+        row["peak_pct"] = 100 * row["gflops"] / peak
+        if torch is not None:
+            ref = _torch_step(torch, x, w, b, g, layer.kwargs)
+            t_torch = _median_time(lambda: _torch_step(torch, x, w, b, g, layer.kwargs), repeat)
+            row.update(torch_ms=t_torch * 1e3, speedup=t_torch / t_np,
+                       max_abs_err=max(float(np.max(np.abs(a - r)))
+                                       for a, r in zip(ours, ref, strict=True)))
+        rows.append(row)
+        if progress:
+            progress(layer.id)
+    result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
+                  repeat=repeat, sgemm_peak_gflops=peak, torch=torch_backend(torch), rows=rows,
+                  peak_rss_mib=peak_rss_mib())
+    speedups = [r["speedup"] for r in rows if "speedup" in r]
+    if speedups:
+        result["geomean_speedup"] = float(np.exp(np.mean(np.log(speedups))))
+    return result
+
+
+def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
+             methods=("torch", *ALGORITHMS, "auto"), progress=None) -> dict:
+    """The 14.5.3 benchmark: ``iterations`` x (fresh x, forward, fresh dZ, backward)."""
+    tuning.set_num_threads(threads)
+    torch = _torch(threads)
+    layer = SUITE[0]
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(layer.weight).astype(dtype)
+    b = np.zeros(layer.c_out, dtype=dtype)
+    y_shape = plan_conv2d(layer.x, layer.weight).spec.y_shape
+    totals = {}
+    for method in methods:
+        if method == "torch" and torch is None:
+            continue
+
+        def one(method=method):
+            x = rng.standard_normal(layer.x).astype(dtype)
+            g = rng.standard_normal(y_shape).astype(dtype)
+            if method == "torch":
+                _torch_step(torch, x, w, b, g, {})
+            else:
+                _npconv_step(x, w, b, g, {}, method)
+
+        one()  # warm-up (compiles the Numba kernels)
+        n = iterations if method != "naive" else max(1, iterations // 10)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            one()
+        totals[method] = (time.perf_counter() - t0) * iterations / n
+        if progress:
+            progress(method)
+    result = dict(kind="book", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
+                  iterations=iterations, torch=torch_backend(torch), seconds=totals,
+                  book_seconds=BOOK_FIGURES)
+    if "torch" in totals:
+        result["speedup_vs_torch"] = {m: totals["torch"] / t for m, t in totals.items()}
+    return result
+
+
+def machine() -> str:
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --------------------------------------------------------------------------- output
+def print_suite(result: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"forward + dX + dW + dB, {result['dtype']}, {result['threads']} "
+                        f"threads, median of {result['repeat']}")
+    cols = ["layer", "algorithm", "ms", "torch ms", "GFLOP/s", "vs torch", "% sgemm peak",
+            "max abs err", "first call ms"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("layer", "algorithm") else "right")
+    for r in result["rows"]:
+        table.add_row(r["id"], r["algorithm"], f"{r['ms']:.2f}",
+                      f"{r['torch_ms']:.2f}" if "torch_ms" in r else "-",
+                      f"{r['gflops']:.1f}", f"{r['speedup']:.2f}x" if "speedup" in r else "-",
+                      f"{r['peak_pct']:.0f}%",
+                      f"{r['max_abs_err']:.1e}" if "max_abs_err" in r else "-",
+                      f"{r['first_call_ms']:.0f}")
+    console.print(table)
+    console.print(f"sgemm peak measured now: {result['sgemm_peak_gflops']:.1f} GFLOP/s; "
+                  f"{result['torch']}; peak RSS {result['peak_rss_mib']:.0f} MiB")
+    if "geomean_speedup" in result:
+        console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
+
+
+def print_book(result: dict, console) -> None:
+    console.print(f"--- {result['iterations']} x forward + backward (dX, dW, dB), "
+                  f"X (8,3,7,6), W (2,3,4,5), {result['dtype']}, {result['threads']} threads ---")
+    for method, seconds in result["seconds"].items():
+        line = f"{method + ':':<11}{seconds:8.3f} s"
+        if "speedup_vs_torch" in result and method != "torch":
+            line += f"   {result['speedup_vs_torch'][method]:6.1f}x torch"
+        if method in result["book_seconds"]:
+            line += f"   (book: {result['book_seconds'][method]:.3f} s)"
+        console.print(line)
+    console.print(f"{result['torch']}; the book's torch run computed no dX, ours does")
+
+
+def save_plot(result: dict, path: str) -> None:
+    """A bar chart of the suite: npconv and torch milliseconds per layer (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    ids = [r["id"] for r in rows]
+    pos = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(pos - 0.2, [r["ms"] for r in rows], 0.4, label="npconv (auto)", color="tab:blue")
+    if all("torch_ms" in r for r in rows):
+        ax.bar(pos + 0.2, [r["torch_ms"] for r in rows], 0.4, label="PyTorch", color="tab:gray")
+        for p, r in zip(pos, rows, strict=True):
+            ax.annotate(f"{r['speedup']:.2f}x", (p, max(r["ms"], r["torch_ms"])),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(pos, ids)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per forward + backward (log)")
+    ax.set_title(f"npconv vs PyTorch, {result['dtype']}, {result['threads']} threads "
+                 f"(labels: speed-up vs torch)")
+    ax.legend()
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def atomic_savefig(fig, path: str) -> None:
+    """Save a matplotlib figure to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1] or ".png"
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix, prefix=".npconv-")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".npconv-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- CLI
+def handle(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    dtype = np.dtype(args.dtype)
+    if args.which == "book":
+        result = run_book(args.iterations, args.threads, dtype,
+                          progress=lambda m: console.print(f"  timed {m}", style="dim"))
+        print_book(result, console)
+    else:
+        layers = SUITE if not args.layers else tuple(
+            layer for layer in SUITE if layer.id in args.layers.split(","))
+        if not layers:
+            raise ValueError(f"no layer of the suite matches {args.layers!r}; layers: "
+                             f"{', '.join(layer.id for layer in SUITE)}")
+        result = run_suite(args.threads, dtype, args.repeat, layers,
+                           progress=lambda i: console.print(f"  timed {i}", style="dim"))
+        print_suite(result, console)
+        if args.plot:
+            save_plot(result, args.plot)
+            console.print(f"plot written to {args.plot}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2, default=str))
+        console.print(f"results written to {args.json}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="time npconv against PyTorch (the book's benchmark or a layer suite)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  npconv bench book\n  npconv bench suite --plot suite.png\n"
+               "  npconv bench suite --layers res56,down --threads 1 --json out.json")
+    p.add_argument("which", choices=("book", "suite"), help="which benchmark")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--repeat", type=int, default=5, help="timed repeats per layer (suite)")
+    p.add_argument("--iterations", type=int, default=1000, help="iterations (book)")
+    p.add_argument("--layers", help="comma-separated layer ids of the suite")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--plot", help="bar chart of the suite (PNG; needs matplotlib)")
+    p.set_defaults(handler=handle, command="bench")
+

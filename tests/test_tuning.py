@@ -1,0 +1,96 @@
+"""Algorithm choice, the im2col workspace limit (chunking) and thread counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_close
+
+import npconv
+from npconv import tuning
+from npconv.spec import plan_conv2d
+
+
+@pytest.fixture
+def small_workspace():
+    before = npconv.workspace_limit()
+    yield
+    npconv.set_workspace_limit(before)
+
+
+@pytest.mark.parametrize("chunking", ["rows-of-one", "row-chunks", "batch-chunks"])
+@pytest.mark.parametrize("kwargs", [
+    dict(padding=1),
+    dict(stride=2, padding=(1, 2), dilation=(1, 2), groups=2),
+    dict(),  # 1x1 weight below: the in-place pointwise path
+], ids=["3x3", "strided-grouped", "pointwise"])
+def test_chunked_im2col_equals_unchunked(small_workspace, chunking, kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 11, 9)).astype(np.float32)
+    kernel = (1, 1) if not kwargs else (3, 3)
+    w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), *kernel)).astype(np.float32)
+    y_full = npconv.conv2d(x, w, algorithm="im2col", **kwargs)
+    g = rng.standard_normal(y_full.shape).astype(np.float32)
+    full = npconv.conv2d_backward(x, w, g, algorithm="im2col", **kwargs)
+    spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
+    per_sample = spec.c_in * spec.kh * spec.kw * spec.oh * spec.ow * x.itemsize
+    limit = {"rows-of-one": 1, "row-chunks": per_sample // 2,
+             "batch-chunks": 2 * per_sample}[chunking]
+    npconv.set_workspace_limit(limit)
+    from npconv.algorithms.im2col import _blocks
+    assert len(list(_blocks(spec, 4))) > 1  # really chunked
+    assert_close(npconv.conv2d(x, w, algorithm="im2col", **kwargs), y_full, "y (chunked)")
+    chunked = npconv.conv2d_backward(x, w, g, algorithm="im2col", **kwargs)
+    for name, a, b in zip(("dX", "dW", "dB"), chunked, full, strict=True):
+        assert_close(a, b, f"{name} (chunked)")
+
+
+def test_workspace_limit_validated(small_workspace):
+    with pytest.raises(ValueError, match="positive number of bytes"):
+        npconv.set_workspace_limit(0)
+    with pytest.raises(ValueError, match="positive number of bytes"):
+        npconv.set_workspace_limit(1.5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("algorithm", ["jit", "im2col"])
+def test_thread_counts_give_the_same_answer(threads, algorithm):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 12, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    kwargs = dict(stride=(1, 2), padding=1, groups=2)
+    ref_y = npconv.conv2d(x.astype(np.float64), w.astype(np.float64), algorithm="naive",
+                          **kwargs)
+    g = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ref = npconv.conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                 g.astype(np.float64), algorithm="naive", **kwargs)
+    before = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        import numba
+
+        assert npconv.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+        assert_close(npconv.conv2d(x, w, algorithm=algorithm, **kwargs),
+                     ref_y.astype(np.float32), "y")
+        got = npconv.conv2d_backward(x, w, g, algorithm=algorithm, **kwargs)
+        for name, a, b in zip(("dX", "dW", "dB"), got, ref, strict=True):
+            assert_close(a, b.astype(np.float32), name)
+    finally:
+        npconv.set_num_threads(before)
+
+
+def test_set_num_threads_validated():
+    with pytest.raises(ValueError, match="positive integer"):
+        npconv.set_num_threads(0)
+
+
+@pytest.mark.parametrize("x, w, kwargs, expected", [
+    ((8, 3, 7, 6), (2, 3, 4, 5), {}, "jit"),  # the book's layer: tiny
+    ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "jit"),  # depthwise
+    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),
+])
+def test_auto_choice_is_explained(x, w, kwargs, expected):
+    spec = plan_conv2d(x, w, **kwargs).spec
+    choice = npconv.explain_choice(spec, np.float32)
+    assert choice.algorithm == expected == tuning.choose(spec, np.float32, "forward")
+    assert len(choice.reason) > 20
