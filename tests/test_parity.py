@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import npconv
-from cases import CASES
 from npconv import grad
 from npconv.spec import plan_conv2d
+
+from cases import CASES
 from reference import assert_close, torch_conv2d
 
 DTYPES = [np.float64, np.float32]

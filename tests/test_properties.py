@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import npconv
 from npconv.spec import PADDING_MODES, plan_conv2d
+
 from reference import assert_close, torch_conv2d
 
 EXAMPLES = int(os.environ.get("NPCONV_HYPOTHESIS_EXAMPLES", "300"))

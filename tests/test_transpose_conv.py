@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import npconv
+
 from reference import assert_close
 
 CASES = {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import assert_close
 
 import npconv
 from npconv import tuning
 from npconv.spec import plan_conv2d
+
+from reference import assert_close
 
 
 @pytest.fixture

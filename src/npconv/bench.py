@@ -113,6 +113,32 @@ def _npconv_step(x, w, b, g, kwargs, algorithm):
     return (y, *conv2d_backward(x, w, g, algorithm=algorithm, **kwargs))
 
 
+def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: float) -> dict:
+    """One row of the suite: npconv and PyTorch on the same arrays."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(layer.x).astype(dtype)
+    w = (rng.standard_normal(layer.weight) / np.sqrt(np.prod(layer.weight[1:]))).astype(dtype)
+    b = rng.standard_normal(layer.c_out).astype(dtype)
+    spec = plan_conv2d(x.shape, w.shape, **layer.kwargs).spec
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    t0 = time.perf_counter()
+    ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
+    first_call = time.perf_counter() - t0
+    t_np = _median_time(lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm), repeat)
+    row = dict(id=layer.id, x=layer.x, weight=layer.weight, **layer.kwargs,
+               algorithm=tuning.choose(spec, x.dtype, "forward") if algorithm == "auto"
+               else algorithm, ms=t_np * 1e3, first_call_ms=first_call * 1e3,
+               gflops=3 * spec.flops / t_np / 1e9)
+    row["peak_pct"] = 100 * row["gflops"] / peak
+    if torch is not None:
+        ref = _torch_step(torch, x, w, b, g, layer.kwargs)
+        t_torch = _median_time(lambda: _torch_step(torch, x, w, b, g, layer.kwargs), repeat)
+        row.update(torch_ms=t_torch * 1e3, speedup=t_torch / t_np,
+                   max_abs_err=max(float(np.max(np.abs(a - r)))
+                                   for a, r in zip(ours, ref, strict=True)))
+    return row
+
+
 def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
               algorithm: str = "auto", progress=None) -> dict:
     """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict."""
@@ -121,28 +147,7 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
     peak = sgemm_peak(dtype)
     rows = []
     for layer in layers:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(layer.x).astype(dtype)
-        w = (rng.standard_normal(layer.weight) / np.sqrt(np.prod(layer.weight[1:]))).astype(dtype)
-        b = rng.standard_normal(layer.c_out).astype(dtype)
-        spec = plan_conv2d(x.shape, w.shape, **layer.kwargs).spec
-        g = rng.standard_normal(spec.y_shape).astype(dtype)
-        t0 = time.perf_counter()
-        ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
-        first_call = time.perf_counter() - t0
-        t_np = _median_time(lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm), repeat)
-        row = dict(id=layer.id, x=layer.x, weight=layer.weight, **layer.kwargs,
-                   algorithm=tuning.choose(spec, x.dtype, "forward") if algorithm == "auto"
-                   else algorithm, ms=t_np * 1e3, first_call_ms=first_call * 1e3,
-                   gflops=3 * spec.flops / t_np / 1e9)
-        row["peak_pct"] = 100 * row["gflops"] / peak
-        if torch is not None:
-            ref = _torch_step(torch, x, w, b, g, layer.kwargs)
-            t_torch = _median_time(lambda: _torch_step(torch, x, w, b, g, layer.kwargs), repeat)
-            row.update(torch_ms=t_torch * 1e3, speedup=t_torch / t_np,
-                       max_abs_err=max(float(np.max(np.abs(a - r)))
-                                       for a, r in zip(ours, ref, strict=True)))
-        rows.append(row)
+        rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
         if progress:
             progress(layer.id)
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
@@ -297,7 +302,7 @@ def atomic_write_text(path: str, text: str) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=max(Console().width, 132))  # the suite table needs the room
     dtype = np.dtype(args.dtype)
     if args.which == "book":
         result = run_book(args.iterations, args.threads, dtype,
