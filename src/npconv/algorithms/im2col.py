@@ -4,15 +4,15 @@ im2col copies, for every input channel c and kernel tap (u, v), the input pixels
 tap meets into one row of a column matrix (zero where the tap falls in the padding)::
 
     cols[n, (c, u, v), (i, j)] = xp[n, c, i*S_h + u*D_h, j*S_w + v*D_w]
-    cols  (N, C_in*KH*KW, OH*OW)  viewed per group as  (N, G, K, L),
-    K = C_in/G * KH * KW,  L = OH * OW
+    cols  (C_in*KH*KW, N*OH*OW)  with rows (c, u, v) and columns (n, i, j);
+    group g owns rows g*K .. (g+1)*K,  K = C_in/G * KH * KW
 
-Then, per sample and group:
+Then one GEMM per group (dZ' is dZ with N and C_out swapped, (C_out, N*OH*OW)):
 
-* forward:      y[n, g] = W[g] (C_out/G, K) @ cols[n, g] (K, L), already NCHW;
-* grad_weight:  dW[g]   = sum_n dZ[n, g] (C_out/G, L) @ cols[n, g].T (L, K)
+* forward:      y'[g]  = W[g] (C_out/G, K) @ cols[g] (K, N*L), then (N, C_out, L);
+* grad_weight:  dW[g]  = dZ'[g] (C_out/G, N*L) @ cols[g].T (N*L, K)
   (the book's ``backward_dw_col2im``: the fully-connected rule on columns);
-* grad_input:   dcols   = W[g].T (K, C_out/G) @ dZ[n, g] (C_out/G, L), and col2im adds
+* grad_input:   dcols  = W[g].T (K, C_out/G) @ dZ'[g] (C_out/G, N*L), and col2im adds
   every entry back onto the pixel it was copied from (``backward_dx_col2im``); no
   padding or zero insertion is needed, the index arithmetic places everything.
 
@@ -33,9 +33,10 @@ from ..spec import ConvSpec
 
 
 @njit(parallel=True, cache=True)
-def _pack(x, cols, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no cover
-    """cols[b, (c,u,v), (i,j)] = x[n0+b, c, (i0+i)*sh + u*dh - top, j*sw + v*dw - left]."""
-    nb, _, length = cols.shape
+def _pack(x, cols, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
+          ow):  # pragma: no cover - compiled
+    """cols[(c,u,v), b*l + i*ow + j] = x[n0+b, c, (i0+i)*sh + u*dh - top, j*sw + v*dw - left]."""
+    length = cols.shape[1] // nb
     _, c_in, h, w = x.shape
     rows_out = length // ow
     for task in prange(nb * c_in):
@@ -44,7 +45,7 @@ def _pack(x, cols, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no
         plane = x[n0 + b, c]
         for u in range(kh):
             for v in range(kw):
-                dst = cols[b, (c * kh + u) * kw + v]
+                dst = cols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
                 # the j for which the column j*sw + v*dw - left lies inside the input
                 off = v * dw - left
                 j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
@@ -71,9 +72,10 @@ def _pack(x, cols, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no
 
 
 @njit(parallel=True, cache=True)
-def _unpack(dcols, dx, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma: no cover
-    """Adjoint of :func:`_pack`: dx[n0+b, c, row, col] += dcols[b, (c,u,v), (i,j)]."""
-    nb, _, length = dcols.shape
+def _unpack(dcols, dx, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
+            ow):  # pragma: no cover - compiled
+    """Adjoint of :func:`_pack`: dx[n0+b, c, row, col] += dcols[(c,u,v), b*l + i*ow + j]."""
+    length = dcols.shape[1] // nb
     _, c_in, h, w = dx.shape
     rows_out = length // ow
     for task in prange(nb * c_in):
@@ -82,7 +84,7 @@ def _unpack(dcols, dx, n0, i0, kh, kw, sh, sw, dh, dw, top, left, ow):  # pragma
         plane = dx[n0 + b, c]
         for u in range(kh):
             for v in range(kw):
-                src = dcols[b, (c * kh + u) * kw + v]
+                src = dcols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
                 off = v * dw - left
                 j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
                 j_hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
@@ -136,45 +138,52 @@ def im2col(x: np.ndarray, spec: ConvSpec, n0: int = 0, n1: int | None = None, i0
 
     Returns
     -------
-    ndarray of shape (n1 - n0, C_in*KH*KW, (i1 - i0)*OW)
+    ndarray of shape (C_in*KH*KW, (n1 - n0) * (i1 - i0)*OW), rows ordered (c, u, v) and
+    columns (sample, output row, output column).
     """
     n1 = spec.n if n1 is None else n1
     i1 = spec.oh if i1 is None else i1
-    if _is_pointwise(spec):  # 1x1, stride 1, no padding: x already is its column matrix
-        return x[n0:n1].reshape(n1 - n0, spec.c_in, spec.h * spec.w)[:, :, i0 * spec.ow:
-                                                                      i1 * spec.ow]
-    cols = np.empty((n1 - n0, spec.c_in * spec.kh * spec.kw, (i1 - i0) * spec.ow), dtype=x.dtype)
-    _pack(x, cols, n0, i0, *_kernel_args(spec))
+    nb, length = n1 - n0, (i1 - i0) * spec.ow
+    cols = np.empty((spec.c_in * spec.kh * spec.kw, nb * length), dtype=x.dtype)
+    if _is_pointwise(spec):  # 1x1, stride 1, no padding: a transpose of x is the matrix
+        view = x[n0:n1].reshape(nb, spec.c_in, -1)[:, :, i0 * spec.ow:i1 * spec.ow]
+        cols.reshape(spec.c_in, nb, length)[...] = view.transpose(1, 0, 2)  # (C_in, nb, l)
+        return cols
+    _pack(x, cols, nb, n0, i0, *_kernel_args(spec))
     return cols
 
 
-def col2im(dcols: np.ndarray, dx: np.ndarray, spec: ConvSpec, n0: int = 0, i0: int = 0) -> None:
+def col2im(dcols: np.ndarray, dx: np.ndarray, spec: ConvSpec, nb: int, n0: int = 0,
+           i0: int = 0) -> None:
     """Add the column-matrix gradient ``dcols`` back onto ``dx`` (in place).
 
     Parameters
     ----------
-    dcols : ndarray of shape (nb, C_in*KH*KW, rows*OW)
+    dcols : ndarray of shape (C_in*KH*KW, nb * rows*OW)
     dx : ndarray of shape (N, C_in, H, W), C-contiguous; samples ``n0:n0+nb`` receive it.
     """
     if _is_pointwise(spec):
-        nb = dcols.shape[0]
+        length = dcols.shape[1] // nb
         dx_view = dx.reshape(spec.n, spec.c_in, spec.h * spec.w)  # (N, C_in, L)
-        dx_view[n0:n0 + nb, :, i0 * spec.ow:i0 * spec.ow + dcols.shape[-1]] += dcols
+        dx_view[n0:n0 + nb, :, i0 * spec.ow:i0 * spec.ow + length] += (
+            dcols.reshape(spec.c_in, nb, length).transpose(1, 0, 2))
         return
-    _unpack(dcols, dx, n0, i0, *_kernel_args(spec))
+    _unpack(dcols, dx, nb, n0, i0, *_kernel_args(spec))
 
 
 def _is_pointwise(spec: ConvSpec) -> bool:
-    """A 1x1 kernel with stride 1 and no padding reads every pixel once, in place."""
+    """A 1x1 kernel with stride 1 and no padding reads every pixel once, in order."""
     return (spec.kh, spec.kw, *spec.stride, *spec.padding) == (1, 1, 1, 1, 0, 0, 0, 0)
 
 
-def _weight_matrix(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    return weight.reshape(spec.groups, spec.c_out_g, spec.c_in_g * spec.kh * spec.kw)  # (G,O,K)
+def _group_rows(spec: ConvSpec, g: int) -> slice:
+    """Rows of the column matrix (and of W's matrix) that belong to group ``g``."""
+    k = spec.c_in_g * spec.kh * spec.kw
+    return slice(g * k, (g + 1) * k)
 
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """y = W @ im2col(x), per sample and group, chunked to the workspace limit.
+    """y = W @ im2col(x), one GEMM per group and chunk, chunked to the workspace limit.
 
     Parameters
     ----------
@@ -186,57 +195,59 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     ndarray of shape (N, C_out, OH, OW)
     """
     x = _contiguous(x)
-    w_mat = _weight_matrix(np.ascontiguousarray(weight), spec)  # (G, C_out/G, K)
+    w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, C_in/G*KH*KW)
     y = np.empty(spec.y_shape, dtype=x.dtype)
-    y_view = y.reshape(spec.n, spec.groups, spec.c_out_g, spec.oh * spec.ow)  # (N, G, O/G, L)
+    y_view = y.reshape(spec.n, spec.c_out, spec.oh * spec.ow)  # (N, C_out, L)
+    cog = spec.c_out_g
     for n0, n1, i0, i1 in _blocks(spec, x.itemsize):
-        cols = im2col(x, spec, n0, n1, i0, i1)
-        cols = cols.reshape(n1 - n0, spec.groups, -1, cols.shape[-1])  # (nb, G, K, l)
-        if (i0, i1) == (0, spec.oh):
-            np.matmul(w_mat, cols, out=y_view[n0:n1])
-        else:
-            y_view[n0:n1, :, :, i0 * spec.ow:i1 * spec.ow] = np.matmul(w_mat, cols)
+        cols = im2col(x, spec, n0, n1, i0, i1)  # (C_in*KH*KW, nb*l)
+        out = np.empty((spec.c_out, cols.shape[1]), dtype=x.dtype)  # (C_out, nb*l)
+        for g in range(spec.groups):
+            np.matmul(w_mat[g * cog:(g + 1) * cog], cols[_group_rows(spec, g)],
+                      out=out[g * cog:(g + 1) * cog])
+        y_view[n0:n1, :, i0 * spec.ow:i1 * spec.ow] = (
+            out.reshape(spec.c_out, n1 - n0, -1).transpose(1, 0, 2))  # (nb, C_out, l)
     return y
 
 
-def _dz_block(grad_output: np.ndarray, spec: ConvSpec, n0, n1, i0, i1) -> np.ndarray:
-    dz = grad_output.reshape(spec.n, spec.groups, spec.c_out_g, spec.oh * spec.ow)
-    return dz[n0:n1, :, :, i0 * spec.ow:i1 * spec.ow]  # (nb, G, O/G, l)
-
-
 def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
-    """Both gradients in one pass over the chunks (dZ is read once per chunk).
+    """Both gradients in one pass over the chunks (dZ is rearranged once per chunk).
 
     Returns
     -------
     (dx of shape (N, C_in, H, W) or None, dw of shape (C_out, C_in/groups, KH, KW) or None)
     """
-    grad_output = np.ascontiguousarray(grad_output)
-    w_t = None
+    dz_all = grad_output.reshape(spec.n, spec.c_out, spec.oh * spec.ow)  # (N, C_out, L)
+    cog = spec.c_out_g
     if need_input:
-        w_t = _weight_matrix(np.ascontiguousarray(weight), spec).transpose(0, 2, 1)  # (G,K,O/G)
+        w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, K_g)
         dx = np.zeros(spec.x_shape, dtype=grad_output.dtype)
     if need_weight:
         x = _contiguous(x)
-        dw = np.zeros((spec.groups, spec.c_out_g, spec.c_in_g * spec.kh * spec.kw),
-                      dtype=x.dtype)  # (G, O/G, K)
+        dw = np.zeros((spec.c_out, spec.c_in_g * spec.kh * spec.kw), dtype=x.dtype)
     for n0, n1, i0, i1 in _blocks(spec, grad_output.itemsize):
-        dz = _dz_block(grad_output, spec, n0, n1, i0, i1)  # (nb, G, O/G, l)
+        nb = n1 - n0
+        dz = np.ascontiguousarray(
+            dz_all[n0:n1, :, i0 * spec.ow:i1 * spec.ow].transpose(1, 0, 2)
+        ).reshape(spec.c_out, -1)  # (C_out, nb*l)
         if need_weight:
-            cols = im2col(x, spec, n0, n1, i0, i1)
-            cols = cols.reshape(n1 - n0, spec.groups, -1, cols.shape[-1])  # (nb, G, K, l)
-            for b in range(n1 - n0):
-                dw += np.matmul(dz[b], cols[b].transpose(0, 2, 1))  # (G, O/G, K)
+            cols = im2col(x, spec, n0, n1, i0, i1)  # (C_in*KH*KW, nb*l)
+            for g in range(spec.groups):
+                rows = _group_rows(spec, g)
+                dw[g * cog:(g + 1) * cog] += dz[g * cog:(g + 1) * cog] @ cols[rows].T
             del cols
         if need_input:
-            dcols = np.matmul(w_t, dz)  # (nb, G, K, l)
-            col2im(dcols.reshape(n1 - n0, -1, dcols.shape[-1]), dx, spec, n0, i0)
+            dcols = np.empty((spec.c_in * spec.kh * spec.kw, dz.shape[1]), dtype=dz.dtype)
+            for g in range(spec.groups):
+                np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz[g * cog:(g + 1) * cog],
+                          out=dcols[_group_rows(spec, g)])
+            col2im(dcols, dx, spec, nb, n0, i0)
     return (dx if need_input else None,
             dw.reshape(spec.weight_shape) if need_weight else None)
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """dX = col2im(W.T @ dZ), per sample and group.
+    """dX = col2im(W.T @ dZ), one GEMM per group and chunk.
 
     Returns
     -------
@@ -246,7 +257,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
 
 
 def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """dW = sum_n dZ @ im2col(x).T, per group.
+    """dW = dZ @ im2col(x).T, one GEMM per group and chunk.
 
     Returns
     -------
