@@ -198,6 +198,54 @@ def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
     return result
 
 
+def run_memory(threads: int = 2, dtype=np.float32, x_shape=(80, 256, 56, 56), c_out=64,
+               kernel=(3, 3)) -> dict:
+    """Forward + backward of a layer whose full im2col matrix exceeds 2 GiB, with peak RSS.
+
+    Run it in a fresh process (``npconv bench memory``): peak RSS is per process.
+    """
+    tuning.set_num_threads(threads)
+    dtype = np.dtype(dtype)
+    w_shape = (c_out, x_shape[1], *kernel)
+    spec = plan_conv2d(x_shape, w_shape, padding=kernel[0] // 2).spec
+    cols_bytes = spec.c_in * spec.kh * spec.kw * spec.n * spec.oh * spec.ow * dtype.itemsize
+    # warm up first: compiled kernels and BLAS buffers are not part of the workspace
+    small = np.ones((2, 4, 8, 8), dtype=dtype), np.ones((4, 4, 3, 3), dtype=dtype)
+    conv2d_backward(*small, conv2d(*small, algorithm="im2col"), algorithm="im2col")
+    sgemm_peak(dtype, size=512, repeat=1)
+    rss_before = peak_rss_mib()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape, dtype=np.float32).astype(dtype, copy=False)
+    w = rng.standard_normal(w_shape, dtype=np.float32).astype(dtype, copy=False)
+    g = rng.standard_normal(spec.y_shape, dtype=np.float32).astype(dtype, copy=False)
+    t0 = time.perf_counter()
+    y = conv2d(x, w, padding=kernel[0] // 2, algorithm="im2col")
+    dx, dw, db = conv2d_backward(x, w, g, padding=kernel[0] // 2, algorithm="im2col")
+    seconds = time.perf_counter() - t0
+    arrays = sum(a.nbytes for a in (x, w, g, y, dx, dw, db)) / 2**20
+    grown = peak_rss_mib() - rss_before
+    limit = tuning.workspace_limit() / 2**20
+    # the column matrix and its gradient never live at the same time; the chunk of the
+    # output (or of dZ) rearranged for the GEMM is at most one output's worth
+    budget = arrays + limit + spec.c_out * spec.n * spec.oh * spec.ow * dtype.itemsize / 2**20
+    return dict(kind="memory", machine=machine(), x=x_shape, weight=w_shape,
+                full_im2col_mib=cols_bytes / 2**20, workspace_limit_mib=limit,
+                arrays_mib=arrays, peak_rss_growth_mib=grown, budget_mib=budget,
+                within_budget=grown <= budget, seconds=seconds)
+
+
+def print_memory(result: dict, console) -> None:
+    console.print(
+        f"x {result['x']} * W {result['weight']}: the full im2col matrix would take "
+        f"{result['full_im2col_mib']:,.0f} MiB; workspace limit "
+        f"{result['workspace_limit_mib']:,.0f} MiB; the arrays themselves "
+        f"{result['arrays_mib']:,.0f} MiB")
+    verdict = "within" if result["within_budget"] else "OVER"
+    console.print(f"peak RSS grew by {result['peak_rss_growth_mib']:,.0f} MiB during forward + "
+                  f"backward ({result['seconds']:.1f} s): {verdict} the budget of "
+                  f"{result['budget_mib']:,.0f} MiB (arrays + limit + one output chunk)")
+
+
 def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, NumPy {np.__version__}")
@@ -304,7 +352,10 @@ def handle(args: argparse.Namespace) -> int:
 
     console = Console(width=max(Console().width, 132))  # the suite table needs the room
     dtype = np.dtype(args.dtype)
-    if args.which == "book":
+    if args.which == "memory":
+        result = run_memory(args.threads, dtype)
+        print_memory(result, console)
+    elif args.which == "book":
         result = run_book(args.iterations, args.threads, dtype,
                           progress=lambda m: console.print(f"  timed {m}", style="dim"))
         print_book(result, console)
@@ -331,8 +382,11 @@ def register(subparsers) -> None:
         "bench", help="time npconv against PyTorch (the book's benchmark or a layer suite)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  npconv bench book\n  npconv bench suite --plot suite.png\n"
-               "  npconv bench suite --layers res56,down --threads 1 --json out.json")
-    p.add_argument("which", choices=("book", "suite"), help="which benchmark")
+               "  npconv bench suite --layers res56,down --threads 1 --json out.json\n"
+               "  npconv bench memory")
+    p.add_argument("which", choices=("book", "suite", "memory"),
+                   help="book: the 14.5.3 comparison; suite: the layer suite; memory: a layer "
+                        "whose full im2col matrix exceeds 2 GiB, with peak RSS")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--repeat", type=int, default=5, help="timed repeats per layer (suite)")
