@@ -32,6 +32,14 @@ from .. import tuning
 from ..spec import ConvSpec
 
 
+@njit(cache=True)
+def _inside(off, sw, w, ow):  # pragma: no cover - compiled
+    """The output columns j in [j_lo, j_hi) whose input column j*sw + off is in [0, w)."""
+    j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
+    j_hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
+    return j_lo, max(j_hi, j_lo)
+
+
 @njit(parallel=True, cache=True)
 def _pack(x, cols, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
           ow):  # pragma: no cover - compiled
@@ -48,9 +56,7 @@ def _pack(x, cols, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
                 dst = cols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
                 # the j for which the column j*sw + v*dw - left lies inside the input
                 off = v * dw - left
-                j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
-                j_hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
-                j_hi = max(j_hi, j_lo)
+                j_lo, j_hi = _inside(off, sw, w, ow)
                 for i in range(rows_out):
                     row = (i0 + i) * sh + u * dh - top
                     base = i * ow
@@ -86,9 +92,7 @@ def _unpack(dcols, dx, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
             for v in range(kw):
                 src = dcols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
                 off = v * dw - left
-                j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
-                j_hi = min(ow, max(0, (w - 1 - off) // sw + 1)) if w - 1 - off >= 0 else 0
-                j_hi = max(j_hi, j_lo)
+                j_lo, j_hi = _inside(off, sw, w, ow)
                 for i in range(rows_out):
                     row = (i0 + i) * sh + u * dh - top
                     if row < 0 or row >= h:
