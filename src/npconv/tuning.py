@@ -37,6 +37,23 @@ class Choice:
     reason: str
 
 
+def _rule(spec: ConvSpec) -> str:
+    """Which case of the rule ``spec`` falls in (cheap: runs on every ``auto`` call)."""
+    if spec.c_in_g == 1:
+        return "depthwise"
+    if spec.flops // 2 <= SMALL_PROBLEM_MACS:
+        return "small"
+    return "gemm"
+
+
+_ALGORITHM = {"depthwise": "jit", "small": "jit", "gemm": "im2col"}
+
+
+def choose(spec: ConvSpec, dtype, op: str) -> str:
+    """The algorithm name ``"auto"`` uses for ``op`` on ``spec`` (see :func:`explain_choice`)."""
+    return _ALGORITHM[_rule(spec)]
+
+
 def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Choice:
     """The algorithm ``"auto"`` uses for ``op`` on ``spec``, with the reason.
 
@@ -47,21 +64,16 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
     dtype : numpy dtype
     op : {"forward", "backward", "grad_input", "grad_weight"}
     """
-    macs = spec.flops // 2
-    if spec.c_in_g == 1:
-        return Choice("jit", f"one input channel per group (depthwise-like, groups="
-                             f"{spec.groups}): a GEMM would have K = {spec.kh * spec.kw}, too "
-                             f"thin for BLAS, so the direct Numba kernel wins")
-    if macs <= SMALL_PROBLEM_MACS:
-        return Choice("jit", f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small "
-                             f"for im2col + BLAS to pay for their set-up")
+    case, macs = _rule(spec), spec.flops // 2
     k = spec.c_in_g * spec.kh * spec.kw
-    return Choice("im2col", f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS")
-
-
-def choose(spec: ConvSpec, dtype, op: str) -> str:
-    """The algorithm name ``"auto"`` uses (see :func:`explain_choice`)."""
-    return explain_choice(spec, dtype, op).algorithm
+    reason = {
+        "depthwise": f"one input channel per group (groups={spec.groups}): a GEMM would have "
+                     f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
+        "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
+                 f"BLAS to pay for their set-up",
+        "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
+    }[case]
+    return Choice(_ALGORITHM[case], reason)
 
 
 def workspace_limit() -> int:
