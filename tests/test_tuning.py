@@ -89,6 +89,7 @@ def test_set_num_threads_validated():
     ((8, 3, 7, 6), (2, 3, 4, 5), {}, "jit"),  # the book's layer: tiny
     ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "jit"),  # depthwise
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),
+    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "im2col"),  # one channel, no groups
 ])
 def test_auto_choice_is_explained(x, w, kwargs, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
