@@ -10,8 +10,9 @@ no two threads ever add into the same element:
 * grad_weight: one task per (output channel, input channel of its group); each kernel
   tap sums input times dZ over samples and output pixels (formula 17.3 (11)).
 
-Every inner loop runs along an output row; with stride 1 it is contiguous and LLVM
-vectorises it (reductions are kept as per-column partial sums for the same reason).
+Every inner loop runs along one output row over a row view sliced once (``start:stop:
+stride``), so it has no index arithmetic or branch left and LLVM vectorises it
+(reductions are kept as per-column partial sums for the same reason).
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
@@ -36,7 +37,7 @@ def _prepare(a: np.ndarray) -> np.ndarray:
 
 
 def _forward_kernel(xp, weight, y, sh, sw, dh, dw, groups):  # pragma: no cover - compiled
-    n, _, _, _ = xp.shape
+    n = xp.shape[0]
     c_out, c_in_g, kh, kw = weight.shape
     _, _, oh, ow = y.shape
     c_out_g = c_out // groups
@@ -44,21 +45,16 @@ def _forward_kernel(xp, weight, y, sh, sw, dh, dw, groups):  # pragma: no cover 
         b = task // c_out
         co = task % c_out
         first = (co // c_out_g) * c_in_g
-        out = y[b, co]
-        for ci in range(c_in_g):
-            plane = xp[b, first + ci]
-            for u in range(kh):
-                for v in range(kw):
-                    wv = weight[co, ci, u, v]
-                    for i in range(oh):
-                        src = plane[i * sh + u * dh]
-                        dst = out[i]
-                        if sw == 1:  # contiguous: the loop vectorises
-                            for j in range(ow):
-                                dst[j] += wv * src[j + v * dw]
-                        else:
-                            for j in range(ow):
-                                dst[j] += wv * src[j * sw + v * dw]
+        for i in range(oh):
+            dst = y[b, co, i]  # one output row stays in cache while every tap adds into it
+            for ci in range(c_in_g):
+                for u in range(kh):
+                    row = xp[b, first + ci, i * sh + u * dh]
+                    for v in range(kw):
+                        wv = weight[co, ci, u, v]
+                        src = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
+                        for j in range(ow):
+                            dst[j] += wv * src[j]
 
 
 def _grad_input_kernel(dz, weight, dx, hp, wp, top, left, sh, sw, dh, dw,
@@ -76,18 +72,15 @@ def _grad_input_kernel(dz, weight, dx, hp, wp, top, left, sh, sw, dh, dw,
         # so no other thread ever touches the same element
         buf = np.zeros((hp, wp), dtype=dx.dtype)
         for co in range(g * c_out_g, (g + 1) * c_out_g):
-            for u in range(kh):
-                for v in range(kw):
-                    wv = weight[co, ci, u, v]
-                    for i in range(oh):
-                        src = dz[b, co, i]
-                        dst = buf[i * sh + u * dh]
-                        if sw == 1:
-                            for j in range(ow):
-                                dst[j + v * dw] += wv * src[j]
-                        else:
-                            for j in range(ow):
-                                dst[j * sw + v * dw] += wv * src[j]
+            for i in range(oh):
+                src = dz[b, co, i]
+                for u in range(kh):
+                    row = buf[i * sh + u * dh]
+                    for v in range(kw):
+                        wv = weight[co, ci, u, v]
+                        dst = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
+                        for j in range(ow):
+                            dst[j] += wv * src[j]
         for hi in range(h):
             for wi in range(w):
                 dx[b, cin, hi, wi] = buf[hi + top, wi + left]
@@ -109,15 +102,12 @@ def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups):  # pragma: no c
             for i in range(oh):
                 grad = dz[b, co, i]
                 for u in range(kh):
-                    src = xp[b, cin, i * sh + u * dh]
+                    row = xp[b, cin, i * sh + u * dh]
                     for v in range(kw):
+                        src = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
                         part = acc[u, v]
-                        if sw == 1:
-                            for j in range(ow):
-                                part[j] += src[j + v * dw] * grad[j]
-                        else:
-                            for j in range(ow):
-                                part[j] += src[j * sw + v * dw] * grad[j]
+                        for j in range(ow):
+                            part[j] += src[j] * grad[j]
         for u in range(kh):
             for v in range(kw):
                 grad_w[co, ci, u, v] = acc[u, v].sum()
