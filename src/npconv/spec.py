@@ -180,12 +180,6 @@ class ConvSpec:
         """Multiply-adds times two of the forward pass (each gradient costs the same)."""
         return 2 * self.n * self.c_out * self.oh * self.ow * self.c_in_g * self.kh * self.kw
 
-    def with_padding(self, padding: Pad4) -> ConvSpec:
-        """A copy with other zero padding (used when a padding mode pre-pads x)."""
-        return ConvSpec(self.n, self.c_in, self.h + sum(padding[:2]) - sum(self.padding[:2]),
-                        self.w + sum(padding[2:]) - sum(self.padding[2:]), self.c_out, self.kh,
-                        self.kw, self.stride, padding, self.dilation, self.groups)
-
 
 @dataclass(frozen=True)
 class Conv2dPlan:
