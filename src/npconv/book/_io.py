@@ -1,0 +1,42 @@
+"""Atomic file writing: a temporary file in the same folder, then ``os.replace``.
+
+A reader never sees a half-written file, and an interrupted run leaves the old one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _temporary(path: str, suffix: str = "") -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"no such folder for {path}: {directory}")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".npconv-", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> None:
+    """Save a matplotlib figure to ``path`` atomically (format from the extension)."""
+    suffix = os.path.splitext(path)[1] or ".png"
+    tmp = _temporary(path, suffix)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
