@@ -345,8 +345,13 @@ def _human_bytes(n: int) -> str:
 
 def render(report: dict, console) -> None:
     """Print an :func:`explain` report as tables and drawings (rich)."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
+
+    def new_table(title):
+        return Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                     pad_edge=False)
 
     layer = report["layer"]
     console.print(f"[bold]npconv explain[/]: X {_fmt(layer['x'])} * W {_fmt(layer['weight'])} "
@@ -359,7 +364,7 @@ def render(report: dict, console) -> None:
         console.print(f"  O{axis} = {report['output_size'][axis]['formula']}   (formula 14.3.1)")
 
     def steps_table(title, steps, first="tensor"):
-        table = Table(title=title, title_justify="left", title_style="bold")
+        table = new_table(title)
         table.add_column(first)
         table.add_column("shape", justify="right")
         table.add_column("what")
@@ -423,8 +428,8 @@ def render(report: dict, console) -> None:
         console.print(f"    {a}{arrow}{b}")
 
     im = report["im2col"]
-    table = Table(title=f"im2col: cols {_fmt(im['cols'])} = (C_in*KH*KW, N*OH*OW), one GEMM "
-                        f"per group", title_justify="left", title_style="bold")
+    table = new_table(f"im2col: cols {_fmt(im['cols'])} = (C_in*KH*KW, N*OH*OW), one GEMM "
+                      f"per group")
     for col in ("GEMM", "A", "@ B", "= C", "times", "FLOPs", "then"):
         table.add_column(col, justify="right" if col in ("times", "FLOPs") else "left")
     for gm in im["gemms"]:
@@ -436,7 +441,7 @@ def render(report: dict, console) -> None:
         console.print(f"    {gm['name']:8} {gm['book']}")
 
     fl, mem = report["flops"], im["memory"]
-    table = Table(title="Cost", title_justify="left", title_style="bold")
+    table = new_table("Cost")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("note")

@@ -288,6 +288,7 @@ def describe_conditioning(result: FitResult) -> list[str]:
 
 def render(result: FitResult, console) -> None:
     """Print a :class:`FitResult`: stopping point, kernels side by side, the two checks."""
+    from rich import box
     from rich.table import Table
 
     s = result.settings
@@ -301,7 +302,7 @@ def render(result: FitResult, console) -> None:
     else:
         console.print(f"[yellow]not converged[/] after {result.iterations} iterations: loss "
                       f"{result.final_loss:.4g} >= {s['tol']:g} ({result.seconds:.2f} s)")
-    table = Table(title="kernels", title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("w_true", justify="right")
     table.add_column("w_result", justify="right")
     table.add_column("w_result - w_true", justify="right")
