@@ -129,6 +129,9 @@ def test_cli_writes_figure_and_json_atomically(tmp_path, capsys):
     summary = json.loads(out.read_text())
     assert summary["passed"] and len(summary["history"]) == summary["iterations"] + 1
     assert sorted(os.listdir(tmp_path)) == ["fit.json", "fit.png"]  # no temporary left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert png.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
 
 
 def test_cli_exit_status_and_errors(capsys):

@@ -399,7 +399,7 @@ def _cell(pair) -> str:
     if pair is None:
         return "-"
     err, rel = pair
-    return f"{_short(err)} / {_short(rel)}"
+    return f"{_short(err)}/{_short(rel)}"
 
 
 def render(rows, console, verbose: bool = False, max_failures: int = 40) -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import _options
-from ._io import write_text
+from ._io import json_text, write_text
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -60,7 +60,7 @@ def _explain(args) -> int:
     report = explain(args.x, args.weight, args.stride, args.padding, args.dilation,
                      args.groups, args.padding_mode, args.dtype)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json_text(report))
     else:
         render(report, _console())
     return 0
@@ -137,7 +137,7 @@ def _fit_kernel(args) -> int:
         plot(result, args.out)
         console.print(f"figure written to {args.out}")
     if args.json:
-        write_text(args.json, json.dumps(result.to_dict(), indent=2))
+        write_text(args.json, json_text(result.to_dict()))
         console.print(f"result written to {args.json}")
     return 0 if result.passed else 1
 
