@@ -457,6 +457,12 @@ def render(report: dict, console) -> None:
     table.add_row("im2col workspace", f"{mem['chunks']} chunk(s)",
                   f"limit {_human_bytes(mem['workspace_limit_bytes'])} per column matrix")
     console.print(table)
-    for op, choice in report["auto"].items():
-        console.print(f"algorithm='auto' for {op}: [bold]{choice['algorithm']}[/] "
-                      f"({choice['reason']})")
+    choices = report["auto"]
+    if len({(c["algorithm"], c["reason"]) for c in choices.values()}) == 1:
+        choice = next(iter(choices.values()))
+        console.print(f"algorithm='auto' picks [bold]{choice['algorithm']}[/] for forward and "
+                      f"backward:\n  {choice['reason']}")
+    else:
+        for op, choice in choices.items():
+            console.print(f"algorithm='auto' picks [bold]{choice['algorithm']}[/] for {op}:\n"
+                          f"  {choice['reason']}")
