@@ -38,8 +38,8 @@ def test_chunked_im2col_equals_unchunked(small_workspace, chunking, kwargs):
     limit = {"rows-of-one": 1, "row-chunks": per_sample // 2,
              "batch-chunks": 2 * per_sample}[chunking]
     npconv.set_workspace_limit(limit)
-    from npconv.algorithms.im2col import _blocks
-    assert len(list(_blocks(spec, 4))) > 1  # really chunked
+    from npconv.algorithms.im2col import chunks
+    assert len(list(chunks(spec, 4))) > 1  # really chunked
     assert_close(npconv.conv2d(x, w, algorithm="im2col", **kwargs), y_full, "y (chunked)")
     chunked = npconv.conv2d_backward(x, w, g, algorithm="im2col", **kwargs)
     for name, a, b in zip(("dX", "dW", "dB"), chunked, full, strict=True):

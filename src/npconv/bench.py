@@ -13,7 +13,6 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from . import tuning
 from .algorithms import ALGORITHMS
+from .fileio import save_figure, write_text
 from .functional import conv2d, conv2d_backward
 from .spec import plan_conv2d
 
@@ -316,34 +316,8 @@ def save_plot(result: dict, path: str) -> None:
                  f"(labels: speed-up vs torch)")
     ax.legend()
     fig.tight_layout()
-    atomic_savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
-
-
-def atomic_savefig(fig, path: str) -> None:
-    """Save a matplotlib figure to ``path`` through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix, prefix=".npconv-")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".npconv-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- CLI
@@ -372,7 +346,7 @@ def handle(args: argparse.Namespace) -> int:
             save_plot(result, args.plot)
             console.print(f"plot written to {args.plot}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2, default=str))
+        write_text(args.json, json.dumps(result, indent=2, default=str))
         console.print(f"results written to {args.json}")
     return 0
 

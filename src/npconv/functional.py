@@ -22,12 +22,9 @@ from .spec import (
     Conv2dPlan,
     as_float_array,
     check_grad_output,
-    check_groups,
     check_same_dtype,
-    explicit_padding,
-    int_pair,
     plan_conv2d,
-    positive_pair,
+    plan_conv_transpose2d,
 )
 
 
@@ -149,55 +146,6 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, gro
 
 
 # --------------------------------------------------------------------------- transposed
-def _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who):
-    """conv_transpose2d(x) is conv2d's input gradient: plan that conv2d.
-
-    Returns the conv2d plan whose *input* is the transposed convolution's output and
-    whose *output* is x (padded to the plan's OH x OW when output_padding >= stride).
-    """
-    if x.ndim not in (3, 4):
-        raise ValueError(f"{who}: Expected 3D (unbatched) or 4D (batched) input to {who}, "
-                         f"but got input of size: {list(x.shape)}")
-    if weight.ndim != 4:
-        raise ValueError(f"{who}: Expected 4D weight (C_in, C_out/groups, KH, KW), but got "
-                         f"weight of size: {list(weight.shape)}")
-    batched = x.ndim == 4
-    n, c_in, h, w = x.shape if batched else (1, *x.shape)
-    groups = check_groups(groups, who)
-    stride = positive_pair(stride, "stride", who)
-    dilation = positive_pair(dilation, "dilation", who)
-    if isinstance(padding, str):
-        raise ValueError(f"{who}: padding must be numeric for a transposed convolution, "
-                         f"got {padding!r}")
-    pads = explicit_padding(padding, who)
-    out_pad = int_pair(output_padding, "output_padding", who)
-    if min(out_pad) < 0:
-        raise ValueError(f"{who}: negative output_padding is not supported, got {output_padding}")
-    for axis, name in ((0, "height"), (1, "width")):
-        if out_pad[axis] >= max(stride[axis], dilation[axis]):
-            raise ValueError(
-                f"{who}: output padding must be smaller than either stride or dilation, but got "
-                f"output_padding_{name}: {out_pad[axis]} stride_{name}: {stride[axis]} "
-                f"dilation_{name}: {dilation[axis]}")
-    if weight.shape[0] != c_in:
-        raise ValueError(f"{who}: Given transposed=1, weight of size {list(weight.shape)}, "
-                         f"expected input{list(x.shape)} to have {weight.shape[0]} channels, "
-                         f"but got {c_in} channels instead")
-    if c_in % groups:
-        raise ValueError(f"{who}: in_channels must be divisible by groups, got input "
-                         f"{list(x.shape)} and groups={groups}")
-    kh, kw = weight.shape[2:]
-    out_h = (h - 1) * stride[0] - pads[0] - pads[1] + dilation[0] * (kh - 1) + out_pad[0] + 1
-    out_w = (w - 1) * stride[1] - pads[2] - pads[3] + dilation[1] * (kw - 1) + out_pad[1] + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"{who}: Given input size per channel: ({h} x {w}) and weight "
-                         f"{list(weight.shape)}, the calculated output size ({out_h} x {out_w}) "
-                         f"is too small")
-    conv_input = (n, weight.shape[1] * groups, out_h, out_w)
-    plan = plan_conv2d(conv_input, weight.shape, stride, pads, dilation, groups, "zeros", who)
-    return Conv2dPlan(plan.spec, "zeros", (0, 0, 0, 0), (out_h, out_w), batched)
-
-
 def _padded_to_plan(x: np.ndarray, plan: Conv2dPlan) -> np.ndarray:
     """x as (N, C, OH, OW) of the plan: zero rows/cols appended when output_padding >= S."""
     xb = x if plan.batched else x[None]
@@ -235,7 +183,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     who = "conv_transpose2d"
     x = as_float_array(x, "input", who)
     weight = as_float_array(weight, "weight", who)
-    plan = _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who)
+    plan = plan_conv_transpose2d(x.shape, weight.shape, stride, padding, output_padding, groups,
+                                 dilation, who)
     bias = _check_bias(bias, plan.spec.c_in, who)
     check_same_dtype(who, input=x, weight=weight, bias=bias)
     impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "grad_input")
@@ -264,7 +213,8 @@ def conv_transpose2d_backward(x, weight, grad_output, stride=1, padding=0, outpu
     weight = as_float_array(weight, "weight", who)
     grad_output = as_float_array(grad_output, "grad_output", who)
     check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)
-    plan = _plan_transpose(x, weight, stride, padding, output_padding, groups, dilation, who)
+    plan = plan_conv_transpose2d(x.shape, weight.shape, stride, padding, output_padding, groups,
+                                 dilation, who)
     s = plan.spec
     expected = (s.n, s.c_in, s.h, s.w) if plan.batched else (s.c_in, s.h, s.w)
     if grad_output.shape != expected:

@@ -378,6 +378,68 @@ def plan_conv2d(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     return Conv2dPlan(spec, mode, (0, 0, 0, 0), (h, w), batched)
 
 
+def plan_conv_transpose2d(x_shape, weight_shape, stride=1, padding=0, output_padding=0, groups=1,
+                          dilation=1, who: str = "conv_transpose2d") -> Conv2dPlan:
+    """Validate a conv_transpose2d call; it is conv2d's input gradient, so plan that conv2d.
+
+    Parameters
+    ----------
+    x_shape : tuple
+        ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+    weight_shape : tuple
+        ``(C_in, C_out / groups, KH, KW)``.
+
+    Returns
+    -------
+    Conv2dPlan
+        The conv2d plan whose *input* is the transposed convolution's output
+        ``(N, C_out, H_out, W_out)`` and whose *output* is x (x is zero-padded to the
+        plan's OH x OW when output_padding >= stride).
+    """
+    x_shape, weight_shape = tuple(x_shape), tuple(weight_shape)
+    if len(x_shape) not in (3, 4):
+        raise ValueError(f"{who}: Expected 3D (unbatched) or 4D (batched) input to {who}, "
+                         f"but got input of size: {_shape_str(x_shape)}")
+    if len(weight_shape) != 4:
+        raise ValueError(f"{who}: Expected 4D weight (C_in, C_out/groups, KH, KW), but got "
+                         f"weight of size: {_shape_str(weight_shape)}")
+    batched = len(x_shape) == 4
+    n, c_in, h, w = x_shape if batched else (1, *x_shape)
+    groups = check_groups(groups, who)
+    stride = positive_pair(stride, "stride", who)
+    dilation = positive_pair(dilation, "dilation", who)
+    if isinstance(padding, str):
+        raise ValueError(f"{who}: padding must be numeric for a transposed convolution, "
+                         f"got {padding!r}")
+    pads = explicit_padding(padding, who)
+    out_pad = int_pair(output_padding, "output_padding", who)
+    if min(out_pad) < 0:
+        raise ValueError(f"{who}: negative output_padding is not supported, got {output_padding}")
+    for axis, name in ((0, "height"), (1, "width")):
+        if out_pad[axis] >= max(stride[axis], dilation[axis]):
+            raise ValueError(
+                f"{who}: output padding must be smaller than either stride or dilation, but got "
+                f"output_padding_{name}: {out_pad[axis]} stride_{name}: {stride[axis]} "
+                f"dilation_{name}: {dilation[axis]}")
+    if weight_shape[0] != c_in:
+        raise ValueError(f"{who}: Given transposed=1, weight of size {_shape_str(weight_shape)}, "
+                         f"expected input{_shape_str(x_shape)} to have {weight_shape[0]} channels, "
+                         f"but got {c_in} channels instead")
+    if c_in % groups:
+        raise ValueError(f"{who}: in_channels must be divisible by groups, got input "
+                         f"{_shape_str(x_shape)} and groups={groups}")
+    kh, kw = weight_shape[2:]
+    out_h = (h - 1) * stride[0] - pads[0] - pads[1] + dilation[0] * (kh - 1) + out_pad[0] + 1
+    out_w = (w - 1) * stride[1] - pads[2] - pads[3] + dilation[1] * (kw - 1) + out_pad[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{who}: Given input size per channel: ({h} x {w}) and weight "
+                         f"{_shape_str(weight_shape)}, the calculated output size "
+                         f"({out_h} x {out_w}) is too small")
+    conv_input = (n, weight_shape[1] * groups, out_h, out_w)
+    plan = plan_conv2d(conv_input, weight_shape, stride, pads, dilation, groups, "zeros", who)
+    return Conv2dPlan(plan.spec, "zeros", (0, 0, 0, 0), (out_h, out_w), batched)
+
+
 def _check_mode_padding(mode: str, pads: Pad4, hw: Pair, x_shape, who: str) -> None:
     """Reflection needs ``pad < size``; circular needs ``pad <= size`` (as in PyTorch)."""
     for axis, (before, after), size in ((-2, pads[:2], hw[0]), (-1, pads[2:], hw[1])):

@@ -2,9 +2,10 @@
 
 * :func:`choose` is a cheap rule measured on this kind of machine (2 AVX2 cores):
   Numba's direct kernels win when there is little arithmetic per output pixel (one
-  input channel per group, i.e. depthwise, or tiny layers like the book's), im2col
-  with BLAS GEMMs wins everywhere else (a single input channel included: LeNet's first
-  layer runs 2.5x faster as one K = 25 GEMM than in the direct kernel). :func:`explain_choice` says why.
+  input channel per group, i.e. depthwise, or tiny layers like the book's); im2col
+  with BLAS GEMMs wins everywhere else, a single input channel included (LeNet's
+  first layer runs 2.5x faster as one K = 25 GEMM than in the direct kernel).
+  :func:`explain_choice` says why.
 * :func:`set_workspace_limit` bounds the column matrix im2col may allocate (default
   256 MiB, or ``NPCONV_WORKSPACE_BYTES``); larger problems run in batch or row chunks
   with the same results.

@@ -111,7 +111,7 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return np.require(a, requirements=("C", "W"))
 
 
-def _blocks(spec: ConvSpec, itemsize: int):
+def chunks(spec: ConvSpec, itemsize: int):
     """``(n0, n1, i0, i1)`` chunks whose column matrix fits the workspace limit."""
     k = spec.c_in * spec.kh * spec.kw
     per_sample = k * spec.oh * spec.ow * itemsize
@@ -203,7 +203,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     y = np.empty(spec.y_shape, dtype=x.dtype)
     y_view = y.reshape(spec.n, spec.c_out, spec.oh * spec.ow)  # (N, C_out, L)
     cog = spec.c_out_g
-    for n0, n1, i0, i1 in _blocks(spec, x.itemsize):
+    for n0, n1, i0, i1 in chunks(spec, x.itemsize):
         cols = im2col(x, spec, n0, n1, i0, i1)  # (C_in*KH*KW, nb*l)
         out = np.empty((spec.c_out, cols.shape[1]), dtype=x.dtype)  # (C_out, nb*l)
         for g in range(spec.groups):
@@ -229,7 +229,7 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     if need_weight:
         x = _contiguous(x)
         dw = np.zeros((spec.c_out, spec.c_in_g * spec.kh * spec.kw), dtype=x.dtype)
-    for n0, n1, i0, i1 in _blocks(spec, grad_output.itemsize):
+    for n0, n1, i0, i1 in chunks(spec, grad_output.itemsize):
         nb = n1 - n0
         dz = np.ascontiguousarray(
             dz_all[n0:n1, :, i0 * spec.ow:i1 * spec.ow].transpose(1, 0, 2)

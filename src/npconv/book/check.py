@@ -30,7 +30,7 @@ import numpy as np
 
 from ..algorithms import ALGORITHMS
 from ..functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
-from ..spec import plan_conv2d
+from ..spec import plan_conv2d, plan_conv_transpose2d
 
 QUANTITIES = ("y", "dX", "dW", "dB")
 DTYPES = ("float32", "float64")
@@ -206,12 +206,10 @@ def validate(case: Case) -> tuple[int, int, int, int]:
         return plan_conv2d(case.x, case.weight, **case.kwargs, who=who).spec.y_shape
     if case.op != "conv_transpose2d":
         raise ValueError(f"{who}: unknown op {case.op!r}")
-    from ..functional import _plan_transpose  # the transposed convolution's validation
-
     kw = case.kwargs
-    plan = _plan_transpose(np.empty(case.x), np.empty(case.weight), kw.get("stride", 1),
-                           kw.get("padding", 0), kw.get("output_padding", 0),
-                           kw.get("groups", 1), kw.get("dilation", 1), who)
+    plan = plan_conv_transpose2d(case.x, case.weight, kw.get("stride", 1), kw.get("padding", 0),
+                                 kw.get("output_padding", 0), kw.get("groups", 1),
+                                 kw.get("dilation", 1), who)
     s = plan.spec  # the conv2d whose input gradient this transposed convolution is
     return (s.n, s.c_in, s.h, s.w)
 

@@ -12,8 +12,8 @@ import json
 import os
 import sys
 
+from ..fileio import json_text, write_text
 from . import _options
-from ._io import json_text, write_text
 
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 

@@ -136,7 +136,7 @@ def _workspace_chunks(spec, itemsize: int) -> int:
     """Pieces im2col splits the column matrix into under the current workspace limit."""
     from ..algorithms import im2col  # the chunking rule lives with the algorithm
 
-    return sum(1 for _ in im2col._blocks(spec, itemsize))
+    return sum(1 for _ in im2col.chunks(spec, itemsize))
 
 
 def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0, dilation=1,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._io import save_figure
+from ..fileio import save_figure
 
 
 def _matplotlib():

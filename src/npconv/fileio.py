@@ -1,6 +1,7 @@
 """Atomic file writing: a temporary file in the same folder, then ``os.replace``.
 
 A reader never sees a half-written file, and an interrupted run leaves the old one.
+Every command that writes a file (bench, explain, fit-kernel, check) goes through here.
 """
 
 from __future__ import annotations
