@@ -27,7 +27,12 @@ from ..spec import ConvSpec, backward_padding
 
 def _conv4d(x: np.ndarray, weight: np.ndarray, stride=(1, 1), dilation=(1, 1),
             groups: int = 1) -> np.ndarray:
-    """Valid (unpadded) multi-channel correlation, one GEMM per kernel tap.
+    """Valid (unpadded) multi-channel correlation, one GEMM per kernel tap or output pixel.
+
+    It loops over whichever is fewer: the kernel taps (each tap is one GEMM over every
+    output pixel) or the output pixels (each is one GEMM over every tap). dW by
+    transposition uses dZ' as the kernel, which can have thousands of taps and only
+    KH x KW outputs, so the second order keeps it fast.
 
     Parameters
     ----------
@@ -47,11 +52,20 @@ def _conv4d(x: np.ndarray, weight: np.ndarray, stride=(1, 1), dilation=(1, 1),
     xg = x.reshape(n, groups, c_g, h, w)  # (N, G, C/G, H, W)
     wg = weight.reshape(groups, o_g, c_g, kh, kw)  # (G, O/G, C/G, KH, KW)
     y = np.zeros((n, groups, o_g, oh * ow), dtype=x.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            tap = xg[:, :, :, u * dh:u * dh + sh * (oh - 1) + 1:sh,
-                     v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (N, G, C/G, OH, OW)
-            y += np.matmul(wg[:, :, :, u, v], tap.reshape(n, groups, c_g, oh * ow))
+    if kh * kw <= oh * ow:
+        for u in range(kh):
+            for v in range(kw):
+                tap = xg[:, :, :, u * dh:u * dh + sh * (oh - 1) + 1:sh,
+                         v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (N, G, C/G, OH, OW)
+                y += np.matmul(wg[:, :, :, u, v], tap.reshape(n, groups, c_g, oh * ow))
+    else:
+        w_cols = wg.reshape(groups, o_g, c_g * kh * kw).transpose(0, 2, 1)  # (G, K, O/G)
+        for i in range(oh):
+            for j in range(ow):
+                window = xg[:, :, :, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                            j * sw:j * sw + dw * (kw - 1) + 1:dw]  # (N, G, C/G, KH, KW)
+                window = window.reshape(n, groups, 1, c_g * kh * kw)  # (N, G, 1, K)
+                y[:, :, :, i * ow + j] = np.matmul(window, w_cols)[:, :, 0]  # (N, G, O/G)
     return y.reshape(n, o, oh, ow)  # (N, O, OH, OW)
 
 
