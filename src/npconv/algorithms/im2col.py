@@ -1,7 +1,9 @@
 """The im2col algorithm: convolution as matrix multiplication (14.4, 14.5).
 
 im2col copies, for every input channel c and kernel tap (u, v), the input pixels that
-tap meets into one row of a column matrix (zero where the tap falls in the padding)::
+tap meets into one row of a column matrix (zero where the tap falls in the padding);
+the copy is one NumPy assignment from a strided sliding-window view, no fancy
+indexing::
 
     cols[n, (c, u, v), (i, j)] = xp[n, c, i*S_h + u*D_h, j*S_w + v*D_w]
     cols  (C_in*KH*KW, N*OH*OW)  with rows (c, u, v) and columns (n, i, j);
@@ -16,9 +18,9 @@ Then one GEMM per group (dZ' is dZ with N and C_out swapped, (C_out, N*OH*OW)):
   every entry back onto the pixel it was copied from (``backward_dx_col2im``); no
   padding or zero insertion is needed, the index arithmetic places everything.
 
-Packing and unpacking are parallel Numba kernels, one task per (sample, channel), so
-no two threads write the same element; they read the unpadded input directly (the
-padding is never materialised). The GEMMs go to BLAS. The column matrix never exceeds
+Unpacking (col2im) is a parallel Numba kernel, one task per (sample, channel), so no two
+threads add into the same element; it writes the unpadded gradient directly. The GEMMs
+go to BLAS. The column matrix never exceeds
 :func:`npconv.tuning.workspace_limit`: larger problems run in chunks of samples, or of
 output rows when one sample alone is too large, with identical results.
 """
@@ -27,8 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import tuning
+from ..padding import pad
 from ..spec import ConvSpec
 
 
@@ -38,43 +42,6 @@ def _inside(off, sw, w, ow):  # pragma: no cover - compiled
     j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
     j_hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
     return j_lo, max(j_hi, j_lo)
-
-
-@njit(parallel=True, cache=True)
-def _pack(x, cols, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
-          ow):  # pragma: no cover - compiled
-    """cols[(c,u,v), b*l + i*ow + j] = x[n0+b, c, (i0+i)*sh + u*dh - top, j*sw + v*dw - left]."""
-    length = cols.shape[1] // nb
-    _, c_in, h, w = x.shape
-    rows_out = length // ow
-    for task in prange(nb * c_in):
-        b = task // c_in
-        c = task % c_in
-        plane = x[n0 + b, c]
-        for u in range(kh):
-            for v in range(kw):
-                dst = cols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
-                # the j for which the column j*sw + v*dw - left lies inside the input
-                off = v * dw - left
-                j_lo, j_hi = _inside(off, sw, w, ow)
-                for i in range(rows_out):
-                    row = (i0 + i) * sh + u * dh - top
-                    base = i * ow
-                    if row < 0 or row >= h:
-                        for j in range(ow):
-                            dst[base + j] = 0
-                        continue
-                    src = plane[row]
-                    for j in range(j_lo):
-                        dst[base + j] = 0
-                    if sw == 1:
-                        for j in range(j_lo, j_hi):
-                            dst[base + j] = src[j + off]
-                    else:
-                        for j in range(j_lo, j_hi):
-                            dst[base + j] = src[j * sw + off]
-                    for j in range(j_hi, ow):
-                        dst[base + j] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -148,13 +115,20 @@ def im2col(x: np.ndarray, spec: ConvSpec, n0: int = 0, n1: int | None = None, i0
     n1 = spec.n if n1 is None else n1
     i1 = spec.oh if i1 is None else i1
     nb, length = n1 - n0, (i1 - i0) * spec.ow
-    cols = np.empty((spec.c_in * spec.kh * spec.kw, nb * length), dtype=x.dtype)
     if _is_pointwise(spec):  # 1x1, stride 1, no padding: a transpose of x is the matrix
+        cols = np.empty((spec.c_in, nb * length), dtype=x.dtype)
         view = x[n0:n1].reshape(nb, spec.c_in, -1)[:, :, i0 * spec.ow:i1 * spec.ow]
         cols.reshape(spec.c_in, nb, length)[...] = view.transpose(1, 0, 2)  # (C_in, nb, l)
         return cols
-    _pack(x, cols, nb, n0, i0, *_kernel_args(spec))
-    return cols
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    rows_in = slice(i0 * sh, (i1 - 1) * sh + dh * (spec.kh - 1) + 1)  # padded rows read
+    xp = pad(x[n0:n1], spec.padding, "zeros") if any(spec.padding) else x[n0:n1]
+    windows = sliding_window_view(xp[:, :, rows_in], (dh * (spec.kh - 1) + 1,
+                                                      dw * (spec.kw - 1) + 1), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (nb, C_in, i1-i0, OW, KH, KW), a view
+    cols = np.empty((spec.c_in, spec.kh, spec.kw, nb, i1 - i0, spec.ow), dtype=x.dtype)
+    cols[...] = windows.transpose(1, 4, 5, 0, 2, 3)  # the one copy
+    return cols.reshape(spec.c_in * spec.kh * spec.kw, nb * length)  # (C_in*KH*KW, nb*l)
 
 
 def col2im(dcols: np.ndarray, dx: np.ndarray, spec: ConvSpec, nb: int, n0: int = 0,
