@@ -99,6 +99,10 @@ class Optimizer:
                 raise ValueError(f"optimiser state {key!r} has shape {value.shape}, the "
                                  f"parameter has {shapes[name].shape}")
             new_state[name][buffer] = value.astype(shapes[name].dtype, copy=True)
+        for name, buffers in new_state.items():
+            if buffers and set(buffers) != set(self._buffers):
+                missing = sorted(set(self._buffers) - set(buffers))
+                raise ValueError(f"optimiser state of {name!r} lacks {missing}")
         if "lr" not in state or "steps" not in state:
             raise ValueError("optimiser state lacks 'lr' or 'steps'")
         self.lr, self.steps, self.state = float(state["lr"]), int(state["steps"]), new_state
