@@ -17,6 +17,7 @@ from npconv.data import (
     make_shapes,
     parse_idx,
     read_idx,
+    standardize,
     write_idx,
 )
 
@@ -139,8 +140,11 @@ def test_unknown_or_missing_dataset(tmp_path):
 
 @pytest.mark.skipif(not HAVE_FASHION, reason="Debian's dataset-fashion-mnist is not installed")
 def test_debian_fashion_mnist():
-    d = load_dataset("fashion-mnist", train_size=1000, test_size=500)
+    d = load_dataset("fashion-mnist", train_size=1000, test_size=500, normalize=False)
     assert d.train_images.shape == (1000, 1, 28, 28) and d.test_images.shape == (500, 1, 28, 28)
     assert d.classes == FASHION_CLASSES and d.source == FASHION_DIR
     assert set(np.unique(d.train_labels)) == set(range(10))
     assert 0.2 < d.train_images.mean() < 0.4  # Fashion-MNIST's mean pixel is about 0.286
+    standardize(d)
+    assert abs(float(d.train_images.mean())) < 1e-4 and abs(d.train_images.std() - 1) < 1e-4
+    assert 0.2 < float(d.mean[0]) < 0.4 and d.train_images.dtype == np.float32

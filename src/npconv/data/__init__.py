@@ -29,7 +29,11 @@ SHAPES_SIZES = (12000, 2000)  # train, test images of the generated data set
 
 @dataclass
 class Dataset:
-    """Train and test splits: images float32 in [0, 1] of shape (N, C, H, W), labels int64."""
+    """Train and test splits: float32 images of shape (N, C, H, W), int64 labels (N,).
+
+    ``mean`` and ``std`` (float32, shape (C,)) are what :func:`standardize` subtracted
+    and divided by (zeros and ones for raw images in [0, 1]).
+    """
 
     name: str
     train_images: np.ndarray
@@ -38,6 +42,8 @@ class Dataset:
     test_labels: np.ndarray
     classes: tuple[str, ...]
     source: str
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
 
     @property
     def in_channels(self) -> int:
@@ -50,6 +56,24 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def standardize(data: Dataset) -> Dataset:
+    """Subtract the training split's per-channel mean and divide by its std, in place.
+
+    Both splits use the training statistics (Fashion-MNIST: mean 0.2860, std 0.3530).
+    Inputs centred on zero with unit spread is what PyTorch recipes feed LeNet-5 too
+    (``transforms.Normalize``); it speeds up the first epochs noticeably.
+    """
+    x = data.train_images
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)  # (C,)
+    std = x.std(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)  # (C,)
+    std = np.where(std > 0, std, np.float32(1))
+    for images in (data.train_images, data.test_images):
+        images -= mean[None, :, None, None]
+        images /= std[None, :, None, None]
+    data.mean, data.std = mean, std
+    return data
 
 
 def _find(folder: str, split: str, kind: str) -> str:
@@ -104,7 +128,7 @@ def load_mnist_folder(folder, name: str = "mnist", classes=DIGIT_CLASSES, *,
 
 
 def load_dataset(name: str = "shapes", data_dir=None, *, train_size: int | None = None,
-                 test_size: int | None = None, seed: int = 0) -> Dataset:
+                 test_size: int | None = None, seed: int = 0, normalize: bool = True) -> Dataset:
     """Load one of :data:`DATASETS`.
 
     Parameters
@@ -116,7 +140,15 @@ def load_dataset(name: str = "shapes", data_dir=None, *, train_size: int | None 
         Keep only the first images (shapes: how many to generate; default 12000 / 2000).
     seed : int
         Seed of the generated shapes (the test set uses ``seed + 1``).
+    normalize : bool
+        Standardise the images with the training split's mean and std
+        (:func:`standardize`); False keeps pixels in [0, 1].
     """
+    data = _load(name, data_dir, train_size, test_size, seed)
+    return standardize(data) if normalize else data
+
+
+def _load(name, data_dir, train_size, test_size, seed) -> Dataset:
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
     for label, size in (("train_size", train_size), ("test_size", test_size)):
@@ -149,5 +181,6 @@ __all__ = [
     "make_shapes",
     "parse_idx",
     "read_idx",
+    "standardize",
     "write_idx",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -56,7 +57,9 @@ def _describe(console: Console, trainer: Trainer) -> None:
     params = sum(p.data.size for p in trainer.model.parameters())
     console.print(f"data: {d.name} from {d.source}: {len(d.train_labels)} train / "
                   f"{len(d.test_labels)} test images of {d.train_images.shape[1:]}, "
-                  f"{d.num_classes} classes")
+                  f"{d.num_classes} classes"
+                  + ("" if d.mean is None else f", standardised with the train split's mean "
+                     f"{np.round(d.mean, 4).tolist()} and std {np.round(d.std, 4).tolist()}"))
     schedule = (f"x{cfg.lr_gamma} every {cfg.lr_step} steps" if cfg.lr_step else "constant")
     console.print(f"model: {cfg.model} ({params:,} parameters); {cfg.optimizer}, lr "
                   f"{cfg.lr} {schedule}, batch {cfg.batch_size}, {cfg.epochs} epochs, "
