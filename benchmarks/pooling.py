@@ -64,7 +64,7 @@ def main(argv=None) -> int:
              for _ in range(args.iterations)]
     print(f"max pooling 2x2 stride 2, input {tuple(args.shape)} float32, "
           f"{args.iterations} iterations of forward + backward (y and dX)")
-    for form in nn.POOL_ALGORITHMS:
+    for form in (*nn.POOL_ALGORITHMS, "auto"):
         print(f"  npconv {form:7s} {time_npconv(form, inputs, grads):8.3f} s")
     try:
         print(f"  torch          {time_torch(inputs, grads, args.threads):8.3f} s")

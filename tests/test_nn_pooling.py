@@ -155,3 +155,10 @@ def test_pooling_errors():
         nn.max_pool2d_backward(np.ones_like(y), np.full_like(idx, 15), x.shape, 2)
     with pytest.raises(ValueError, match=r"grad_output of shape \(1, 1, 3, 3\)"):
         nn.max_pool2d_backward(np.ones((1, 1, 3, 3), np.float32), idx, x.shape, 2)
+
+
+def test_auto_picks_im2col_for_tiny_inputs_and_jit_otherwise():
+    from npconv.nn.pooling import choose
+
+    assert choose(plan_pool((8, 3, 7, 6), 2, None, 0, "test")) == "im2col"  # the book's
+    assert choose(plan_pool((64, 6, 28, 28), 2, None, 0, "test")) == "jit"  # LeNet-5's

@@ -9,13 +9,14 @@ Three interchangeable forms, as in the book's pooling section and its benchmark:
   tap by tap (col2im).
 * ``"jit"`` (:mod:`.pool_jit`): Numba kernels, parallel over (sample, channel) planes.
 
-``"auto"`` is ``"jit"``. Semantics are PyTorch's (``ceil_mode=False``, no dilation):
-padding counts as -inf for max pooling and as zeros for average pooling, and must be at
-most half the kernel; max pooling takes the first maximum of a window in row-major
-order, and a NaN wins (the last one, as in PyTorch). Internally each window's winner is
-kept as its tap ``u*KW + v`` (one byte); the public indices are flat positions
-``row * W + col`` in the input plane, as ``torch.nn.functional.max_pool2d(...,
-return_indices=True)`` gives them.
+``"auto"`` is ``"jit"``, or ``"im2col"`` for tiny inputs (:func:`choose`).
+
+Semantics are PyTorch's (``ceil_mode=False``, no dilation): padding counts as -inf for
+max pooling and as zeros for average pooling, and must be at most half the kernel; max
+pooling takes the first maximum of a window in row-major order, and a NaN wins (the
+last one, as in PyTorch). Internally each window's winner is kept as its tap
+``u*KW + v`` (one byte); the public indices are flat positions ``row * W + col`` in the
+input plane, as ``torch.nn.functional.max_pool2d(..., return_indices=True)`` gives them.
 
 Notation::
 
@@ -33,6 +34,10 @@ from . import pool_im2col, pool_jit, pool_naive
 from .module import Module
 
 POOL_ALGORITHMS = ("naive", "im2col", "jit")
+# Measured with benchmarks/pooling.py: below about 8k input elements (the book's
+# (8, 3, 7, 6) benchmark) im2col beats the parallel kernels; above, jit wins (3-5x at
+# LeNet-5's (64, 6, 28, 28)).
+SMALL_POOL = 8192
 _MODULES = {"naive": pool_naive, "im2col": pool_im2col, "jit": pool_jit}
 
 
@@ -91,8 +96,16 @@ def plan_pool(x_shape, kernel_size, stride, padding, who: str) -> PoolSpec:
     return spec
 
 
-def _impl(algorithm: str, who: str):
-    name = "jit" if algorithm == "auto" else algorithm
+def choose(spec: PoolSpec | None) -> str:
+    """``auto``'s form: im2col's few NumPy calls below :data:`SMALL_POOL` input elements
+    (waking Numba's threads costs more there), the Numba kernels above."""
+    if spec is not None and spec.n * spec.c * spec.h * spec.w < SMALL_POOL:
+        return "im2col"
+    return "jit"
+
+
+def _impl(algorithm: str, who: str, spec: PoolSpec | None = None):
+    name = choose(spec) if algorithm == "auto" else algorithm
     if name not in _MODULES:
         raise ValueError(f"{who}: algorithm must be 'auto' or one of {POOL_ALGORITHMS}, "
                          f"got {algorithm!r}")
@@ -132,13 +145,13 @@ def indices_to_taps(indices: np.ndarray, s: PoolSpec, who: str) -> np.ndarray:
 
 def max_pool2d_taps(x: np.ndarray, spec: PoolSpec, algorithm: str = "auto"):
     """(y, taps) for a validated ``spec``: the winning tap ``u*KW + v`` of each window."""
-    return _impl(algorithm, "max_pool2d").max_forward(x, spec)
+    return _impl(algorithm, "max_pool2d", spec).max_forward(x, spec)
 
 
 def max_pool2d_taps_backward(grad_output: np.ndarray, taps: np.ndarray, spec: PoolSpec,
                              algorithm: str = "auto") -> np.ndarray:
     """dx of shape (N, C, H, W) from the taps of :func:`max_pool2d_taps`."""
-    return _impl(algorithm, "max_pool2d_backward").max_backward(grad_output, taps, spec)
+    return _impl(algorithm, "max_pool2d_backward", spec).max_backward(grad_output, taps, spec)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False,
@@ -205,7 +218,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True, *
     """
     x = as_float_array(x, "input", "avg_pool2d")
     spec = plan_pool(x.shape, kernel_size, stride, padding, "avg_pool2d")
-    return _impl(algorithm, "avg_pool2d").avg_forward(x, spec, bool(count_include_pad))
+    return _impl(algorithm, "avg_pool2d", spec).avg_forward(x, spec, bool(count_include_pad))
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
@@ -214,7 +227,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     who = "avg_pool2d_backward"
     spec = plan_pool(tuple(input_shape), kernel_size, stride, padding, who)
     grad_output = _check_grad(grad_output, spec, None, who)
-    return _impl(algorithm, who).avg_backward(grad_output, spec, bool(count_include_pad))
+    return _impl(algorithm, who, spec).avg_backward(grad_output, spec, bool(count_include_pad))
 
 
 class MaxPool2d(Module):
