@@ -73,6 +73,29 @@ def test_resume_is_bit_for_bit(shapes, tmp_path, stop_after):
     _same_run(whole, resumed)
 
 
+def test_resume_restores_dropout_masks(shapes, tmp_path, monkeypatch):
+    """Layers that draw random numbers (Dropout) resume with their generator's state."""
+    import npconv.nn as nn
+    from npconv.nn import train
+
+    def with_dropout(name, in_channels, image_size, num_classes, *, seed, algorithm):
+        rng = np.random.default_rng(seed)
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 5, rng=rng, algorithm=algorithm),
+                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5, rng=rng),
+                             nn.Linear(4 * 12 * 12, num_classes, rng=rng))
+
+    monkeypatch.setattr(train, "build_model", with_dropout)
+    config = TrainConfig.for_model("book", epochs=2, batch_size=32)
+    whole = Trainer(config, shapes)
+    whole.fit()
+    first = Trainer(config, shapes)
+    first.fit(max_steps=9)
+    save_checkpoint(tmp_path / "run.npz", first)
+    resumed = load_checkpoint(tmp_path / "run.npz", dataset=shapes)
+    resumed.fit()
+    _same_run(whole, resumed)
+
+
 def test_cli_train_checkpoint_resume_plot_save(tmp_path, capsys):
     ckpt, plot, saved = tmp_path / "run.npz", tmp_path / "run.png", tmp_path / "model.npz"
     common = ["train", "--train-size", "320", "--test-size", "100", "--epochs", "2",
