@@ -105,6 +105,16 @@ def test_linear_relu_flatten_match_torch(torch, dtype):
     _compare(torch, nn.Flatten(), torch.nn.Flatten(), x, dtype, "flatten")
 
 
+def test_relu_nan_as_torch(torch):
+    x = np.array([[np.nan, -1.0, 0.0, 2.0, -np.inf, np.inf]], np.float32)
+    tx = _t(torch, x, grad=True)
+    ty = torch.relu(tx)
+    ty.backward(torch.ones_like(ty))
+    layer = nn.ReLU()
+    np.testing.assert_array_equal(layer(x), ty.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), tx.grad.numpy())
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum0.1", "cumulative"])
 @pytest.mark.parametrize("kind,shape", [("1d", (6, 5)), ("1d", (4, 3, 7)), ("2d", (3, 4, 5, 6))],

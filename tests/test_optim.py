@@ -62,6 +62,22 @@ def test_adam_matches_torch(torch, kw, dtype):
               lambda p: torch.optim.Adam(p, **kw, foreach=False), dtype)
 
 
+def test_adam_on_non_contiguous_parameters():
+    """The fused kernel needs contiguous arrays; other layouts take the NumPy path."""
+    params, grads = _problem(np.float64)
+    big = np.zeros((3, 8))
+    big[:, ::2] = params[0][1]
+    strided = [("w", Parameter(big[:, ::2]))]
+    plain = [("w", Parameter(params[0][1].copy()))]
+    opts = [optim.Adam(p, lr=1e-2, weight_decay=0.1) for p in (strided, plain)]
+    for step_grads in grads:
+        for p, opt in zip((strided, plain), opts, strict=True):
+            p[0][1].grad = step_grads[0]
+            opt.step()
+    assert not strided[0][1].data.flags.c_contiguous
+    np.testing.assert_allclose(big[:, ::2], plain[0][1].data, rtol=1e-13)
+
+
 def test_step_lr_matches_torch(torch):
     params = [("w", Parameter(np.zeros(2)))]
     opt = optim.SGD(params, lr=0.01)

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from .nn.kernels import adam_update
 from .nn.module import Parameter
 
 
@@ -170,19 +171,23 @@ class Adam(Optimizer):
     def _update(self, state, data, grad) -> None:
         dtype = data.dtype.type
         b1, b2 = self.betas
-        g = grad + dtype(self.weight_decay) * data if self.weight_decay else grad
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(data)
             state["exp_avg_sq"] = np.zeros_like(data)
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        t = self.steps
+        step_size, bias2_sqrt = self.lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
+        if data.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
+            adam_update(data, grad, m, v, b1, b2, step_size, bias2_sqrt, self.eps,
+                        self.weight_decay)  # the lines below in one Numba pass
+            return
+        g = grad + dtype(self.weight_decay) * data if self.weight_decay else grad
         m *= dtype(b1)
         m += dtype(1 - b1) * g
         v *= dtype(b2)
         v += dtype(1 - b2) * (g * g)
-        t = self.steps
-        step_size = dtype(self.lr / (1 - b1 ** t))
-        denom = np.sqrt(v) / dtype(math.sqrt(1 - b2 ** t)) + dtype(self.eps)
-        data -= step_size * (m / denom)
+        denom = np.sqrt(v) / dtype(bias2_sqrt) + dtype(self.eps)
+        data -= dtype(step_size) * (m / denom)
 
 
 class StepLR:

@@ -15,6 +15,7 @@ import numpy as np
 from ..functional import conv2d, conv2d_backward
 from ..spec import as_float_array, positive_pair
 from .init import as_generator, default_bias, kaiming_uniform
+from .kernels import relu, relu_backward
 from .module import Module, Parameter
 
 GRAD_CONVENTIONS = ("pytorch", "book")
@@ -166,20 +167,25 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``; its gradient passes where the output is positive (as PyTorch)."""
+    """``max(x, 0)`` (NaN stays NaN); its gradient passes where the output is not <= 0,
+    as PyTorch's. One Numba pass each way (:mod:`.kernels`)."""
 
     def __init__(self):
         super().__init__()
-        self._positive = None
+        self._y = None
 
     def forward(self, x):
         x = as_float_array(x, "input", "ReLU")
-        y = np.maximum(x, 0)  # NaN stays NaN, dtype kept
-        self._positive = y > 0
-        return y
+        self._y = relu(x)  # of the shape and dtype of x
+        return self._y
 
     def backward(self, grad_output, *, input_grad=True):
-        return grad_output * self._positive if input_grad else None
+        if not input_grad:
+            return None
+        if np.shape(grad_output) != self._y.shape:
+            raise ValueError(f"ReLU: grad_output of shape {np.shape(grad_output)} does not "
+                             f"match the output {self._y.shape}")
+        return relu_backward(grad_output, self._y)
 
 
 class Flatten(Module):
