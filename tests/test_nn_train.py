@@ -217,6 +217,8 @@ def test_config_validation():
         TrainConfig.for_model("book", optimizer="rmsprop")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig.for_model("lenet5", batch_size=0)
+    with pytest.raises(ValueError, match="shapes data set is generated"):
+        TrainConfig.for_model("book", data_dir="/tmp")
     config = TrainConfig.for_model("lenet5", dataset="fashion-mnist")
     assert (config.lr, config.lr_step, config.epochs) == (1e-3, 0, 10)
     assert TrainConfig.for_model("book").epochs == 10  # shapes: 10 epochs by default

@@ -78,6 +78,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.data_dir is not None and self.dataset == "shapes":
+            raise ValueError("--data (data_dir) names an MNIST-format folder; the shapes "
+                             "data set is generated, choose --dataset fashion-mnist or mnist")
         if self.lr <= 0 or self.lr_step < 0 or self.lr_gamma <= 0:
             raise ValueError(f"need lr > 0, lr_step >= 0 and lr_gamma > 0, got lr={self.lr}, "
                              f"lr_step={self.lr_step}, lr_gamma={self.lr_gamma}")
