@@ -2,106 +2,270 @@
 
 im2col copies, for every input channel c and kernel tap (u, v), the input pixels that
 tap meets into one row of a column matrix (zero where the tap falls in the padding);
-the copy is one NumPy assignment from a strided sliding-window view, no fancy
+the copy is one NumPy assignment from a strided view of the (padded) input, no fancy
 indexing::
 
-    cols[n, (c, u, v), (i, j)] = xp[n, c, i*S_h + u*D_h, j*S_w + v*D_w]
-    cols  (C_in*KH*KW, N*OH*OW)  with rows (c, u, v) and columns (n, i, j);
+    cols[(c, u, v), (b, i, j)] = xp[b, c, i*S_h + u*D_h, j*S_w + v*D_w]
+    cols  (C_in*KH*KW, nb*rows*JW)  rows (c, u, v), columns (sample, output row, column);
     group g owns rows g*K .. (g+1)*K,  K = C_in/G * KH * KW
 
-Then one GEMM per group (dZ' is dZ with N and C_out swapped, (C_out, N*OH*OW)):
+Then one GEMM per group (dZ' is dZ with N and C_out swapped, (C_out, nb*rows*JW)):
 
-* forward:      y'[g]  = W[g] (C_out/G, K) @ cols[g] (K, N*L), then (N, C_out, L);
-* grad_weight:  dW[g]  = dZ'[g] (C_out/G, N*L) @ cols[g].T (N*L, K)
+* forward:      y'[g]  = W[g] (C_out/G, K) @ cols[g] (K, nb*rows*JW);
+* grad_weight:  dW[g] += dZ'[g] (C_out/G, nb*rows*JW) @ cols[g].T
   (the book's ``backward_dw_col2im``: the fully-connected rule on columns);
-* grad_input:   dcols  = W[g].T (K, C_out/G) @ dZ'[g] (C_out/G, N*L), and col2im adds
-  every entry back onto the pixel it was copied from (``backward_dx_col2im``); no
-  padding or zero insertion is needed, the index arithmetic places everything.
+* grad_input:   dcols  = W[g].T (K, C_out/G) @ dZ'[g], and col2im adds every entry
+  back onto the pixel it was copied from (``backward_dx_col2im``); no padding or zero
+  insertion is needed, the index arithmetic places everything.
 
-Unpacking (col2im) is a parallel Numba kernel, one task per (sample, channel), so no two
-threads add into the same element; it writes the unpadded gradient directly. The GEMMs
-go to BLAS. The column matrix never exceeds
-:func:`npconv.tuning.workspace_limit`: larger problems run in chunks of samples, or of
-output rows when one sample alone is too large, with identical results.
+Two things make it fast:
+
+* **Cache-sized chunks.** The work runs in chunks of samples (or of output rows, when
+  one sample is too large) whose buffers fit in the last-level cache
+  (:data:`CACHE_BYTES`), reused from chunk to chunk: the column matrix is written and
+  read back by the GEMMs without a trip to main memory and without fresh pages. No
+  chunk ever exceeds :func:`npconv.tuning.workspace_limit` (one output row at least).
+* **Wide rows for stride 1.** With unit stride, output row i of tap (u, v) reads the
+  padded input from flat position ``(i + u*D_h)*Wp + v*D_w`` on, so a row of the column
+  matrix can be one contiguous run of the padded plane: column j runs to ``JW = Wp``
+  instead of ``OW``. Packing becomes one copy per (channel, tap) and col2im one add;
+  the ``Wp - OW`` extra columns of each row are junk that the forward drops and the
+  backward zeroes (in dZ', in the column matrix and in dcols, so an inf never meets a
+  junk zero). Used when the junk costs the GEMMs little (:data:`WIDE_MAX_WASTE`).
+
+Packing (wide rows) and col2im (always) are parallel Numba kernels, one task per
+(sample, channel), so no two threads write the same element; col2im writes the
+unpadded gradient directly. Narrow rows are packed by one NumPy copy from a strided
+view. The GEMMs go to BLAS.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit, prange
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from .. import tuning
-from ..padding import pad
 from ..spec import ConvSpec
 
-
-@njit(cache=True)
-def _inside(off, sw, w, ow):  # pragma: no cover - compiled
-    """The output columns j in [j_lo, j_hi) whose input column j*sw + off is in [0, w)."""
-    j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
-    j_hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
-    return j_lo, max(j_hi, j_lo)
+# A chunk's buffers (column matrix, GEMM output, padded input) aim at this many bytes,
+# so they stay in the last-level cache (32 MiB L3 on the machine this was tuned on).
+CACHE_BYTES = 8 * 2**20
+# Wide rows (stride 1) add (Wp - OW) / OW to every GEMM; above this the copy they save
+# is worth less than the arithmetic they add.
+WIDE_MAX_WASTE = 0.15
 
 
 @njit(parallel=True, cache=True)
-def _unpack(dcols, dx, nb, n0, i0, kh, kw, sh, sw, dh, dw, top, left,
-            ow):  # pragma: no cover - compiled
-    """Adjoint of :func:`_pack`: dx[n0+b, c, row, col] += dcols[(c,u,v), b*l + i*ow + j]."""
-    length = dcols.shape[1] // nb
+def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
+            left):  # pragma: no cover - compiled
+    """Adjoint of the packing: dx[n0+b, c, row, col] += dcols[(c,u,v), (b*rows + i)*jw + j].
+
+    Only the ``OW`` real columns of each ``jw``-wide row are read (junk is never added).
+    """
     _, c_in, h, w = dx.shape
-    rows_out = length // ow
     for task in prange(nb * c_in):
         b = task // c_in
         c = task % c_in
         plane = dx[n0 + b, c]
         for u in range(kh):
             for v in range(kw):
-                src = dcols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
-                off = v * dw - left
-                j_lo, j_hi = _inside(off, sw, w, ow)
-                for i in range(rows_out):
-                    row = (i0 + i) * sh + u * dh - top
-                    if row < 0 or row >= h:
+                src_row = dcols[(c * kh + u) * kw + v]
+                off = v * dw - left  # input column of output column 0
+                j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
+                j_hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
+                if j_hi <= j_lo:
+                    continue
+                for i in range(rows):
+                    r = (i0 + i) * sh + u * dh - top
+                    if r < 0 or r >= h:
                         continue
-                    dst = plane[row]
-                    base = i * ow
-                    if sw == 1:
-                        for j in range(j_lo, j_hi):
-                            dst[j + off] += src[base + j]
+                    base = (b * rows + i) * jw
+                    src = src_row[base + j_lo:base + j_hi]
+                    if sw == 1:  # a contiguous slice: LLVM vectorises the add
+                        dst = plane[r, j_lo + off:j_hi + off]
+                        for j in range(j_hi - j_lo):
+                            dst[j] += src[j]
                     else:
-                        for j in range(j_lo, j_hi):
-                            dst[j * sw + off] += src[base + j]
+                        dst_s = plane[r, j_lo * sw + off:(j_hi - 1) * sw + off + 1:sw]
+                        for j in range(j_hi - j_lo):
+                            dst_s[j] += src[j]
 
 
-def _contiguous(a: np.ndarray) -> np.ndarray:
-    return np.require(a, requirements=("C", "W"))
+@njit(parallel=True, cache=True)
+def _pack_wide(x, cols, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp, ow,
+               zero_junk):  # pragma: no cover - compiled
+    """Wide-row im2col, one task per (sample, channel)::
+
+        cols[(c,u,v), b*rows*wp + t] = xpad[n0+b, c].flat[(r0 + u*dh)*wp + v*dw + t]
+
+    for t < rows*wp: each row is one contiguous copy of the padded plane, which the task
+    builds in a private buffer (padded rows r0 .. r0 + rows_in). With ``zero_junk`` the
+    Wp - OW junk columns of every output row are zeroed (for dW).
+    """
+    _, c_in, h, w = x.shape
+    rows_in = rows + dh * (kh - 1) + 1
+    length = rows * wp
+    for task in prange(nb * c_in):
+        b = task // c_in
+        c = task % c_in
+        plane = np.zeros(rows_in * wp, dtype=x.dtype)  # (rows_in*Wp,), zero padding
+        for r in range(rows_in):
+            xr = r0 + r - top
+            if xr >= 0 and xr < h:
+                src = x[n0 + b, c, xr]
+                dst = plane[r * wp + left:r * wp + left + w]
+                for q in range(w):
+                    dst[q] = src[q]
+        for u in range(kh):
+            for v in range(kw):
+                o = u * dh * wp + v * dw
+                src = plane[o:o + length]
+                dst = cols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
+                for t in range(length):
+                    dst[t] = src[t]
+                if zero_junk:
+                    for i in range(rows):
+                        junk = dst[i * wp + ow:(i + 1) * wp]
+                        for t in range(wp - ow):
+                            junk[t] = 0
+
+
+@njit(parallel=True, cache=True)
+def _unpack_wide(dcols, dx, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp,
+                 ow):  # pragma: no cover - compiled
+    """Adjoint of :func:`_pack_wide`, one task per (sample, channel).
+
+    The task zeroes the junk columns of its own rows of ``dcols`` (W.T @ 0 is 0 unless
+    W holds an inf), adds every tap's row into a private padded plane as one contiguous
+    run, then adds the plane's interior onto dx[n0+b, c].
+    """
+    _, c_in, h, w = dx.shape
+    rows_in = rows + dh * (kh - 1) + 1
+    length = rows * wp
+    for task in prange(nb * c_in):
+        b = task // c_in
+        c = task % c_in
+        plane = np.zeros(rows_in * wp, dtype=dx.dtype)  # (rows_in*Wp,)
+        for u in range(kh):
+            for v in range(kw):
+                o = u * dh * wp + v * dw
+                src = dcols[(c * kh + u) * kw + v, b * length:(b + 1) * length]
+                for i in range(rows):
+                    junk = src[i * wp + ow:(i + 1) * wp]
+                    for t in range(wp - ow):
+                        junk[t] = 0
+                dst = plane[o:o + length]
+                for t in range(length):
+                    dst[t] += src[t]
+        for r in range(rows_in):
+            xr = r0 + r - top
+            if xr >= 0 and xr < h:
+                src = plane[r * wp + left:r * wp + left + w]
+                dst = dx[n0 + b, c, xr]
+                for q in range(w):
+                    dst[q] += src[q]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the column matrix of one convolution is laid out (see the module docstring).
+
+    Attributes
+    ----------
+    wide : bool
+        Rows of the column matrix are contiguous runs of the padded input.
+    width : int
+        JW, columns per output row: ``Wp`` for wide rows, else ``OW``.
+    copy_input : bool
+        Narrow rows with padding: chunks read a zero-padded copy of x rather than x
+        itself (wide rows pad each plane inside the packing kernel).
+    """
+
+    wide: bool
+    width: int
+    copy_input: bool
+
+
+def layout(spec: ConvSpec) -> Layout:
+    """The :class:`Layout` im2col uses for ``spec``."""
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    wide = (spec.stride == (1, 1) and spec.kw > 1
+            and wp - spec.ow <= WIDE_MAX_WASTE * spec.ow)
+    return Layout(wide, wp if wide else spec.ow, not wide and any(spec.padding))
+
+
+def _input_rows(spec: ConvSpec, lay: Layout, rows: int) -> int:
+    """Rows of the padded input that ``rows`` output rows read."""
+    return (rows - 1) * spec.stride[0] + spec.dilation[0] * (spec.kh - 1) + 1
 
 
 def chunks(spec: ConvSpec, itemsize: int):
-    """``(n0, n1, i0, i1)`` chunks whose column matrix fits the workspace limit."""
-    k = spec.c_in * spec.kh * spec.kw
-    per_sample = k * spec.oh * spec.ow * itemsize
-    limit = tuning.workspace_limit()
-    if per_sample <= limit:
-        step = max(1, min(spec.n, limit // per_sample))
+    """``(n0, n1, i0, i1)``: samples n0:n1 and output rows i0:i1 of each chunk.
+
+    A chunk's buffers (column matrix, GEMM output or dZ', padded input) fit in
+    ``min(CACHE_BYTES, workspace_limit())``: whole samples when one fits, else rows of
+    one sample (at least one row).
+    """
+    lay = layout(spec)
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    per_row = (spec.c_in * spec.kh * spec.kw + spec.c_out) * lay.width * itemsize
+    input_row = spec.c_in * wp * itemsize if lay.copy_input else 0
+    budget = min(CACHE_BYTES, tuning.workspace_limit())
+    per_sample = per_row * spec.oh + input_row * _input_rows(spec, lay, spec.oh)
+    if per_sample <= budget:
+        step = max(1, min(spec.n, budget // per_sample))
         for n0 in range(0, spec.n, step):
             yield n0, min(spec.n, n0 + step), 0, spec.oh
         return
-    rows = max(1, limit // (k * spec.ow * itemsize))
+    rows = max(1, min(spec.oh, budget // (per_row + input_row * spec.stride[0])))
     for n0 in range(spec.n):
         for i0 in range(0, spec.oh, rows):
             yield n0, n0 + 1, i0, min(spec.oh, i0 + rows)
 
 
-def _kernel_args(spec: ConvSpec):
-    return (spec.kh, spec.kw, *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2],
-            spec.ow)
+class _Buffers:
+    """Workspace reused by every chunk of one call, sized by the first (largest) chunk."""
+
+    def __init__(self, spec: ConvSpec, lay: Layout, dtype, nb: int, rows: int):
+        wp = spec.w + spec.padding[2] + spec.padding[3]
+        columns = nb * rows * lay.width
+        self.cols = np.empty(spec.c_in * spec.kh * spec.kw * columns, dtype=dtype)
+        self.out = np.empty(spec.c_out * columns, dtype=dtype)  # y' or dZ'
+        self.xp = np.empty(nb * spec.c_in * _input_rows(spec, lay, rows) * wp
+                           if lay.copy_input else 0, dtype=dtype)
 
 
-def im2col(x: np.ndarray, spec: ConvSpec, n0: int = 0, n1: int | None = None, i0: int = 0,
-           i1: int | None = None) -> np.ndarray:
-    """Column matrix of samples ``n0:n1`` and output rows ``i0:i1`` of x.
+def _padded_input(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers):
+    """The padded input rows that output rows i0:i1 of samples n0:n1 read.
+
+    Returns
+    -------
+    ndarray of shape (nb, C_in, rows_in, Wp): row r is padded row ``i0*S_h + r``; a view
+    of x when there is nothing to pad.
+    """
+    top, _, left, _ = spec.padding
+    r0 = i0 * spec.stride[0]
+    rows_in = _input_rows(spec, lay, i1 - i0)
+    if not lay.copy_input:
+        return x[n0:n1, :, r0:r0 + rows_in]  # (nb, C_in, rows_in, W), a view
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    xp = buf.xp[:(n1 - n0) * spec.c_in * rows_in * wp].reshape(n1 - n0, spec.c_in, rows_in, wp)
+    lo = min(rows_in, max(0, top - r0))  # xp rows lo:hi hold x rows r0+lo-top ...
+    hi = max(lo, min(rows_in, top + spec.h - r0))
+    xp[:, :, :lo] = 0
+    xp[:, :, hi:] = 0
+    xp[:, :, lo:hi, :left] = 0
+    xp[:, :, lo:hi, left + spec.w:] = 0
+    xp[:, :, lo:hi, left:left + spec.w] = x[n0:n1, :, r0 + lo - top:r0 + hi - top]
+    return xp
+
+
+def im2col(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers,
+           zero_junk: bool = False) -> np.ndarray:
+    """Column matrix of samples ``n0:n1`` and output rows ``i0:i1`` of x (14.4).
 
     Parameters
     ----------
@@ -109,44 +273,48 @@ def im2col(x: np.ndarray, spec: ConvSpec, n0: int = 0, n1: int | None = None, i0
 
     Returns
     -------
-    ndarray of shape (C_in*KH*KW, (n1 - n0) * (i1 - i0)*OW), rows ordered (c, u, v) and
-    columns (sample, output row, output column).
+    ndarray of shape (C_in*KH*KW, nb * rows * JW), rows ordered (c, u, v) and columns
+    (sample, output row, output column); in ``buf`` (or a view of x for a 1x1 kernel
+    on one sample).
     """
-    n1 = spec.n if n1 is None else n1
-    i1 = spec.oh if i1 is None else i1
-    nb, length = n1 - n0, (i1 - i0) * spec.ow
-    if _is_pointwise(spec):  # 1x1, stride 1, no padding: a transpose of x is the matrix
-        cols = np.empty((spec.c_in, nb * length), dtype=x.dtype)
-        view = x[n0:n1].reshape(nb, spec.c_in, -1)[:, :, i0 * spec.ow:i1 * spec.ow]
-        cols.reshape(spec.c_in, nb, length)[...] = view.transpose(1, 0, 2)  # (C_in, nb, l)
-        return cols
+    nb, rows, jw = n1 - n0, i1 - i0, lay.width
+    k = spec.c_in * spec.kh * spec.kw
+    if nb == 1 and _is_pointwise(spec):  # the sample itself is the matrix
+        return x[n0].reshape(spec.c_in, -1)[:, i0 * spec.ow:i1 * spec.ow]  # (C_in, rows*OW)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    rows_in = slice(i0 * sh, (i1 - 1) * sh + dh * (spec.kh - 1) + 1)  # padded rows read
-    xp = pad(x[n0:n1], spec.padding, "zeros") if any(spec.padding) else x[n0:n1]
-    windows = sliding_window_view(xp[:, :, rows_in], (dh * (spec.kh - 1) + 1,
-                                                      dw * (spec.kw - 1) + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (nb, C_in, i1-i0, OW, KH, KW), a view
-    cols = np.empty((spec.c_in, spec.kh, spec.kw, nb, i1 - i0, spec.ow), dtype=x.dtype)
-    cols[...] = windows.transpose(1, 4, 5, 0, 2, 3)  # the one copy
-    return cols.reshape(spec.c_in * spec.kh * spec.kw, nb * length)  # (C_in*KH*KW, nb*l)
+    if lay.wide:
+        cols = buf.cols[:k * nb * rows * jw].reshape(k, nb * rows * jw)
+        _pack_wide(x, cols, n0, nb, i0, rows, spec.padding[0], spec.padding[2], spec.kh,
+                   spec.kw, dh, dw, jw, spec.ow, zero_junk)
+        return cols  # (C_in*KH*KW, nb*rows*Wp)
+    xp = _padded_input(x, spec, lay, n0, n1, i0, i1, buf)  # (nb, C_in, rows_in, Wp)
+    s_n, s_c, s_r, s_q = xp.strides
+    # every tap's window, a view (wide rows run on past Wp into the next padded row)
+    windows = as_strided(xp, (spec.c_in, spec.kh, spec.kw, nb, rows, jw),
+                         (s_c, dh * s_r, dw * s_q, s_n, sh * s_r, sw * s_q), writeable=False)
+    cols = buf.cols[:k * nb * rows * jw].reshape(spec.c_in, spec.kh, spec.kw, nb, rows, jw)
+    cols[...] = windows  # the one copy
+    return cols.reshape(k, nb * rows * jw)  # (C_in*KH*KW, nb*rows*JW)
 
 
-def col2im(dcols: np.ndarray, dx: np.ndarray, spec: ConvSpec, nb: int, n0: int = 0,
-           i0: int = 0) -> None:
-    """Add the column-matrix gradient ``dcols`` back onto ``dx`` (in place).
+def col2im(dcols, dx, spec: ConvSpec, lay: Layout, n0, n1, i0, i1) -> None:
+    """Add the column-matrix gradient ``dcols`` back onto ``dx`` in place (14.5).
 
     Parameters
     ----------
-    dcols : ndarray of shape (C_in*KH*KW, nb * rows*OW)
-    dx : ndarray of shape (N, C_in, H, W), C-contiguous; samples ``n0:n0+nb`` receive it.
+    dcols : ndarray of shape (C_in*KH*KW, nb * rows * JW)
+    dx : ndarray of shape (N, C_in, H, W), C-contiguous; samples ``n0:n1`` receive it.
     """
-    if _is_pointwise(spec):
-        length = dcols.shape[1] // nb
-        dx_view = dx.reshape(spec.n, spec.c_in, spec.h * spec.w)  # (N, C_in, L)
-        dx_view[n0:n0 + nb, :, i0 * spec.ow:i0 * spec.ow + length] += (
-            dcols.reshape(spec.c_in, nb, length).transpose(1, 0, 2))
+    if lay.wide:
+        _unpack_wide(dcols, dx, n0, n1 - n0, i0, i1 - i0, spec.padding[0], spec.padding[2],
+                     spec.kh, spec.kw, *spec.dilation, lay.width, spec.ow)
         return
-    _unpack(dcols, dx, nb, n0, i0, *_kernel_args(spec))
+    _unpack(dcols, dx, n0, n1 - n0, i0, i1 - i0, lay.width, spec.ow, spec.kh, spec.kw,
+            *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2])
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    return np.require(a, requirements=("C", "W"))
 
 
 def _is_pointwise(spec: ConvSpec) -> bool:
@@ -160,8 +328,16 @@ def _group_rows(spec: ConvSpec, g: int) -> slice:
     return slice(g * k, (g + 1) * k)
 
 
+def _plan(spec: ConvSpec, dtype):
+    """The chunks, the layout and the buffers of one call."""
+    parts = list(chunks(spec, np.dtype(dtype).itemsize))
+    n0, n1, i0, i1 = parts[0]  # the first chunk is the largest
+    lay = layout(spec)
+    return parts, lay, _Buffers(spec, lay, dtype, n1 - n0, i1 - i0)
+
+
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """y = W @ im2col(x), one GEMM per group and chunk, chunked to the workspace limit.
+    """y = W @ im2col(x), one GEMM per group and chunk.
 
     Parameters
     ----------
@@ -175,16 +351,22 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     x = _contiguous(x)
     w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, C_in/G*KH*KW)
     y = np.empty(spec.y_shape, dtype=x.dtype)
-    y_view = y.reshape(spec.n, spec.c_out, spec.oh * spec.ow)  # (N, C_out, L)
-    cog = spec.c_out_g
-    for n0, n1, i0, i1 in chunks(spec, x.itemsize):
-        cols = im2col(x, spec, n0, n1, i0, i1)  # (C_in*KH*KW, nb*l)
-        out = np.empty((spec.c_out, cols.shape[1]), dtype=x.dtype)  # (C_out, nb*l)
+    cog, ow = spec.c_out_g, spec.ow
+    parts, lay, buf = _plan(spec, x.dtype)
+    for n0, n1, i0, i1 in parts:
+        nb, rows = n1 - n0, i1 - i0
+        cols = im2col(x, spec, lay, n0, n1, i0, i1, buf)  # (K_all, nb*rows*JW)
+        direct = nb == 1 and lay.width == ow  # y[n0] rows i0:i1 is the GEMM's output
+        if direct:
+            out = y[n0, :, i0:i1].reshape(spec.c_out, rows * ow)  # (C_out, rows*OW), a view
+        else:
+            out = buf.out[:spec.c_out * cols.shape[1]].reshape(spec.c_out, -1)  # (C_out, *)
         for g in range(spec.groups):
             np.matmul(w_mat[g * cog:(g + 1) * cog], cols[_group_rows(spec, g)],
                       out=out[g * cog:(g + 1) * cog])
-        y_view[n0:n1, :, i0 * spec.ow:i1 * spec.ow] = (
-            out.reshape(spec.c_out, n1 - n0, -1).transpose(1, 0, 2))  # (nb, C_out, l)
+        if not direct:
+            y[n0:n1, :, i0:i1] = out.reshape(spec.c_out, nb, rows, lay.width)[
+                ..., :ow].transpose(1, 0, 2, 3)  # (nb, C_out, rows, OW)
     return y
 
 
@@ -195,31 +377,40 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     -------
     (dx of shape (N, C_in, H, W) or None, dw of shape (C_out, C_in/groups, KH, KW) or None)
     """
-    dz_all = grad_output.reshape(spec.n, spec.c_out, spec.oh * spec.ow)  # (N, C_out, L)
-    cog = spec.c_out_g
+    dz_all = _contiguous(grad_output)  # (N, C_out, OH, OW)
+    cog, ow, jw = spec.c_out_g, spec.ow, None
+    parts, lay, buf = _plan(spec, grad_output.dtype)
+    jw = lay.width
     if need_input:
         w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, K_g)
         dx = np.zeros(spec.x_shape, dtype=grad_output.dtype)
     if need_weight:
         x = _contiguous(x)
         dw = np.zeros((spec.c_out, spec.c_in_g * spec.kh * spec.kw), dtype=x.dtype)
-    for n0, n1, i0, i1 in chunks(spec, grad_output.itemsize):
-        nb = n1 - n0
-        dz = np.ascontiguousarray(
-            dz_all[n0:n1, :, i0 * spec.ow:i1 * spec.ow].transpose(1, 0, 2)
-        ).reshape(spec.c_out, -1)  # (C_out, nb*l)
+        dw_part = np.empty_like(dw)
+    for n0, n1, i0, i1 in parts:
+        nb, rows = n1 - n0, i1 - i0
+        if nb == 1 and jw == ow:
+            dz = dz_all[n0, :, i0:i1].reshape(spec.c_out, rows * ow)  # (C_out, rows*OW)
+        else:
+            dz4 = buf.out[:spec.c_out * nb * rows * jw].reshape(spec.c_out, nb, rows, jw)
+            dz4[..., :ow] = dz_all[n0:n1, :, i0:i1].transpose(1, 0, 2, 3)
+            dz4[..., ow:] = 0  # wide rows: the junk columns carry no gradient
+            dz = dz4.reshape(spec.c_out, -1)  # (C_out, nb*rows*JW)
         if need_weight:
-            cols = im2col(x, spec, n0, n1, i0, i1)  # (C_in*KH*KW, nb*l)
+            # junk columns zeroed too, so an inf in x cannot meet a zero of dZ'
+            cols = im2col(x, spec, lay, n0, n1, i0, i1, buf, zero_junk=True)  # (K_all, nb*rows*JW)
             for g in range(spec.groups):
-                rows = _group_rows(spec, g)
-                dw[g * cog:(g + 1) * cog] += dz[g * cog:(g + 1) * cog] @ cols[rows].T
-            del cols
+                rows_g, dw_g = _group_rows(spec, g), slice(g * cog, (g + 1) * cog)
+                np.matmul(dz[dw_g], cols[rows_g].T, out=dw_part[dw_g])
+            dw += dw_part
         if need_input:
-            dcols = np.empty((spec.c_in * spec.kh * spec.kw, dz.shape[1]), dtype=dz.dtype)
+            k = spec.c_in * spec.kh * spec.kw
+            dcols = buf.cols[:k * dz.shape[1]].reshape(k, -1)  # (K_all, nb*rows*JW)
             for g in range(spec.groups):
                 np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz[g * cog:(g + 1) * cog],
                           out=dcols[_group_rows(spec, g)])
-            col2im(dcols, dx, spec, nb, n0, i0)
+            col2im(dcols, dx, spec, lay, n0, n1, i0, i1)
     return (dx if need_input else None,
             dw.reshape(spec.weight_shape) if need_weight else None)
 

@@ -13,6 +13,10 @@ axes so the shapes line up (tables 14.5.1 to 14.5.5):
   and the forward dilation, with W' = W with C_out and C_in swapped and each kernel
   rotated by 180 degrees.
 
+Because dX multiplies W by the zeros inserted into and padded around dZ, an inf in W
+meets those zeros and gives NaN (inf * 0) in dX where the exact gradient, and
+PyTorch's, is inf. The other algorithms never multiply by a padding zero.
+
 The book's version handled stride 1 and no padding only; this one handles stride,
 padding, dilation and groups, and is tested against the naive loops and PyTorch.
 """
