@@ -96,3 +96,53 @@ def test_auto_choice_is_explained(x, w, kwargs, expected):
     choice = npconv.explain_choice(spec, np.float32)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, "forward")
     assert len(choice.reason) > 20
+
+
+@pytest.mark.parametrize("rows", ["wide", "narrow"])
+@pytest.mark.parametrize("limit", [None, 1, 3000], ids=["one-chunk", "rows-of-one", "chunks"])
+@pytest.mark.parametrize("kwargs", [
+    dict(padding=1),
+    dict(padding=((2, 0), (1, 3)), dilation=(2, 3), groups=2),
+    dict(padding=0, dilation=2),
+    dict(stride=(1, 2), padding=1),  # stride 2 across: never wide
+], ids=["3x3", "asymmetric-dilated-grouped", "valid-dilated", "strided"])
+def test_wide_and_narrow_rows_agree_with_naive(monkeypatch, small_workspace, rows, limit,
+                                               kwargs):
+    from npconv.algorithms import im2col
+
+    # wide rows are normally used only where the junk columns are cheap; force both ways
+    monkeypatch.setattr(im2col, "WIDE_MAX_WASTE", 100.0 if rows == "wide" else -1.0)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 9, 8))
+    w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 2))
+    spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
+    assert im2col.layout(spec).wide == (rows == "wide" and spec.stride == (1, 1))
+    if limit is not None:
+        npconv.set_workspace_limit(limit)
+    y = npconv.conv2d(x, w, algorithm="im2col", **kwargs)
+    assert_close(y, npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
+    g = rng.standard_normal(y.shape)
+    got = npconv.conv2d_backward(x, w, g, algorithm="im2col", **kwargs)
+    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    for name, a, b in zip(("dX", "dW", "dB"), got, ref, strict=True):
+        assert_close(a, b, name)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=(0, 2), dilation=(2, 1)),
+                                    dict(padding=2, groups=4), dict(stride=(2, 1), padding=1)],
+                         ids=["3x3", "dilated", "depthwise", "strided"])
+def test_jit_wide_and_row_kernels_agree(kwargs):
+    from npconv.algorithms import jit
+    from npconv.spec import plan_conv2d as plan
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 8, 7))
+    w = rng.standard_normal((4, 4 // kwargs.get("groups", 1), 3, 3))
+    spec = plan(x.shape, w.shape, **kwargs).spec
+    assert jit._wide(spec) == (spec.stride == (1, 1))
+    y = jit.forward(x, w, spec)
+    assert_close(y, npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
+    g = rng.standard_normal(y.shape)
+    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    assert_close(jit.grad_input(g, w, spec), ref[0], "dX")
+    assert_close(jit.grad_weight(x, g, spec), ref[1], "dW")
