@@ -89,7 +89,8 @@ def test_set_num_threads_validated():
     ((8, 3, 7, 6), (2, 3, 4, 5), {}, "jit"),  # the book's layer: tiny
     ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "jit"),  # depthwise
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),
-    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "im2col"),  # one channel, no groups
+    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "jit"),  # LeNet's first layer
+    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "im2col"),
 ])
 def test_auto_choice_is_explained(x, w, kwargs, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
@@ -146,3 +147,54 @@ def test_jit_wide_and_row_kernels_agree(kwargs):
     ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
     assert_close(jit.grad_input(g, w, spec), ref[0], "dX")
     assert_close(jit.grad_weight(x, g, spec), ref[1], "dW")
+
+
+@pytest.fixture
+def autotune_off():
+    yield
+    tuning.set_autotune(False)
+    tuning._measured_choices.clear()
+
+
+def test_autotune_measures_once_caches_and_reloads(autotune_off, tmp_path, monkeypatch):
+    cache = tmp_path / "autotune.json"
+    tuning._measured_choices.clear()
+    npconv.set_autotune(True, cache)
+    spec = plan_conv2d((4, 3, 12, 12), (5, 3, 3, 3), padding=1).spec
+    choice = npconv.explain_choice(spec, np.float32, "backward")
+    assert choice.algorithm in tuning.CANDIDATES
+    assert "measured" in choice.reason and all(a in choice.reason for a in tuning.CANDIDATES)
+    x = np.ones((4, 3, 12, 12), np.float32)
+    w = np.ones((5, 3, 3, 3), np.float32)
+    y = npconv.conv2d(x, w, padding=1)  # measures "forward", then runs the winner
+    assert_close(y, npconv.conv2d(x, w, padding=1, algorithm="naive"), "y")
+    saved = cache.read_text()
+    assert '"backward' not in saved and ";backward;" in saved and ";forward;" in saved
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    # a fresh process (empty memory cache) reads the file instead of measuring
+    tuning._measured_choices.clear()
+    monkeypatch.setattr(tuning, "_time_op", no_timing)
+    npconv.set_autotune(True, cache)
+    assert npconv.explain_choice(spec, np.float32, "backward") == choice
+    npconv.conv2d(x, w, padding=1)
+
+
+def test_autotune_rejects_a_corrupt_cache_file(autotune_off, tmp_path):
+    cache = tmp_path / "autotune.json"
+    cache.write_text("{not json")
+    npconv.set_autotune(True, cache)
+    spec = plan_conv2d((1, 1, 5, 5), (1, 1, 3, 3)).spec
+    with pytest.raises(ValueError, match="not an npconv autotune file"):
+        npconv.explain_choice(spec)
+    assert cache.read_text() == "{not json"  # the user's file is left alone
+
+
+def test_autotune_arguments_validated():
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        npconv.set_autotune("yes")
+    spec = plan_conv2d((1, 1, 5, 5), (1, 1, 3, 3)).spec
+    with pytest.raises(ValueError, match="op must be one of"):
+        npconv.explain_choice(spec, np.float32, "sideways")

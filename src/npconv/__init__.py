@@ -20,6 +20,7 @@ from .spec import ConvSpec, backward_padding, output_size, same_padding
 from .tuning import (
     explain_choice,
     get_num_threads,
+    set_autotune,
     set_num_threads,
     set_workspace_limit,
     workspace_limit,
@@ -41,6 +42,7 @@ __all__ = [
     "grad",
     "output_size",
     "same_padding",
+    "set_autotune",
     "set_num_threads",
     "set_workspace_limit",
     "workspace_limit",

@@ -2,10 +2,14 @@
 
 * :func:`choose` is a cheap rule measured on this kind of machine (2 AVX2 cores):
   Numba's direct kernels win when there is little arithmetic per output pixel (one
-  input channel per group, i.e. depthwise, or tiny layers like the book's); im2col
-  with BLAS GEMMs wins everywhere else, a single input channel included (LeNet's
-  first layer runs 2.5x faster as one K = 25 GEMM than in the direct kernel).
-  :func:`explain_choice` says why.
+  input channel per group, i.e. depthwise, or small layers like the book's and
+  LeNet's); im2col with BLAS GEMMs wins everywhere else. :func:`explain_choice` says
+  why.
+* :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
+  like cuDNN's benchmark mode: the first call of each new (geometry, dtype, operation,
+  threads) times every candidate algorithm on random arrays of that shape and keeps
+  the fastest, in memory and, with a cache file (``NPCONV_AUTOTUNE_CACHE``), on disk
+  for later processes.
 * :func:`set_workspace_limit` bounds the column matrix im2col may allocate (default
   256 MiB, or ``NPCONV_WORKSPACE_BYTES``); larger problems run in batch or row chunks
   with the same results.
@@ -15,8 +19,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -25,7 +31,7 @@ from .spec import ConvSpec
 # Below this many multiply-adds per call a direct Numba kernel beats building im2col
 # matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
 # and LeNet-sized layers).
-SMALL_PROBLEM_MACS = 3_000_000
+SMALL_PROBLEM_MACS = 8_000_000
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -53,11 +59,15 @@ _ALGORITHM = {"depthwise": "jit", "small": "jit", "gemm": "im2col"}
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
     """The algorithm name ``"auto"`` uses for ``op`` on ``spec`` (see :func:`explain_choice`)."""
+    if _autotune["enabled"]:
+        return _measured(spec, dtype, op).algorithm
     return _ALGORITHM[_rule(spec)]
 
 
 def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Choice:
     """The algorithm ``"auto"`` uses for ``op`` on ``spec``, with the reason.
+
+    With autotuning on this measures (once) and reports the timings.
 
     Parameters
     ----------
@@ -66,6 +76,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
     dtype : numpy dtype
     op : {"forward", "backward", "grad_input", "grad_weight"}
     """
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if _autotune["enabled"]:
+        return _measured(spec, dtype, op)
     case, macs = _rule(spec), spec.flops // 2
     k = spec.c_in_g * spec.kh * spec.kw
     reason = {
@@ -76,6 +90,108 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+# ------------------------------------------------------------------------------ autotune
+OPS = ("forward", "backward", "grad_input", "grad_weight")
+CANDIDATES = ("im2col", "jit", "transpose")  # naive is the oracle, never fast
+_autotune = {"enabled": os.environ.get("NPCONV_AUTOTUNE", "") not in ("", "0"),
+             "path": os.environ.get("NPCONV_AUTOTUNE_CACHE") or None, "loaded": False}
+_measured_choices: dict[str, Choice] = {}
+
+
+def set_autotune(enabled: bool = True, cache_file: str | os.PathLike | None = None) -> None:
+    """Let ``algorithm="auto"`` measure instead of following the rule.
+
+    Parameters
+    ----------
+    enabled : bool
+        Measure the candidates (:data:`CANDIDATES`) on the first call of every new
+        (geometry, dtype, operation, thread count) and keep the fastest.
+    cache_file : path, optional
+        A JSON file of earlier measurements: read now (if it exists) and rewritten
+        atomically after every new measurement, so later processes skip the timing.
+    """
+    if not isinstance(enabled, bool | np.bool_):
+        raise TypeError(f"enabled must be a bool, got {enabled!r}")
+    _autotune.update(enabled=bool(enabled), loaded=False,
+                     path=None if cache_file is None else os.fspath(cache_file))
+
+
+def _key(spec: ConvSpec, dtype, op: str) -> str:
+    fields = ",".join(f"{k}={v}" for k, v in asdict(spec).items())
+    return f"{fields};{np.dtype(dtype).name};{op};threads={get_num_threads()}"
+
+
+def _load_cache() -> None:
+    _autotune["loaded"] = True
+    path = _autotune["path"]
+    if path is None or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)["choices"]
+        choices = {k: Choice(v["algorithm"], v["reason"]) for k, v in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"autotune cache {path} is not an npconv autotune file: {err}") from err
+    _measured_choices.update({k: c for k, c in choices.items() if c.algorithm in CANDIDATES})
+
+
+def _save_cache() -> None:
+    from .fileio import json_text, write_text
+
+    path = _autotune["path"]
+    if path is not None:
+        write_text(path, json_text({"choices": {k: asdict(c) for k, c in
+                                                sorted(_measured_choices.items())}}))
+
+
+def _time_op(impl, op: str, arrays, spec: ConvSpec, repeat: int,
+             give_up: float = float("inf")) -> float:
+    """Median seconds of ``op`` after one warm-up call (which also compiles).
+
+    Stops early, returning the time so far, once one run takes longer than ``give_up``.
+    """
+    from . import algorithms
+
+    x, weight, grad = arrays
+    run = {"forward": lambda: impl.forward(x, weight, spec),
+           "backward": lambda: algorithms.backward(impl, x, weight, grad, spec, True, True),
+           "grad_input": lambda: impl.grad_input(grad, weight, spec),
+           "grad_weight": lambda: impl.grad_weight(x, grad, spec)}[op]
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        if times[-1] > give_up:
+            break
+    return float(np.median(times))
+
+
+def _measured(spec: ConvSpec, dtype, op: str) -> Choice:
+    """The fastest candidate for this call, measured once per key."""
+    if not _autotune["loaded"]:
+        _load_cache()
+    key = _key(spec, dtype, op)
+    if key not in _measured_choices:
+        from . import algorithms
+
+        rng = np.random.default_rng(0)
+        arrays = tuple(rng.standard_normal(shape).astype(dtype) for shape in
+                       (spec.x_shape, spec.weight_shape, spec.y_shape))
+        seconds: dict[str, float] = {}
+        for name in CANDIDATES:  # a candidate 3x slower than the best gets one run
+            seconds[name] = _time_op(algorithms.get(name), op, arrays, spec, repeat=3,
+                                     give_up=3 * min(seconds.values(), default=np.inf))
+        best = min(seconds, key=seconds.get)
+        timings = ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in
+                            sorted(seconds.items(), key=lambda item: item[1]))
+        _measured_choices[key] = Choice(best, f"measured ({op}, {get_num_threads()} "
+                                              f"threads): {timings}")
+        _save_cache()
+    return _measured_choices[key]
 
 
 def workspace_limit() -> int:
