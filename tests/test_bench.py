@@ -32,3 +32,15 @@ def test_bench_book_runs_every_method(tmp_path, torch):
 def test_bench_rejects_unknown_layer(capsys):
     assert main(["bench", "suite", "--layers", "nope"]) == 2
     assert "no layer of the suite matches 'nope'" in capsys.readouterr().err
+
+
+def test_bench_suite_autotune_reports_the_measured_choice(tmp_path, torch):
+    from npconv import tuning
+
+    out = tmp_path / "suite.json"
+    assert main(["bench", "suite", "--layers", "book", "--repeat", "1", "--autotune",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["autotune"] is True
+    assert all(a in tuning.CANDIDATES for a in result["rows"][0]["algorithm"].split("/"))
+    assert not tuning.autotune_enabled()  # switched back off afterwards

@@ -73,6 +73,20 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def _interleaved_medians(fns, repeat: int) -> list[float]:
+    """Median seconds of each function, timed in turn round by round (after a warm-up),
+    so a slow spell on a shared machine hits every side alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, bucket in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    return [statistics.median(bucket) for bucket in times]
+
+
 def sgemm_peak(dtype=np.float32, size: int = 2048, repeat: int = 5) -> float:
     """GFLOP/s of one large BLAS matrix product on this machine, now."""
     rng = np.random.default_rng(0)
@@ -124,34 +138,49 @@ def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: f
     t0 = time.perf_counter()
     ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
     first_call = time.perf_counter() - t0
-    t_np = _median_time(lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm), repeat)
+    steps = [lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm)]
+    if torch is not None:
+        ref = _torch_step(torch, x, w, b, g, layer.kwargs)
+        steps.append(lambda: _torch_step(torch, x, w, b, g, layer.kwargs))
+    t_np, *t_torch = _interleaved_medians(steps, repeat)
+    if algorithm == "auto":
+        fwd, bwd = (tuning.choose(spec, x.dtype, op) for op in ("forward", "backward"))
+        algorithm = fwd if fwd == bwd else f"{fwd}/{bwd}"
     row = dict(id=layer.id, x=layer.x, weight=layer.weight, **layer.kwargs,
-               algorithm=tuning.choose(spec, x.dtype, "forward") if algorithm == "auto"
-               else algorithm, ms=t_np * 1e3, first_call_ms=first_call * 1e3,
+               algorithm=algorithm, ms=t_np * 1e3, first_call_ms=first_call * 1e3,
                gflops=3 * spec.flops / t_np / 1e9)
     row["peak_pct"] = 100 * row["gflops"] / peak
     if torch is not None:
-        ref = _torch_step(torch, x, w, b, g, layer.kwargs)
-        t_torch = _median_time(lambda: _torch_step(torch, x, w, b, g, layer.kwargs), repeat)
-        row.update(torch_ms=t_torch * 1e3, speedup=t_torch / t_np,
+        row.update(torch_ms=t_torch[0] * 1e3, speedup=t_torch[0] / t_np,
                    max_abs_err=max(float(np.max(np.abs(a - r)))
                                    for a, r in zip(ours, ref, strict=True)))
     return row
 
 
 def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
-              algorithm: str = "auto", progress=None) -> dict:
-    """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict."""
+              algorithm: str = "auto", progress=None, autotune: bool = False) -> dict:
+    """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict.
+
+    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`).
+    """
     tuning.set_num_threads(threads)
     torch = _torch(threads)
     peak = sgemm_peak(dtype)
     rows = []
-    for layer in layers:
-        rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
-        if progress:
-            progress(layer.id)
+    switch = autotune and not tuning.autotune_enabled()
+    if switch:
+        tuning.set_autotune(True)
+    try:
+        for layer in layers:
+            rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
+            if progress:
+                progress(layer.id)
+    finally:
+        if switch:
+            tuning.set_autotune(False)
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                  repeat=repeat, sgemm_peak_gflops=peak, torch=torch_backend(torch), rows=rows,
+                  repeat=repeat, autotune=autotune, sgemm_peak_gflops=peak,
+                  torch=torch_backend(torch), rows=rows,
                   peak_rss_mib=peak_rss_mib())
     speedups = [r["speedup"] for r in rows if "speedup" in r]
     if speedups:
@@ -225,9 +254,9 @@ def run_memory(threads: int = 2, dtype=np.float32, x_shape=(80, 256, 56, 56), c_
     arrays = sum(a.nbytes for a in (x, w, g, y, dx, dw, db)) / 2**20
     grown = peak_rss_mib() - rss_before
     limit = tuning.workspace_limit() / 2**20
-    # the column matrix and its gradient never live at the same time; the chunk of the
-    # output (or of dZ) rearranged for the GEMM is at most one output's worth
-    budget = arrays + limit + spec.c_out * spec.n * spec.oh * spec.ow * dtype.itemsize / 2**20
+    # every buffer of a chunk (column matrix, GEMM output or dZ', padded input) counts
+    # against the limit
+    budget = arrays + limit
     return dict(kind="memory", machine=machine(), x=x_shape, weight=w_shape,
                 full_im2col_mib=cols_bytes / 2**20, workspace_limit_mib=limit,
                 arrays_mib=arrays, peak_rss_growth_mib=grown, budget_mib=budget,
@@ -243,7 +272,7 @@ def print_memory(result: dict, console) -> None:
     verdict = "within" if result["within_budget"] else "OVER"
     console.print(f"peak RSS grew by {result['peak_rss_growth_mib']:,.0f} MiB during forward + "
                   f"backward ({result['seconds']:.1f} s): {verdict} the budget of "
-                  f"{result['budget_mib']:,.0f} MiB (arrays + limit + one output chunk)")
+                  f"{result['budget_mib']:,.0f} MiB (arrays + workspace limit)")
 
 
 def machine() -> str:
@@ -340,7 +369,8 @@ def handle(args: argparse.Namespace) -> int:
             raise ValueError(f"no layer of the suite matches {args.layers!r}; layers: "
                              f"{', '.join(layer.id for layer in SUITE)}")
         result = run_suite(args.threads, dtype, args.repeat, layers,
-                           progress=lambda i: console.print(f"  timed {i}", style="dim"))
+                           progress=lambda i: console.print(f"  timed {i}", style="dim"),
+                           autotune=args.autotune)
         print_suite(result, console)
         if args.plot:
             save_plot(result, args.plot)
@@ -366,6 +396,8 @@ def register(subparsers) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed repeats per layer (suite)")
     p.add_argument("--iterations", type=int, default=1000, help="iterations (book)")
     p.add_argument("--layers", help="comma-separated layer ids of the suite")
+    p.add_argument("--autotune", action="store_true",
+                   help="suite: let auto measure its choice per layer (set_autotune)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--plot", help="bar chart of the suite (PNG; needs matplotlib)")
     p.set_defaults(handler=handle, command="bench")

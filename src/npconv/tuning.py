@@ -118,6 +118,11 @@ def set_autotune(enabled: bool = True, cache_file: str | os.PathLike | None = No
                      path=None if cache_file is None else os.fspath(cache_file))
 
 
+def autotune_enabled() -> bool:
+    """Whether ``auto`` measures (:func:`set_autotune`)."""
+    return _autotune["enabled"]
+
+
 def _key(spec: ConvSpec, dtype, op: str) -> str:
     fields = ",".join(f"{k}={v}" for k, v in asdict(spec).items())
     return f"{fields};{np.dtype(dtype).name};{op};threads={get_num_threads()}"
