@@ -115,6 +115,34 @@ def test_relu_nan_as_torch(torch):
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), tx.grad.numpy())
 
 
+@pytest.mark.parametrize("threshold", ["default", 0], ids=["one-thread", "threads"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_relu_kernels_serial_parallel_and_out(threshold, dtype, monkeypatch):
+    """Both kernel variants (:data:`PARALLEL_MIN`) and ``out=``, against NumPy."""
+    from npconv.nn import kernels
+
+    if threshold != "default":
+        monkeypatch.setattr(kernels, "PARALLEL_MIN", threshold)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    x[0, 0, :4] = [np.nan, -np.inf, np.inf, 0.0]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 1, 0] = np.inf  # where y <= 0 the gradient is 0, even an infinite one
+    x[0, 1, 0] = -1.0
+    expected_y = np.where(np.isnan(x) | (x > 0), x, 0).astype(dtype)
+    expected_dx = np.where(expected_y <= 0, 0, g).astype(dtype)
+    y = kernels.relu(x)
+    assert y.dtype == dtype and y is not x
+    np.testing.assert_array_equal(y, expected_y)
+    dx = kernels.relu_backward(g, y)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, expected_dx)
+    assert kernels.relu(x, out=x) is x  # in place
+    np.testing.assert_array_equal(x, expected_y)
+    assert kernels.relu_backward(g, y, out=g) is g
+    np.testing.assert_array_equal(g, expected_dx)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum0.1", "cumulative"])
 @pytest.mark.parametrize("kind,shape", [("1d", (6, 5)), ("1d", (4, 3, 7)), ("2d", (3, 4, 5, 6))],

@@ -62,10 +62,12 @@ def test_adam_matches_torch(torch, kw, dtype):
               lambda p: torch.optim.Adam(p, **kw, foreach=False), dtype)
 
 
-def test_adam_on_non_contiguous_parameters():
-    """The fused kernel needs contiguous arrays; other layouts take the NumPy path."""
-    params, grads = _problem(np.float64)
-    big = np.zeros((3, 8))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_adam_on_non_contiguous_parameters(dtype):
+    """The fused kernel needs contiguous arrays; other layouts take the NumPy path, and
+    both keep the parameters' dtype (float32 stays float32)."""
+    params, grads = _problem(dtype)
+    big = np.zeros((3, 8), dtype=dtype)
     big[:, ::2] = params[0][1]
     strided = [("w", Parameter(big[:, ::2]))]
     plain = [("w", Parameter(params[0][1].copy()))]
@@ -75,7 +77,10 @@ def test_adam_on_non_contiguous_parameters():
             p[0][1].grad = step_grads[0]
             opt.step()
     assert not strided[0][1].data.flags.c_contiguous
-    np.testing.assert_allclose(big[:, ::2], plain[0][1].data, rtol=1e-13)
+    np.testing.assert_allclose(big[:, ::2], plain[0][1].data, rtol=TOL[dtype] / 2)
+    for opt in opts:
+        assert all(buf.dtype == dtype for buf in opt.state["w"].values())
+    assert plain[0][1].data.dtype == dtype
 
 
 def test_step_lr_matches_torch(torch):

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .nn.kernels import adam_update
+from .nn.kernels import adam_hyper, adam_update
 from .nn.module import Parameter
 
 
@@ -71,8 +71,12 @@ class Optimizer:
 
     def step(self) -> None:
         self.steps += 1
+        self._begin_step()
         for name, data, grad in self._grads():
             self._update(self.state[name], data, grad)
+
+    def _begin_step(self) -> None:
+        """What every parameter's update of this step shares (none by default)."""
 
     def _update(self, state, data, grad) -> None:
         raise NotImplementedError
@@ -168,19 +172,28 @@ class Adam(Optimizer):
         self.eps = _check_hyper("eps", eps)
         self.weight_decay = _check_hyper("weight_decay", weight_decay)
 
+    def _begin_step(self) -> None:
+        b1, b2 = self.betas
+        t = self.steps
+        self._step_size, self._bias2_sqrt = self.lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
+        self._hyper = {}  # dtype -> this step's scalars for the fused kernel, shape (8,)
+
     def _update(self, state, data, grad) -> None:
-        dtype = data.dtype.type
         b1, b2 = self.betas
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(data)
             state["exp_avg_sq"] = np.zeros_like(data)
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        t = self.steps
-        step_size, bias2_sqrt = self.lr / (1 - b1 ** t), math.sqrt(1 - b2 ** t)
-        if data.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
-            adam_update(data, grad, m, v, b1, b2, step_size, bias2_sqrt, self.eps,
-                        self.weight_decay)  # the lines below in one Numba pass
+        step_size, bias2_sqrt = self._step_size, self._bias2_sqrt
+        if (data.flags.c_contiguous and grad.flags.c_contiguous and m.flags.c_contiguous
+                and v.flags.c_contiguous):
+            hyper = self._hyper.get(data.dtype)
+            if hyper is None:
+                hyper = self._hyper[data.dtype] = adam_hyper(
+                    b1, b2, step_size, bias2_sqrt, self.eps, self.weight_decay, data.dtype)
+            adam_update(data, grad, m, v, hyper)  # the lines below in one Numba pass
             return
+        dtype = data.dtype.type
         g = grad + dtype(self.weight_decay) * data if self.weight_decay else grad
         m *= dtype(b1)
         m += dtype(1 - b1) * g

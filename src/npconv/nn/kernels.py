@@ -1,8 +1,14 @@
 """Element-wise Numba kernels of the layers and optimisers (one pass, no temporaries).
 
 They see C-contiguous arrays only (callers make sure) and are cached on disk.
-NumPy would need two or three passes and as many temporary arrays for each of them;
-on LeNet-5's first ReLU (64, 6, 28, 28) the kernels are 3-5x faster.
+NumPy would need two or three passes and as many temporary arrays for each of them.
+
+Each element-wise kernel comes twice, serial and parallel, and :func:`parallel`
+chooses: waking Numba's OpenMP threads (which sleep between kernels, since npconv sets
+``OMP_WAIT_POLICY=PASSIVE``) costs 10-100 us, more than a serial pass over everything
+LeNet-5 holds (its largest activation, (64, 6, 28, 28), is 0.3M elements: ~35 us for
+one ReLU pass on one core). Measured on 2 cores, one thread was as fast as two up to
+4M elements; :data:`PARALLEL_MIN` leaves the threads to much larger arrays.
 """
 
 from __future__ import annotations
@@ -10,52 +16,103 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-
-@njit(parallel=True, cache=True)
-def _relu_kernel(x, y):  # pragma: no cover - compiled
-    for i in prange(x.size):
-        v = x[i]
-        y[i] = v if (v > 0) | (v != v) else 0  # NaN stays NaN, as in PyTorch
+# Arrays of at least this many elements are worth waking the thread pool for.
+PARALLEL_MIN = 1 << 22
 
 
-@njit(parallel=True, cache=True)
-def _relu_backward_kernel(grad_output, y, dx):  # pragma: no cover - compiled
-    for i in prange(y.size):
-        dx[i] = 0 if y[i] <= 0 else grad_output[i]  # PyTorch's threshold_backward
+def parallel(size: int) -> bool:
+    """Whether an element-wise pass over ``size`` elements should run on the threads."""
+    return size >= PARALLEL_MIN
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)`` of any shape, in the dtype of ``x``; NaN propagates."""
-    x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
-    _relu_kernel(x.reshape(-1), y.reshape(-1))
-    return y
+@njit(inline="always")
+def _relu_value(v, zero):  # pragma: no cover - compiled
+    return v if (v > 0) | (v != v) else zero  # NaN stays NaN, as in PyTorch
 
 
-def relu_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dL/dx of ReLU from its output ``y``: the gradient where ``y`` is not <= 0."""
-    grad_output, y = np.ascontiguousarray(grad_output), np.ascontiguousarray(y)
-    dx = np.empty_like(grad_output)
-    _relu_backward_kernel(grad_output.reshape(-1), y.reshape(-1), dx.reshape(-1))
-    return dx
+@njit(inline="always")
+def _relu_grad_value(g, y, zero):  # pragma: no cover - compiled
+    return zero if y <= 0 else g  # PyTorch's threshold_backward
 
 
 @njit(cache=True)
-def _adam_kernel(data, grad, m, v, beta1, beta2, step_size, bias2_sqrt, eps,
-                 weight_decay):  # pragma: no cover - compiled
+def _relu_serial(x, y):  # pragma: no cover - compiled
+    zero = y.dtype.type(0)  # of the arrays' dtype: nothing widens to float64
+    for i in range(x.size):
+        y[i] = _relu_value(x[i], zero)
+
+
+@njit(parallel=True, cache=True)
+def _relu_parallel(x, y):  # pragma: no cover - compiled
+    zero = y.dtype.type(0)
+    for i in prange(x.size):
+        y[i] = _relu_value(x[i], zero)
+
+
+@njit(cache=True)
+def _relu_backward_serial(grad_output, y, dx):  # pragma: no cover - compiled
+    zero = dx.dtype.type(0)
+    for i in range(y.size):
+        dx[i] = _relu_grad_value(grad_output[i], y[i], zero)
+
+
+@njit(parallel=True, cache=True)
+def _relu_backward_parallel(grad_output, y, dx):  # pragma: no cover - compiled
+    zero = dx.dtype.type(0)
+    for i in prange(y.size):
+        dx[i] = _relu_grad_value(grad_output[i], y[i], zero)
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``max(x, 0)`` of any shape, in the dtype of ``x``; NaN propagates.
+
+    ``out`` (C-contiguous, the shape and dtype of ``x``; may be ``x`` itself) receives
+    the result; by default a new array does.
+    """
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x) if out is None else out
+    kernel = _relu_parallel if parallel(x.size) else _relu_serial
+    kernel(x.reshape(-1), y.reshape(-1))  # (N*...,) flat views
+    return y
+
+
+def relu_backward(grad_output: np.ndarray, y: np.ndarray,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """dL/dx of ReLU from its output ``y``: the gradient where ``y`` is not <= 0.
+
+    ``out`` (C-contiguous, the shape and dtype of ``grad_output``; may be
+    ``grad_output`` itself) receives the result; by default a new array does.
+    """
+    grad_output, y = np.ascontiguousarray(grad_output), np.ascontiguousarray(y)
+    dx = np.empty_like(grad_output) if out is None else out
+    kernel = _relu_backward_parallel if parallel(y.size) else _relu_backward_serial
+    kernel(grad_output.reshape(-1), y.reshape(-1), dx.reshape(-1))  # flat views
+    return dx
+@njit(cache=True, error_model="numpy")
+def _adam_kernel(data, grad, m, v, hyper):  # pragma: no cover - compiled
+    beta1, one_minus_beta1, beta2, one_minus_beta2 = hyper[0], hyper[1], hyper[2], hyper[3]
+    step_size, bias2_sqrt, eps, weight_decay = hyper[4], hyper[5], hyper[6], hyper[7]
     for i in range(data.size):
         g = grad[i] + weight_decay * data[i]
-        m[i] = beta1 * m[i] + (1 - beta1) * g
-        v[i] = beta2 * v[i] + (1 - beta2) * g * g
-        data[i] -= step_size * m[i] / (np.sqrt(v[i]) / bias2_sqrt + eps)
+        m[i] = beta1 * m[i] + one_minus_beta1 * g
+        v[i] = beta2 * v[i] + one_minus_beta2 * g * g
+        data[i] -= step_size * (m[i] / (np.sqrt(v[i]) / bias2_sqrt + eps))
 
 
-def adam_update(data, grad, m, v, beta1, beta2, step_size, bias2_sqrt, eps, weight_decay):
-    """One Adam update of ``data`` in place (see :class:`npconv.optim.Adam`).
+def adam_hyper(beta1, beta2, step_size, bias2_sqrt, eps, weight_decay, dtype) -> np.ndarray:
+    """The scalars of one Adam step for :func:`adam_update`, shape (8,) in ``dtype``.
 
-    ``data``, ``m`` and ``v`` must be C-contiguous (they are updated through flat views).
+    ``1 - beta`` is computed in float64 and rounded once to ``dtype``; every product in the
+    kernel is then in the parameters' dtype (float32 stays float32).
     """
-    dtype = data.dtype.type
-    _adam_kernel(data.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1),
-                 v.reshape(-1), dtype(beta1), dtype(beta2), dtype(step_size),
-                 dtype(bias2_sqrt), dtype(eps), dtype(weight_decay))
+    return np.array([beta1, 1 - beta1, beta2, 1 - beta2, step_size, bias2_sqrt, eps,
+                     weight_decay], dtype=dtype)
+
+
+def adam_update(data, grad, m, v, hyper: np.ndarray) -> None:
+    """One Adam update of ``data``, ``m`` and ``v`` in place (:class:`npconv.optim.Adam`).
+
+    ``data``, ``grad``, ``m`` and ``v`` must be C-contiguous, of one shape and dtype
+    (they are updated through flat views); ``hyper`` comes from :func:`adam_hyper`.
+    """
+    _adam_kernel(data.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), hyper)
