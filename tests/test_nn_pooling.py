@@ -157,8 +157,43 @@ def test_pooling_errors():
         nn.max_pool2d_backward(np.ones((1, 1, 3, 3), np.float32), idx, x.shape, 2)
 
 
-def test_auto_picks_im2col_for_tiny_inputs_and_jit_otherwise():
+def test_auto_picks_jit():
     from npconv.nn.pooling import choose
 
-    assert choose(plan_pool((8, 3, 7, 6), 2, None, 0, "test")) == "im2col"  # the book's
+    assert choose(plan_pool((8, 3, 7, 6), 2, None, 0, "test")) == "jit"  # the book's
     assert choose(plan_pool((64, 6, 28, 28), 2, None, 0, "test")) == "jit"  # LeNet-5's
+
+
+def test_every_2x2_window_of_special_values_as_torch(torch):
+    """The branch-free 2x2 kernel: each of 7^4 windows over {NaN, +-inf, -1, 0, 1 (twice)}."""
+    values = np.array([np.nan, -np.inf, np.inf, -1.0, 0.0, 1.0, 1.0], np.float32)
+    windows = np.stack(np.meshgrid(values, values, values, values, indexing="ij"), -1)
+    windows = windows.reshape(-1, 2, 2)  # (2401, 2, 2): a, b / c, d
+    x = np.ascontiguousarray(windows.reshape(7, 343, 2, 2).transpose(0, 2, 1, 3)).reshape(
+        1, 7, 2, 686)  # (N=1, C=7, 2, 2*343): 343 windows side by side per channel
+    g = np.random.default_rng(0).standard_normal((1, 7, 1, 343)).astype(np.float32)
+    ty, tidx, tdx = _torch_max(torch, x, g, 2, 2, 0)
+    y, idx = nn.max_pool2d(x, 2, return_indices=True, algorithm="jit")
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(idx, tidx)
+    np.testing.assert_array_equal(nn.max_pool2d_backward(g, idx, x.shape, 2, algorithm="jit"),
+                                  tdx)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_jit_on_threads_matches_one_thread(case, monkeypatch):
+    """The serial and the parallel kernels (:data:`npconv.nn.kernels.PARALLEL_MIN`)."""
+    from npconv.nn import kernels
+
+    shape, k, s, p = CASES[case]
+    x, g = _arrays(shape, k, s, p, np.float32)
+    results = []
+    for threshold in (kernels.PARALLEL_MIN, 0):
+        monkeypatch.setattr(kernels, "PARALLEL_MIN", threshold)
+        y, idx = nn.max_pool2d(x, k, s, p, return_indices=True, algorithm="jit")
+        results.append((y, idx, nn.max_pool2d_backward(g, idx, shape, k, s, p, algorithm="jit"),
+                        nn.avg_pool2d(x, k, s, p, algorithm="jit"),
+                        nn.avg_pool2d_backward(g, shape, k, s, p, algorithm="jit")))
+    for name, one, many in zip(("y", "indices", "dx", "avg y", "avg dx"), *results,
+                               strict=True):
+        np.testing.assert_array_equal(many, one, err_msg=f"{name} {case}")

@@ -1,19 +1,26 @@
-"""Pooling in Numba kernels (the older edition's jit max-pooling), parallel over planes.
+"""Pooling in Numba kernels (the older edition's jit max-pooling), plane by plane.
 
-One task per (sample, channel) plane; a task reads and writes only its own plane, so
-the backward scatter needs no atomics. Windows are clipped to the input, as in
-:mod:`.pool_naive`, so padding is never materialised. Kernels see C-contiguous arrays
-only and are cached on disk (``cache=True``).
+Every kernel works on one (sample, channel) plane at a time, through row views
+pre-sliced outside the innermost loop, and reads and writes only that plane, so the
+backward scatter needs no atomics. Each kernel comes serial and parallel over the
+N*C planes: waking Numba's sleeping threads costs more than pooling all of LeNet-5's
+(64, 6, 28, 28) on one core, so the threads only take inputs of at least
+:data:`npconv.nn.kernels.PARALLEL_MIN` elements. Windows are clipped to the input, as
+in :mod:`.pool_naive`, so padding is never materialised. Kernels see C-contiguous
+arrays of shape (N*C, H, W) only and are cached on disk (``cache=True``).
 
-The 2x2, stride-2, unpadded max pooling of LeNet and the book has its own kernel: with
-the four taps unrolled, the comparisons compile to branch-free selects, about 7x faster
-than the general kernel's window loops (whose trip counts are only known at run time).
+The 2x2, stride-2, unpadded max pooling of LeNet and the book has its own kernels:
+forward with the four taps unrolled and no branch (the winner and its tap are
+selected arithmetically: random data would mispredict half the branches), backward
+as one zero fill and one store per window.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from .kernels import parallel
 
 
 @njit(inline="always")
@@ -22,115 +29,182 @@ def _wins(v, best):  # pragma: no cover - compiled
     return (v > best) | (v != v)
 
 
-@njit(parallel=True, cache=True)
-def _max_forward_kernel(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            top = i * sh - ph
-            u0, u1 = max(-top, 0), min(kh, h - top)
-            for j in range(ow):
-                left = j * sw - pw
-                v0, v1 = max(-left, 0), min(kw, w - left)
-                best = x[b, ch, top + u0, left + v0]
-                tap = u0 * kw + v0
-                for u in range(u0, u1):
-                    for v in range(v0, v1):
-                        val = x[b, ch, top + u, left + v]
-                        if _wins(val, best):
-                            best = val
-                            tap = u * kw + v
-                y[b, ch, i, j] = best
-                taps[b, ch, i, j] = tap
+# ---------------------------------------------------------------- one plane each
+@njit(inline="always")
+def _max_2x2_plane(xp, yp, tp):  # pragma: no cover - compiled
+    for i in range(yp.shape[0]):
+        top, bottom = xp[2 * i], xp[2 * i + 1]  # (W,) each
+        y_row, tap_row = yp[i], tp[i]  # (OW,) each
+        for j in range(y_row.shape[0]):
+            a, b = top[2 * j], top[2 * j + 1]
+            c, d = bottom[2 * j], bottom[2 * j + 1]
+            win_b = np.uint8(_wins(b, a))
+            best = np.maximum(a, b)  # NaN-propagating, like the rule
+            win_c = np.uint8(_wins(c, best))
+            best = np.maximum(best, c)
+            win_d = np.uint8(_wins(d, best))
+            y_row[j] = np.maximum(best, d)
+            tap = win_b  # tap = k where the k-th candidate won last
+            tap += win_c * (np.uint8(2) - tap)
+            tap += win_d * (np.uint8(3) - tap)
+            tap_row[j] = tap
+
+
+@njit(inline="always")
+def _max_2x2_backward_plane(gp, tp, dp):  # pragma: no cover - compiled
+    dp[:, :] = 0
+    for i in range(gp.shape[0]):
+        g_row, tap_row = gp[i], tp[i]  # (OW,) each
+        top, bottom = dp[2 * i], dp[2 * i + 1]  # (W,) each
+        for j in range(g_row.shape[0]):
+            tap = tap_row[j]
+            row = top if tap < 2 else bottom
+            row[2 * j + (tap & 1)] = g_row[j]
+
+
+@njit(inline="always")
+def _max_plane(xp, yp, tp, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
+    h, w = xp.shape
+    for i in range(yp.shape[0]):
+        top = i * sh - ph
+        u0, u1 = max(-top, 0), min(kh, h - top)
+        y_row, tap_row = yp[i], tp[i]  # (OW,) each
+        for j in range(y_row.shape[0]):
+            left = j * sw - pw
+            v0, v1 = max(-left, 0), min(kw, w - left)
+            best = xp[top + u0, left + v0]
+            tap = u0 * kw + v0
+            for u in range(u0, u1):
+                row = xp[top + u, left + v0:left + v1]  # the window's in-bounds part
+                for k in range(row.shape[0]):
+                    if _wins(row[k], best):
+                        best = row[k]
+                        tap = u * kw + v0 + k
+            y_row[j] = best
+            tap_row[j] = tap
+
+
+@njit(inline="always")
+def _max_backward_plane(gp, tp, dp, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
+    dp[:, :] = 0
+    for i in range(gp.shape[0]):
+        g_row, tap_row = gp[i], tp[i]  # (OW,) each
+        for j in range(g_row.shape[0]):
+            u, v = divmod(np.int64(tap_row[j]), kw)
+            dp[i * sh - ph + u, j * sw - pw + v] += g_row[j]
+
+
+@njit(inline="always")
+def _avg_plane(xp, yp, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    h, w = xp.shape
+    for i in range(yp.shape[0]):
+        r0, r1 = max(i * sh - ph, 0), min(i * sh - ph + kh, h)
+        y_row = yp[i]  # (OW,)
+        for j in range(y_row.shape[0]):
+            c0, c1 = max(j * sw - pw, 0), min(j * sw - pw + kw, w)
+            total = y_row.dtype.type(0)
+            for r in range(r0, r1):
+                row = xp[r, c0:c1]
+                for q in range(row.shape[0]):
+                    total += row[q]
+            count = kh * kw if include_pad else (r1 - r0) * (c1 - c0)
+            y_row[j] = total / y_row.dtype.type(count)
+
+
+@njit(inline="always")
+def _avg_backward_plane(gp, dp, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    h, w = dp.shape
+    dp[:, :] = 0
+    for i in range(gp.shape[0]):
+        r0, r1 = max(i * sh - ph, 0), min(i * sh - ph + kh, h)
+        g_row = gp[i]  # (OW,)
+        for j in range(g_row.shape[0]):
+            c0, c1 = max(j * sw - pw, 0), min(j * sw - pw + kw, w)
+            count = kh * kw if include_pad else (r1 - r0) * (c1 - c0)
+            share = g_row[j] / g_row.dtype.type(count)
+            for r in range(r0, r1):
+                row = dp[r, c0:c1]
+                for q in range(row.shape[0]):
+                    row[q] += share
+
+
+# ---------------------------------------------------------------- over the planes
+# Arrays of shape (N*C, H, W) / (N*C, OH, OW); each pair: one loop, serial or prange.
+@njit(cache=True)
+def _max_2x2_serial(x, y, taps):  # pragma: no cover - compiled
+    for p in range(x.shape[0]):
+        _max_2x2_plane(x[p], y[p], taps[p])
 
 
 @njit(parallel=True, cache=True)
-def _max_forward_2x2_kernel(x, y, taps):  # pragma: no cover - compiled
-    n, c = x.shape[0], x.shape[1]
-    oh, ow = y.shape[2], y.shape[3]
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            for j in range(ow):
-                best = x[b, ch, 2 * i, 2 * j]
-                tap = 0
-                val = x[b, ch, 2 * i, 2 * j + 1]
-                if _wins(val, best):
-                    best, tap = val, 1
-                val = x[b, ch, 2 * i + 1, 2 * j]
-                if _wins(val, best):
-                    best, tap = val, 2
-                val = x[b, ch, 2 * i + 1, 2 * j + 1]
-                if _wins(val, best):
-                    best, tap = val, 3
-                y[b, ch, i, j] = best
-                taps[b, ch, i, j] = tap
+def _max_2x2_parallel(x, y, taps):  # pragma: no cover - compiled
+    for p in prange(x.shape[0]):
+        _max_2x2_plane(x[p], y[p], taps[p])
+
+
+@njit(cache=True)
+def _max_2x2_backward_serial(grad_output, taps, dx):  # pragma: no cover - compiled
+    for p in range(dx.shape[0]):
+        _max_2x2_backward_plane(grad_output[p], taps[p], dx[p])
 
 
 @njit(parallel=True, cache=True)
-def _max_backward_2x2_kernel(grad_output, taps, dx):  # pragma: no cover - compiled
-    n, c, oh, ow = grad_output.shape
-    zero = grad_output.dtype.type(0)
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            for j in range(ow):
-                g, tap = grad_output[b, ch, i, j], taps[b, ch, i, j]
-                dx[b, ch, 2 * i, 2 * j] = g if tap == 0 else zero
-                dx[b, ch, 2 * i, 2 * j + 1] = g if tap == 1 else zero
-                dx[b, ch, 2 * i + 1, 2 * j] = g if tap == 2 else zero
-                dx[b, ch, 2 * i + 1, 2 * j + 1] = g if tap == 3 else zero
+def _max_2x2_backward_parallel(grad_output, taps, dx):  # pragma: no cover - compiled
+    for p in prange(dx.shape[0]):
+        _max_2x2_backward_plane(grad_output[p], taps[p], dx[p])
+
+
+@njit(cache=True)
+def _max_serial(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
+    for p in range(x.shape[0]):
+        _max_plane(x[p], y[p], taps[p], kh, kw, sh, sw, ph, pw)
 
 
 @njit(parallel=True, cache=True)
-def _max_backward_kernel(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
-    n, c, oh, ow = grad_output.shape
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            for j in range(ow):
-                u, v = divmod(np.int64(taps[b, ch, i, j]), kw)
-                dx[b, ch, i * sh - ph + u, j * sw - pw + v] += grad_output[b, ch, i, j]
+def _max_parallel(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
+    for p in prange(x.shape[0]):
+        _max_plane(x[p], y[p], taps[p], kh, kw, sh, sw, ph, pw)
+
+
+@njit(cache=True)
+def _max_backward_serial(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
+    for p in range(dx.shape[0]):
+        _max_backward_plane(grad_output[p], taps[p], dx[p], kw, sh, sw, ph, pw)
 
 
 @njit(parallel=True, cache=True)
-def _avg_forward_kernel(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            r0, r1 = max(i * sh - ph, 0), min(i * sh - ph + kh, h)
-            for j in range(ow):
-                c0, c1 = max(j * sw - pw, 0), min(j * sw - pw + kw, w)
-                total = x[b, ch, r0, c0] * 0
-                for r in range(r0, r1):
-                    for q in range(c0, c1):
-                        total += x[b, ch, r, q]
-                count = kh * kw if include_pad else (r1 - r0) * (c1 - c0)
-                y[b, ch, i, j] = total / count
+def _max_backward_parallel(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
+    for p in prange(dx.shape[0]):
+        _max_backward_plane(grad_output[p], taps[p], dx[p], kw, sh, sw, ph, pw)
+
+
+@njit(cache=True)
+def _avg_serial(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    for p in range(x.shape[0]):
+        _avg_plane(x[p], y[p], kh, kw, sh, sw, ph, pw, include_pad)
 
 
 @njit(parallel=True, cache=True)
-def _avg_backward_kernel(grad_output, dx, kh, kw, sh, sw, ph, pw,
+def _avg_parallel(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    for p in prange(x.shape[0]):
+        _avg_plane(x[p], y[p], kh, kw, sh, sw, ph, pw, include_pad)
+
+
+@njit(cache=True)
+def _avg_backward_serial(grad_output, dx, kh, kw, sh, sw, ph, pw,
                          include_pad):  # pragma: no cover
-    n, c, oh, ow = grad_output.shape
-    h, w = dx.shape[2], dx.shape[3]
-    for task in prange(n * c):
-        b, ch = task // c, task % c
-        for i in range(oh):
-            r0, r1 = max(i * sh - ph, 0), min(i * sh - ph + kh, h)
-            for j in range(ow):
-                c0, c1 = max(j * sw - pw, 0), min(j * sw - pw + kw, w)
-                count = kh * kw if include_pad else (r1 - r0) * (c1 - c0)
-                share = grad_output[b, ch, i, j] / count
-                for r in range(r0, r1):
-                    for q in range(c0, c1):
-                        dx[b, ch, r, q] += share
+    for p in range(dx.shape[0]):
+        _avg_backward_plane(grad_output[p], dx[p], kh, kw, sh, sw, ph, pw, include_pad)
 
 
+@njit(parallel=True, cache=True)
+def _avg_backward_parallel(grad_output, dx, kh, kw, sh, sw, ph, pw,
+                           include_pad):  # pragma: no cover
+    for p in prange(dx.shape[0]):
+        _avg_backward_plane(grad_output[p], dx[p], kh, kw, sh, sw, ph, pw, include_pad)
+
+
+# ---------------------------------------------------------------- the form's API
 def _is_2x2(s) -> bool:
     return (s.kh, s.kw, s.sh, s.sw, s.ph, s.pw) == (2, 2, 2, 2, 0, 0)
 
@@ -139,39 +213,51 @@ def _geometry(s):
     return s.kh, s.kw, s.sh, s.sw, s.ph, s.pw
 
 
+def _planes(a: np.ndarray, s, h: int, w: int) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(s.n * s.c, h, w)  # (N*C, h, w)
+
+
 def max_forward(x: np.ndarray, s):
     """y of shape (N, C, OH, OW) and the winning tap ``u*KW + v`` of each window."""
     y = np.empty(s.y_shape, dtype=x.dtype)
     taps = np.empty(s.y_shape, dtype=s.tap_dtype)
-    x = np.ascontiguousarray(x)
+    threads = parallel(x.size)
+    planes = (_planes(x, s, s.h, s.w), y.reshape(s.n * s.c, s.oh, s.ow),
+              taps.reshape(s.n * s.c, s.oh, s.ow))  # (N*C, H, W), (N*C, OH, OW) x 2
     if _is_2x2(s):
-        _max_forward_2x2_kernel(x, y, taps)
+        (_max_2x2_parallel if threads else _max_2x2_serial)(*planes)
     else:
-        _max_forward_kernel(x, y, taps, *_geometry(s))
+        (_max_parallel if threads else _max_serial)(*planes, *_geometry(s))
     return y, taps
 
 
 def max_backward(grad_output: np.ndarray, taps: np.ndarray, s) -> np.ndarray:
     """dx of shape (N, C, H, W)."""
-    grad_output, taps = np.ascontiguousarray(grad_output), np.ascontiguousarray(taps)
-    if _is_2x2(s) and s.h % 2 == 0 and s.w % 2 == 0:  # the windows tile the input
-        dx = np.empty(s.x_shape, dtype=grad_output.dtype)  # every element is written
-        _max_backward_2x2_kernel(grad_output, taps, dx)
-        return dx
-    dx = np.zeros(s.x_shape, dtype=grad_output.dtype)
-    _max_backward_kernel(grad_output, taps, dx, s.kw, s.sh, s.sw, s.ph, s.pw)
+    dx = np.empty(s.x_shape, dtype=grad_output.dtype)  # each kernel zero-fills its planes
+    threads = parallel(dx.size)
+    planes = (_planes(grad_output, s, s.oh, s.ow), _planes(taps, s, s.oh, s.ow),
+              dx.reshape(s.n * s.c, s.h, s.w))  # (N*C, OH, OW) x 2, (N*C, H, W)
+    if _is_2x2(s):
+        (_max_2x2_backward_parallel if threads else _max_2x2_backward_serial)(*planes)
+    else:
+        (_max_backward_parallel if threads else _max_backward_serial)(
+            *planes, s.kw, s.sh, s.sw, s.ph, s.pw)
     return dx
 
 
 def avg_forward(x: np.ndarray, s, include_pad: bool) -> np.ndarray:
     """y of shape (N, C, OH, OW)."""
     y = np.empty(s.y_shape, dtype=x.dtype)
-    _avg_forward_kernel(np.ascontiguousarray(x), y, *_geometry(s), include_pad)
+    kernel = _avg_parallel if parallel(x.size) else _avg_serial
+    kernel(_planes(x, s, s.h, s.w), y.reshape(s.n * s.c, s.oh, s.ow), *_geometry(s),
+           include_pad)
     return y
 
 
 def avg_backward(grad_output: np.ndarray, s, include_pad: bool) -> np.ndarray:
     """dx of shape (N, C, H, W)."""
-    dx = np.zeros(s.x_shape, dtype=grad_output.dtype)
-    _avg_backward_kernel(np.ascontiguousarray(grad_output), dx, *_geometry(s), include_pad)
+    dx = np.empty(s.x_shape, dtype=grad_output.dtype)  # each kernel zero-fills its planes
+    kernel = _avg_backward_parallel if parallel(dx.size) else _avg_backward_serial
+    kernel(_planes(grad_output, s, s.oh, s.ow), dx.reshape(s.n * s.c, s.h, s.w),
+           *_geometry(s), include_pad)
     return dx
