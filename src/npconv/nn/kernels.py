@@ -116,3 +116,36 @@ def adam_update(data, grad, m, v, hyper: np.ndarray) -> None:
     (they are updated through flat views); ``hyper`` comes from :func:`adam_hyper`.
     """
     _adam_kernel(data.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1), hyper)
+
+
+@njit(cache=True, error_model="numpy")
+def _cross_entropy_kernel(logits, targets, grad, divisor):  # pragma: no cover - compiled
+    total = grad.dtype.type(0)
+    one = grad.dtype.type(1)
+    for i in range(logits.shape[0]):
+        row, grad_row, t = logits[i], grad[i], targets[i]  # (K,), (K,), class index
+        top = row[0]
+        for k in range(1, row.shape[0]):
+            top = np.maximum(top, row[k])  # NaN-propagating
+        sum_exp = grad.dtype.type(0)
+        for k in range(row.shape[0]):
+            sum_exp += np.exp(row[k] - top)  # every exponent <= 0: no overflow
+        log_sum = np.log(sum_exp)  # >= 0: no log(0)
+        for k in range(row.shape[0]):
+            grad_row[k] = np.exp((row[k] - top) - log_sum) / divisor  # softmax / N or / 1
+        grad_row[t] = (np.exp((row[t] - top) - log_sum) - one) / divisor
+        total += log_sum - (row[t] - top)  # -log_softmax(z)_t
+    return total
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, mean: bool):
+    """Summed softmax cross-entropy and its gradient, in one pass (:mod:`.loss`).
+
+    ``logits`` of shape (N, K), C-contiguous; ``targets`` of shape (N,), integers
+    already checked to lie in [0, K). Returns (sum of the N losses in the logits'
+    dtype, dL/dlogits of shape (N, K)) where L is the mean (``mean``) or the sum.
+    """
+    grad = np.empty_like(logits)
+    divisor = logits.dtype.type(logits.shape[0] if mean else 1)
+    total = _cross_entropy_kernel(logits, targets, grad, divisor)
+    return logits.dtype.type(total), grad

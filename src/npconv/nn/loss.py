@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import as_float_array
+from .kernels import cross_entropy
 
 REDUCTIONS = ("mean", "sum")
 
@@ -40,7 +41,7 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"SoftmaxCrossEntropy: reduction must be one of {REDUCTIONS}, "
                              f"got {reduction!r}")
         self.reduction = reduction
-        self._cache = None
+        self._grad = None
 
     def forward(self, logits, targets):
         """The loss, a scalar of the logits' dtype."""
@@ -56,10 +57,10 @@ class SoftmaxCrossEntropy:
         if n and (targets.min() < 0 or targets.max() >= k):
             raise ValueError(f"SoftmaxCrossEntropy: targets must lie in [0, {k}), got values "
                              f"in [{targets.min()}, {targets.max()}]")
-        log_p = log_softmax(logits)  # (N, K)
-        picked = log_p[np.arange(n), targets]  # (N,)
-        total = -picked.sum(dtype=logits.dtype)
-        self._cache = (log_p, targets)
+        # loss and gradient in one Numba pass; the formulas are those of log_softmax
+        total, grad = cross_entropy(np.ascontiguousarray(logits), np.ascontiguousarray(targets),
+                                    self.reduction == "mean")  # scalar, (N, K)
+        self._grad = grad
         if self.reduction == "sum":
             return total
         return total / logits.dtype.type(n)
@@ -67,13 +68,8 @@ class SoftmaxCrossEntropy:
     __call__ = forward
 
     def backward(self) -> np.ndarray:
-        """dL/dlogits of shape (N, K) for the last forward call."""
-        if self._cache is None:
+        """dL/dlogits of shape (N, K) for the last forward call (computed by it; the same
+        array on every call)."""
+        if self._grad is None:
             raise ValueError("SoftmaxCrossEntropy.backward called before forward")
-        log_p, targets = self._cache
-        n = log_p.shape[0]
-        grad = np.exp(log_p)  # softmax, (N, K)
-        grad[np.arange(n), targets] -= 1
-        if self.reduction == "mean":
-            grad /= log_p.dtype.type(n)
-        return grad
+        return self._grad
