@@ -80,9 +80,46 @@ def profile_npconv(args) -> dict:
                                               criterion.backward()), args.repeats)
     rows["optimizer step"] = median_us(opt.step, args.repeats)
     rows["train_step"] = median_us(lambda: trainer.train_step(x, labels), args.repeats)
+    rows.update(in_situ(trainer, data, order, args.repeats))
     dtypes = {f"{i} {type(lay).__name__}": str(out.dtype)
               for i, (lay, out) in enumerate(zip(layers, inputs[1:], strict=True))}
     return {"rows": rows, "dtypes": dtypes}
+
+
+def in_situ(trainer, data, order, repeats: int) -> dict:
+    """Each layer's forward and backward timed inside real training steps (fresh batches,
+    caches and threads as the loop leaves them): ``"... fwd (in loop)"`` rows."""
+    import time as clock
+
+    times: dict[str, list[float]] = {}
+
+    def timed(name, method):
+        def wrapper(*a, **kw):
+            started = clock.perf_counter()
+            out = method(*a, **kw)
+            times.setdefault(name, []).append(clock.perf_counter() - started)
+            return out
+        return wrapper
+
+    for i, layer in enumerate(trainer.model):
+        name = f"{i} {type(layer).__name__}"
+        layer.forward = timed(f"{name} fwd (in loop)", layer.forward)
+        layer.backward = timed(f"{name} bwd (in loop)", layer.backward)
+    opt = trainer.optimizer
+    opt.step = timed("optimizer step (in loop)", opt.step)
+    bs = trainer.config.batch_size
+    steps = []
+    for b in range(repeats + 5):
+        idx = order[(b % (len(order) // bs)) * bs:][:bs]
+        started = clock.perf_counter()
+        trainer.train_step(data.train_images[idx], data.train_labels[idx])
+        steps.append(clock.perf_counter() - started)
+    for layer in trainer.model:  # back to the class's methods
+        del layer.forward, layer.backward
+    del opt.step
+    rows = {k: 1e6 * float(np.median(v[5:])) for k, v in times.items()}
+    rows["train_step (in loop)"] = 1e6 * float(np.median(steps[5:]))
+    return rows
 
 
 def profile_torch(args) -> dict:
@@ -173,8 +210,12 @@ def main(argv=None) -> int:
         print(f"{name:24}{cells}")
     for f in frameworks:
         r = results[f]["rows"]
-        parts = sum(v for k, v in r.items() if k != "train_step")
+        parts = sum(v for k, v in r.items() if "train_step" not in k and "loop" not in k)
         print(f"{f}: sum of parts {parts:.0f} us, train_step {r['train_step']:.0f} us")
+        loop = [v for k, v in r.items() if k.endswith("(in loop)") and "train_step" not in k]
+        if loop:
+            print(f"{f} in the loop: layers + optimizer {sum(loop):.0f} us, train_step "
+                  f"{r['train_step (in loop)']:.0f} us (the rest: loss, Python)")
     if "npconv" in results:
         upcast = {k: v for k, v in results["npconv"]["dtypes"].items() if v != "float32"}
         print("npconv layer outputs not float32:", upcast or "none")
