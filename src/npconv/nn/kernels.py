@@ -63,31 +63,28 @@ def _relu_backward_parallel(grad_output, y, dx):  # pragma: no cover - compiled
         dx[i] = _relu_grad_value(grad_output[i], y[i], zero)
 
 
-def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def relu(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)`` of any shape, in the dtype of ``x``; NaN propagates.
 
-    ``out`` (C-contiguous, the shape and dtype of ``x``; may be ``x`` itself) receives
-    the result; by default a new array does.
+    Always a new array: written in place (``x`` as its own output) the pass measured
+    3x slower on (64, 6, 28, 28), as LLVM no longer vectorises it.
     """
     x = np.ascontiguousarray(x)
-    y = np.empty_like(x) if out is None else out
+    y = np.empty_like(x)
     kernel = _relu_parallel if parallel(x.size) else _relu_serial
     kernel(x.reshape(-1), y.reshape(-1))  # (N*...,) flat views
     return y
 
 
-def relu_backward(grad_output: np.ndarray, y: np.ndarray,
-                  out: np.ndarray | None = None) -> np.ndarray:
-    """dL/dx of ReLU from its output ``y``: the gradient where ``y`` is not <= 0.
-
-    ``out`` (C-contiguous, the shape and dtype of ``grad_output``; may be
-    ``grad_output`` itself) receives the result; by default a new array does.
-    """
+def relu_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dL/dx of ReLU from its output ``y``: the gradient where ``y`` is not <= 0."""
     grad_output, y = np.ascontiguousarray(grad_output), np.ascontiguousarray(y)
-    dx = np.empty_like(grad_output) if out is None else out
+    dx = np.empty_like(grad_output)
     kernel = _relu_backward_parallel if parallel(y.size) else _relu_backward_serial
     kernel(grad_output.reshape(-1), y.reshape(-1), dx.reshape(-1))  # flat views
     return dx
+
+
 @njit(cache=True, error_model="numpy")
 def _adam_kernel(data, grad, m, v, hyper):  # pragma: no cover - compiled
     beta1, one_minus_beta1, beta2, one_minus_beta2 = hyper[0], hyper[1], hyper[2], hyper[3]
