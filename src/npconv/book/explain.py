@@ -132,6 +132,13 @@ def rot180_example(kh: int, kw: int) -> dict:
     return {"kernel": kernel.tolist(), "rotated": kernel[::-1, ::-1].tolist()}
 
 
+def _im2col_cache_bytes() -> int:
+    """The size im2col's chunks aim at (they stay in the last-level cache)."""
+    from ..algorithms import im2col
+
+    return im2col.CACHE_BYTES
+
+
 def _workspace_chunks(spec, itemsize: int) -> int:
     """Pieces im2col splits the column matrix into under the current workspace limit."""
     from ..algorithms import im2col  # the chunking rule lives with the algorithm
@@ -291,6 +298,7 @@ def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0
         "memory": {"dtype": str(dtype), "cols_bytes": cols_bytes, "x_bytes": x_bytes,
                    "ratio": cols_bytes / x_bytes,
                    "workspace_limit_bytes": tuning.workspace_limit(),
+                   "cache_bytes": _im2col_cache_bytes(),
                    "chunks": _workspace_chunks(s, itemsize)},
     }
 
@@ -454,8 +462,10 @@ def render(report: dict, console) -> None:
                   f"{ratio:.2f}x: it also multiplies the inserted and padded zeros")
     table.add_row("im2col column matrix", _human_bytes(mem["cols_bytes"]),
                   f"{mem['dtype']}, {mem['ratio']:.1f}x the input ({_human_bytes(mem['x_bytes'])})")
+    limit = mem["workspace_limit_bytes"]
     table.add_row("im2col workspace", f"{mem['chunks']} chunk(s)",
-                  f"limit {_human_bytes(mem['workspace_limit_bytes'])} per column matrix")
+                  f"each within {_human_bytes(min(mem['cache_bytes'], limit))}"
+                  f" (cache-sized; limit {_human_bytes(limit)})")
     console.print(table)
     choices = report["auto"]
     if len({(c["algorithm"], c["reason"]) for c in choices.values()}) == 1:
