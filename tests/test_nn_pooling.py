@@ -197,3 +197,20 @@ def test_jit_on_threads_matches_one_thread(case, monkeypatch):
     for name, one, many in zip(("y", "indices", "dx", "avg y", "avg dx"), *results,
                                strict=True):
         np.testing.assert_array_equal(many, one, err_msg=f"{name} {case}")
+
+
+def test_max_pool_layer_replans_when_the_input_shape_changes():
+    """The layer plans once per input shape (training batch, evaluation batch, ...)."""
+    rng = np.random.default_rng(0)
+    layer = nn.MaxPool2d(2)
+    for shape in ((4, 2, 8, 8), (3, 2, 6, 10), (4, 2, 8, 8)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y, idx = nn.max_pool2d(x, 2, return_indices=True, algorithm="naive")
+        np.testing.assert_array_equal(layer(x), y)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        np.testing.assert_array_equal(
+            layer.backward(g), nn.max_pool2d_backward(g, idx, shape, 2, algorithm="naive"))
+    with pytest.raises(ValueError, match="too small"):
+        layer(np.zeros((1, 1, 1, 1), np.float32))
+    layer.kernel_size = 4  # changing the geometry plans again, too
+    assert layer(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 1, 2, 2)

@@ -241,12 +241,15 @@ class MaxPool2d(Module):
         _impl(algorithm, "MaxPool2d")
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.algorithm = algorithm
-        self._taps = self._spec = None
+        self._taps = self._spec = self._planned = None
 
     def forward(self, x):
         x = as_float_array(x, "input", "MaxPool2d")
-        self._spec = plan_pool(x.shape, self.kernel_size, self.stride, self.padding,
-                               "MaxPool2d")
+        key = (x.shape, self.kernel_size, self.stride, self.padding)
+        if key != self._planned:  # a training loop sees one or two shapes: plan once each
+            self._spec = plan_pool(x.shape, self.kernel_size, self.stride, self.padding,
+                                   "MaxPool2d")
+            self._planned = key
         y, self._taps = max_pool2d_taps(x, self._spec, self.algorithm)
         return y
 
