@@ -146,3 +146,84 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, mean: bool):
     divisor = logits.dtype.type(logits.shape[0] if mean else 1)
     total = _cross_entropy_kernel(logits, targets, grad, divisor)
     return logits.dtype.type(total), grad
+
+
+# ---------------------------------------------------------------- BatchNorm on (N, C)
+# The reductions run over the batch, row after row, as NumPy's ``x.mean(axis=0)`` of a
+# C-contiguous array does, so they round the same way; each loop over C vectorises.
+@njit(cache=True, error_model="numpy")
+def _batch_stats_kernel(x, mean, var):  # pragma: no cover - compiled
+    n, c = x.shape
+    count = mean.dtype.type(n)
+    mean[:] = 0
+    for i in range(n):
+        row = x[i]  # (C,)
+        for k in range(c):
+            mean[k] += row[k]
+    for k in range(c):
+        mean[k] /= count
+    var[:] = 0
+    for i in range(n):
+        row = x[i]
+        for k in range(c):
+            d = row[k] - mean[k]
+            var[k] += d * d
+    for k in range(c):
+        var[k] /= count
+
+
+@njit(cache=True, error_model="numpy")
+def _batch_normalize_kernel(x, mean, inv_std, weight, bias, x_hat, y):  # pragma: no cover
+    for i in range(x.shape[0]):
+        row, hat_row, y_row = x[i], x_hat[i], y[i]  # (C,) each
+        for k in range(row.shape[0]):
+            h = (row[k] - mean[k]) * inv_std[k]
+            hat_row[k] = h
+            y_row[k] = h * weight[k] + bias[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _batch_norm_backward_kernel(g, x_hat, scale, dbeta, dgamma, dx,
+                                training):  # pragma: no cover - compiled
+    n, c = g.shape
+    dbeta[:] = 0
+    dgamma[:] = 0
+    for i in range(n):
+        g_row, hat_row = g[i], x_hat[i]  # (C,) each
+        for k in range(c):
+            dbeta[k] += g_row[k]
+            dgamma[k] += g_row[k] * hat_row[k]
+    count = g.dtype.type(n)
+    for i in range(n):
+        g_row, hat_row, dx_row = g[i], x_hat[i], dx[i]  # (C,) each
+        for k in range(c):
+            if training:
+                dx_row[k] = (g_row[k] - dbeta[k] / count - hat_row[k] * (dgamma[k] / count)
+                             ) * scale[k]
+            else:
+                dx_row[k] = g_row[k] * scale[k]
+
+
+def batch_stats(x: np.ndarray):
+    """Per-column mean and biased variance of ``x`` of shape (N, C), C-contiguous."""
+    mean = np.empty(x.shape[1], dtype=x.dtype)
+    var = np.empty(x.shape[1], dtype=x.dtype)
+    _batch_stats_kernel(x, mean, var)
+    return mean, var  # (C,) each
+
+
+def batch_normalize(x, mean, inv_std, weight, bias):
+    """``x_hat = (x - mean) * inv_std`` and ``y = x_hat * weight + bias`` in one pass;
+    ``x`` of shape (N, C), C-contiguous, the rest of shape (C,). Returns (x_hat, y)."""
+    x_hat, y = np.empty_like(x), np.empty_like(x)
+    _batch_normalize_kernel(x, mean, inv_std, weight, bias, x_hat, y)
+    return x_hat, y
+
+
+def batch_norm_backward(g, x_hat, scale, training: bool):
+    """(dbeta, dgamma, dx) of BatchNorm on (N, C) (formulas in :mod:`.norm`)."""
+    dbeta = np.empty(g.shape[1], dtype=g.dtype)
+    dgamma = np.empty(g.shape[1], dtype=g.dtype)
+    dx = np.empty_like(g)
+    _batch_norm_backward_kernel(g, x_hat, scale, dbeta, dgamma, dx, training)
+    return dbeta, dgamma, dx

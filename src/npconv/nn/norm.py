@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import as_float_array
+from .kernels import batch_norm_backward, batch_normalize, batch_stats
 from .module import Module, Parameter
 
 
@@ -73,17 +74,26 @@ class _BatchNorm(Module):
     def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
         return v.reshape((1, -1) + (1,) * (ndim - 2))  # (1, C[, 1, 1]) for broadcasting
 
+    def _fused(self, x: np.ndarray) -> bool:
+        """Whether the one-pass Numba kernels take ``x``: (N, C), C-contiguous, affine
+        (the book model's BatchNorm1d); other inputs take the NumPy lines."""
+        return x.ndim == 2 and self.affine and x.flags.c_contiguous
+
     def forward(self, x):
         x = self._check(x)
         dtype, axes = x.dtype, self._axes(x)
         count = x.size // self.num_features  # M: values per channel
+        fused = self._fused(x)
         if self.training:
             if count < 2:
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
                                  f"channel when training, got input of shape {x.shape}")
-            mean = x.mean(axis=axes, dtype=dtype)  # (C,)
-            centred = x - self._per_channel(mean, x.ndim)
-            var = np.mean(centred * centred, axis=axes, dtype=dtype)  # (C,) biased
+            if fused:
+                mean, var = batch_stats(x)  # (C,) each, the lines below in two passes
+            else:
+                mean = x.mean(axis=axes, dtype=dtype)  # (C,)
+                centred = x - self._per_channel(mean, x.ndim)
+                var = np.mean(centred * centred, axis=axes, dtype=dtype)  # (C,) biased
             self.num_batches_tracked += 1
             m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                  else self.momentum)
@@ -93,8 +103,13 @@ class _BatchNorm(Module):
                 count / (count - 1))
         else:
             mean, var = self.running_mean, self.running_var
-            centred = x - self._per_channel(mean, x.ndim)
+            if not fused:
+                centred = x - self._per_channel(mean, x.ndim)
         inv_std = (1 / np.sqrt(var + dtype.type(self.eps))).astype(dtype)  # (C,)
+        if fused:  # x_hat and y in one pass, as below
+            x_hat, y = batch_normalize(x, mean, inv_std, self.weight.data, self.bias.data)
+            self._cache = (x_hat, inv_std, self.training)
+            return y
         x_hat = centred * self._per_channel(inv_std, x.ndim)
         self._cache = (x_hat, inv_std, self.training)
         if not self.affine:
@@ -109,6 +124,12 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: grad_output of shape {g.shape} does "
                              f"not match the output {x_hat.shape}")
         axes, ndim, dtype = self._axes(g), g.ndim, g.dtype
+        if (self._fused(g) and input_grad and g.dtype == x_hat.dtype
+                and x_hat.flags.c_contiguous):  # every line below in two passes
+            dbeta, dgamma, dx = batch_norm_backward(g, x_hat, inv_std * self.weight.data,
+                                                    training)
+            self.weight.grad, self.bias.grad = dgamma, dbeta
+            return dx
         dbeta = g.sum(axis=axes, dtype=dtype)  # (C,)
         dgamma = (g * x_hat).sum(axis=axes, dtype=dtype)  # (C,)
         if self.affine:
