@@ -55,7 +55,7 @@ from ..spec import ConvSpec
 CACHE_BYTES = 8 * 2**20
 # Wide rows (stride 1) add (Wp - OW) / OW to every GEMM; above this the copy they save
 # is worth less than the arithmetic they add.
-WIDE_MAX_WASTE = 0.15
+WIDE_MAX_WASTE = 0.5
 
 
 @njit(parallel=True, cache=True)
