@@ -11,6 +11,7 @@ import os
 # spinning OpenMP workers slow every BLAS call that follows a parallel kernel (measured:
 # im2col fwd+bwd of a ResNet layer 20-30% slower). Ask OpenMP to sleep when idle unless
 # the user chose otherwise; it must be set before Numba starts its thread pool.
+_OMP_WAIT_POLICY_FROM_USER = "OMP_WAIT_POLICY" in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import grad

@@ -2,17 +2,24 @@
 
 Every timing is forward + dX + dW + dB, on every side (PyTorch's input requires grad,
 so its autograd computes dX too). Figures are medians after warm-up; speed-ups are
-ratios measured in the same run. Targets live here, never in the tests.
+ratios measured in the same run, npconv and PyTorch taking turns round by round.
+PyTorch runs in a child process (:mod:`npconv._torch_side`) with its own threading
+defaults: in one process the two share the OpenMP runtime and slow each other down.
+Targets live here, never in the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -74,16 +81,15 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 
 
 def _interleaved_medians(fns, repeat: int) -> list[float]:
-    """Median seconds of each function, timed in turn round by round (after a warm-up),
-    so a slow spell on a shared machine hits every side alike."""
+    """Median seconds of each function (each returns the seconds it measured), called in
+    turn round by round after a warm-up, so a slow spell on a shared machine hits every
+    side alike."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, bucket in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
+            bucket.append(fn())
     return [statistics.median(bucket) for bucket in times]
 
 
@@ -96,30 +102,78 @@ def sgemm_peak(dtype=np.float32, size: int = 2048, repeat: int = 5) -> float:
     return 2 * size**3 / t / 1e9
 
 
-def _torch(threads: int):
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-    return torch
+class TorchSide:
+    """PyTorch in a child process (:mod:`npconv._torch_side`), or None-like when absent.
+
+    Use :meth:`start`, which returns None when torch is not installed.
+    """
+
+    def __init__(self, threads: int):
+        from . import _OMP_WAIT_POLICY_FROM_USER
+
+        env = dict(os.environ)
+        if not _OMP_WAIT_POLICY_FROM_USER:  # PyTorch keeps its own default
+            env.pop("OMP_WAIT_POLICY", None)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_side.py")
+        self._proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env=env)
+        self._dir = tempfile.TemporaryDirectory(prefix="npconv-bench-")
+        self.backend = self._ask(op="hello", threads=threads)["backend"]
+
+    @classmethod
+    def start(cls, threads: int):
+        if importlib.util.find_spec("torch") is None:
+            return None
+        return cls(threads)
+
+    def _ask(self, **msg) -> dict:
+        try:
+            self._proc.stdin.write(json.dumps(msg) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            raise RuntimeError(f"the PyTorch benchmark process stopped (exit code "
+                               f"{self._proc.wait()}) during {msg['op']!r}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the PyTorch benchmark process: {reply['error']}")
+        return reply
+
+    def layer(self, x, w, b, g, kwargs) -> tuple:
+        """Load one layer's arrays; returns PyTorch's (y, dX, dW, dB) for them."""
+        arrays = os.path.join(self._dir.name, "in.npz")
+        out = os.path.join(self._dir.name, "out.npz")
+        np.savez(arrays, x=x, w=w, b=b, g=g)
+        self._ask(op="layer", arrays=arrays, kwargs=kwargs, out=out)
+        with np.load(out) as f:
+            return f["y"], f["dx"], f["dw"], f["db"]
+
+    def step(self) -> float:
+        """Seconds of one forward + backward of the loaded layer (timed in the child)."""
+        return self._ask(op="time")["seconds"]
+
+    def book(self, x_shape, w_shape, y_shape, dtype, iterations: int) -> float:
+        return self._ask(op="book", x=list(x_shape), w=list(w_shape), y=list(y_shape),
+                         dtype=np.dtype(dtype).name, iterations=iterations)["seconds"]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._ask_quit()
+        self._dir.cleanup()
+
+    def _ask_quit(self) -> None:
+        try:
+            self._proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._proc.wait(timeout=30)
 
 
-def torch_backend(torch) -> str:
-    if torch is None:
-        return "not installed"
-    onednn = torch.backends.mkldnn.is_available()
-    return f"torch {torch.__version__} ({'oneDNN' if onednn else 'native'} CPU convolution)"
-
-
-def _torch_step(torch, x, w, b, g, kwargs):
-    tx = torch.from_numpy(x).requires_grad_(True)
-    tw = torch.from_numpy(w).requires_grad_(True)
-    tb = torch.from_numpy(b).requires_grad_(True)
-    y = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
-    y.backward(torch.from_numpy(g))
-    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
+def torch_backend(torch_side) -> str:
+    return "not installed" if torch_side is None else torch_side.backend
 
 
 def _npconv_step(x, w, b, g, kwargs, algorithm):
@@ -138,10 +192,15 @@ def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: f
     t0 = time.perf_counter()
     ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
     first_call = time.perf_counter() - t0
-    steps = [lambda: _npconv_step(x, w, b, g, layer.kwargs, algorithm)]
+    def ours_once():
+        t0 = time.perf_counter()
+        _npconv_step(x, w, b, g, layer.kwargs, algorithm)
+        return time.perf_counter() - t0
+
+    steps = [ours_once]
     if torch is not None:
-        ref = _torch_step(torch, x, w, b, g, layer.kwargs)
-        steps.append(lambda: _torch_step(torch, x, w, b, g, layer.kwargs))
+        ref = torch.layer(x, w, b, g, layer.kwargs)
+        steps.append(torch.step)
     t_np, *t_torch = _interleaved_medians(steps, repeat)
     if algorithm == "auto":
         fwd, bwd = (tuning.choose(spec, x.dtype, op) for op in ("forward", "backward"))
@@ -164,7 +223,7 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
     With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`).
     """
     tuning.set_num_threads(threads)
-    torch = _torch(threads)
+    torch = TorchSide.start(threads)
     peak = sgemm_peak(dtype)
     rows = []
     switch = autotune and not tuning.autotune_enabled()
@@ -178,6 +237,8 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
     finally:
         if switch:
             tuning.set_autotune(False)
+        if torch is not None:
+            torch.close()
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
                   repeat=repeat, autotune=autotune, sgemm_peak_gflops=peak,
                   torch=torch_backend(torch), rows=rows,
@@ -192,33 +253,39 @@ def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
              methods=("torch", *ALGORITHMS, "auto"), progress=None) -> dict:
     """The 14.5.3 benchmark: ``iterations`` x (fresh x, forward, fresh dZ, backward)."""
     tuning.set_num_threads(threads)
-    torch = _torch(threads)
+    torch = TorchSide.start(threads) if "torch" in methods else None
     layer = SUITE[0]
     rng = np.random.default_rng(0)
     w = rng.standard_normal(layer.weight).astype(dtype)
     b = np.zeros(layer.c_out, dtype=dtype)
     y_shape = plan_conv2d(layer.x, layer.weight).spec.y_shape
     totals = {}
-    for method in methods:
-        if method == "torch" and torch is None:
-            continue
-
-        def one(method=method):
-            x = rng.standard_normal(layer.x).astype(dtype)
-            g = rng.standard_normal(y_shape).astype(dtype)
+    try:
+        for method in methods:
             if method == "torch":
-                _torch_step(torch, x, w, b, g, {})
-            else:
+                if torch is not None:
+                    totals[method] = torch.book(layer.x, layer.weight, y_shape, dtype,
+                                                iterations)
+                    if progress:
+                        progress(method)
+                continue
+
+            def one(method=method):
+                x = rng.standard_normal(layer.x).astype(dtype)
+                g = rng.standard_normal(y_shape).astype(dtype)
                 _npconv_step(x, w, b, g, {}, method)
 
-        one()  # warm-up (compiles the Numba kernels)
-        n = iterations if method != "naive" else max(1, iterations // 10)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            one()
-        totals[method] = (time.perf_counter() - t0) * iterations / n
-        if progress:
-            progress(method)
+            one()  # warm-up (compiles the Numba kernels)
+            n = iterations if method != "naive" else max(1, iterations // 10)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                one()
+            totals[method] = (time.perf_counter() - t0) * iterations / n
+            if progress:
+                progress(method)
+    finally:
+        if torch is not None:
+            torch.close()
     result = dict(kind="book", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
                   iterations=iterations, torch=torch_backend(torch), seconds=totals,
                   book_seconds=BOOK_FIGURES)

@@ -1,0 +1,90 @@
+"""PyTorch's side of ``npconv bench``, run as a separate process.
+
+PyTorch and npconv share the OpenMP runtime when they live in one process, and each
+slows the other down (measured: npconv's im2col on small layers 50-80% slower with
+torch loaded beside it; torch's threads spin by default, npconv asks for passive
+waiting, and the runtime reads that choice once). So the benchmark times PyTorch in
+this child process, with PyTorch's own defaults, and talks to it over a pipe. This
+file is run as a script and imports neither npconv nor anything that sets OpenMP up.
+
+Protocol: one JSON object per line on stdin, one reply per line on stdout.
+
+* ``{"op": "hello", "threads": n}`` -> ``{"backend": "torch 2.x (oneDNN CPU convolution)"}``
+* ``{"op": "layer", "arrays": "in.npz", "kwargs": {...}, "out": "out.npz"}``: loads x,
+  w, b, g, runs one step (the warm-up) and saves y, dX, dW, dB to ``out`` -> ``{}``
+* ``{"op": "time"}``: one timed step -> ``{"seconds": s}``
+* ``{"op": "book", "x": [...], "y": [...], "dtype": "float32", "iterations": k}``: the
+  14.5.3 loop (fresh random x and dZ each iteration) -> ``{"seconds": s}``
+* ``{"op": "quit"}``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def _step(torch, x, w, b, g, kwargs):
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tw = torch.from_numpy(w).requires_grad_(True)
+    tb = torch.from_numpy(b).requires_grad_(True)
+    y = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    y.backward(torch.from_numpy(g))
+    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
+
+
+def _book(torch, msg) -> float:
+    """Seconds of the 14.5.3 loop: fresh random x and dZ, forward, backward."""
+    dtype = np.dtype(msg["dtype"])
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(msg["w"]).astype(dtype)
+    b = np.zeros(msg["w"][0], dtype=dtype)
+
+    def one():
+        x = rng.standard_normal(msg["x"]).astype(dtype)
+        g = rng.standard_normal(msg["y"]).astype(dtype)
+        _step(torch, x, w, b, g, {})
+
+    one()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(int(msg["iterations"])):
+        one()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    import torch
+
+    torch.set_flush_denormal(True)
+    state = {}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        op, reply = msg["op"], {}
+        if op == "quit":
+            break
+        if op == "hello":
+            torch.set_num_threads(int(msg["threads"]))
+            onednn = torch.backends.mkldnn.is_available()
+            reply["backend"] = (f"torch {torch.__version__} "
+                                f"({'oneDNN' if onednn else 'native'} CPU convolution)")
+        elif op == "layer":
+            with np.load(msg["arrays"]) as f:
+                state = dict(x=f["x"], w=f["w"], b=f["b"], g=f["g"], kwargs=msg["kwargs"])
+            y, dx, dw, db = _step(torch, **state)
+            np.savez(msg["out"], y=y, dx=dx, dw=dw, db=db)
+        elif op == "time":
+            t0 = time.perf_counter()
+            _step(torch, **state)
+            reply["seconds"] = time.perf_counter() - t0
+        elif op == "book":
+            reply["seconds"] = _book(torch, msg)
+        else:
+            reply["error"] = f"unknown op {op!r}"
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    main()
