@@ -19,6 +19,7 @@ FORMS = nn.POOL_ALGORITHMS
 CASES = {
     "2x2-stride2": ((2, 3, 8, 6), 2, None, 0),
     "2x2-odd-input": ((2, 2, 7, 5), 2, 2, 0),
+    "2x2-odd-height": ((2, 2, 7, 6), 2, 2, 0),
     "3x3-stride2-pad1": ((2, 3, 7, 6), 3, 2, 1),
     "overlapping-stride1": ((1, 2, 5, 5), 3, 1, 0),
     "rect-kernel-pad": ((1, 2, 6, 7), (3, 2), (1, 2), (1, 1)),

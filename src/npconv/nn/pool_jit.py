@@ -10,9 +10,10 @@ in :mod:`.pool_naive`, so padding is never materialised. Kernels see C-contiguou
 arrays of shape (N*C, H, W) only and are cached on disk (``cache=True``).
 
 The 2x2, stride-2, unpadded max pooling of LeNet and the book has its own kernels:
-forward with the four taps unrolled and no branch (the winner and its tap are
-selected arithmetically: random data would mispredict half the branches), backward
-as one zero fill and one store per window.
+forward with no branch (the winner and its tap are selected arithmetically: random
+data would mispredict half the branches), on one thread and for even sizes in two
+passes that LLVM vectorises (:func:`_max_2x2_even`), else with the four taps
+unrolled; backward as one zero fill and one store per window.
 """
 
 from __future__ import annotations
@@ -142,6 +143,35 @@ def _max_2x2_parallel(x, y, taps):  # pragma: no cover - compiled
         _max_2x2_plane(x[p], y[p], taps[p])
 
 
+@njit(cache=True, error_model="numpy")
+def _max_2x2_even(x, y, taps, pair_max, pair_tap):  # pragma: no cover - compiled
+    """The 2x2 windows of planes of even height and width, in two passes LLVM vectorises.
+
+    ``x`` flat (N*C*H*W,); ``y``, ``taps`` of shape (N*C*OH, OW); ``pair_max``,
+    ``pair_tap`` of shape (N*C*OH, 2*OW). First every horizontal pair (a, b) of the
+    whole input as one flat loop (with W even no pair crosses a row; row by row the
+    loops would run only OW times), keeping each pair's winner and whether b won; then
+    each window as its top pair against its bottom pair. Same result as the sequential
+    rule over a, b, c, d: the top pair holds the first maximum unless the bottom
+    pair's is larger, and a NaN in the bottom pair is the last one.
+    """
+    pairs_v, pairs_t = pair_max.reshape(-1), pair_tap.reshape(-1)  # (N*C*H*OW,) each
+    for k in range(pairs_v.shape[0]):
+        a, b = x[2 * k], x[2 * k + 1]
+        pairs_t[k] = np.uint8(_wins(b, a))
+        pairs_v[k] = np.maximum(a, b)
+    ow = y.shape[1]
+    for r in range(y.shape[0]):
+        top_v, bottom_v = pair_max[r, :ow], pair_max[r, ow:]  # (OW,) each
+        top_t, bottom_t = pair_tap[r, :ow], pair_tap[r, ow:]
+        y_row, tap_row = y[r], taps[r]
+        for j in range(ow):
+            top, bottom = top_v[j], bottom_v[j]
+            down = np.uint8(_wins(bottom, top))
+            y_row[j] = np.maximum(top, bottom)
+            tap_row[j] = top_t[j] + down * (np.uint8(2) + bottom_t[j] - top_t[j])
+
+
 @njit(cache=True)
 def _max_2x2_backward_serial(grad_output, taps, dx):  # pragma: no cover - compiled
     for p in range(dx.shape[0]):
@@ -224,7 +254,12 @@ def max_forward(x: np.ndarray, s):
     threads = parallel(x.size)
     planes = (_planes(x, s, s.h, s.w), y.reshape(s.n * s.c, s.oh, s.ow),
               taps.reshape(s.n * s.c, s.oh, s.ow))  # (N*C, H, W), (N*C, OH, OW) x 2
-    if _is_2x2(s):
+    if _is_2x2(s) and s.h % 2 == 0 and s.w % 2 == 0 and not threads:  # ~30% faster
+        rows = (s.n * s.c * s.oh, s.ow)  # output rows
+        pairs = (s.n * s.c * s.oh, 2 * s.ow)  # the horizontal pairs of two input rows
+        _max_2x2_even(planes[0].reshape(-1), y.reshape(rows), taps.reshape(rows),
+                      np.empty(pairs, dtype=x.dtype), np.empty(pairs, dtype=np.uint8))
+    elif _is_2x2(s):
         (_max_2x2_parallel if threads else _max_2x2_serial)(*planes)
     else:
         (_max_parallel if threads else _max_serial)(*planes, *_geometry(s))
