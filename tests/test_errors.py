@@ -172,3 +172,15 @@ def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, algorithm, wh
         finite = np.isfinite(b)
         np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-10,
                                    err_msg=name)
+
+
+def test_remembered_plans_never_let_bad_arguments_through():
+    # plans of recent calls are reused; an argument equal to a valid one but of another
+    # type (True == 1, 1.0 == 1) must still be rejected
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    npconv.conv2d(x, w, stride=1, padding=(1, 1))
+    for bad in (dict(stride=True), dict(stride=1.0), dict(padding=(1, True))):
+        with pytest.raises(TypeError):
+            npconv.conv2d(x, w, **{**dict(stride=1, padding=(1, 1)), **bad})
+    assert npconv.conv2d(x, w, stride=1, padding=(1, 1)).shape == (1, 3, 5, 5)
