@@ -44,8 +44,8 @@ def _book(torch, msg) -> float:
     b = np.zeros(msg["w"][0], dtype=dtype)
 
     def one():
-        x = rng.standard_normal(msg["x"]).astype(dtype)
-        g = rng.standard_normal(msg["y"]).astype(dtype)
+        x = rng.standard_normal(msg["x"], dtype=dtype)
+        g = rng.standard_normal(msg["y"], dtype=dtype)
         _step(torch, x, w, b, g, {})
 
     one()  # warm-up

@@ -184,7 +184,7 @@ def _npconv_step(x, w, b, g, kwargs, algorithm):
 def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: float) -> dict:
     """One row of the suite: npconv and PyTorch on the same arrays."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(layer.x).astype(dtype)
+    x = rng.standard_normal(layer.x, dtype=dtype)
     w = (rng.standard_normal(layer.weight) / np.sqrt(np.prod(layer.weight[1:]))).astype(dtype)
     b = rng.standard_normal(layer.c_out).astype(dtype)
     spec = plan_conv2d(x.shape, w.shape, **layer.kwargs).spec
@@ -271,8 +271,8 @@ def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
                 continue
 
             def one(method=method):
-                x = rng.standard_normal(layer.x).astype(dtype)
-                g = rng.standard_normal(y_shape).astype(dtype)
+                x = rng.standard_normal(layer.x, dtype=dtype)
+                g = rng.standard_normal(y_shape, dtype=dtype)
                 _npconv_step(x, w, b, g, {}, method)
 
             one()  # warm-up (compiles the Numba kernels)
