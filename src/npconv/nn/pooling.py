@@ -27,6 +27,7 @@ Notation::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,24 +54,24 @@ class PoolSpec:
     ph: int
     pw: int
 
-    @property
+    @cached_property  # the kernels' wrappers ask for these on every call
     def oh(self) -> int:
         return (self.h + 2 * self.ph - self.kh) // self.sh + 1
 
-    @property
+    @cached_property
     def ow(self) -> int:
         return (self.w + 2 * self.pw - self.kw) // self.sw + 1
 
-    @property
+    @cached_property
     def tap_dtype(self) -> np.dtype:
         """Integer type of a window's tap index ``u*KW + v``: uint8 when it fits."""
         return np.dtype(np.uint8 if self.kh * self.kw <= 256 else np.int32)
 
-    @property
+    @cached_property
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c, self.h, self.w)
 
-    @property
+    @cached_property
     def y_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c, self.oh, self.ow)
 
