@@ -80,6 +80,12 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+# Idle thread pools keep spinning for a while after a call (OpenBLAS's for up to 2**28
+# cycles, about 0.1 s; OpenMP's by default), stealing the cores from whatever runs
+# next, here the other side. Each timed call waits this long first.
+SETTLE_SECONDS = 0.12
+
+
 def _interleaved_medians(fns, repeat: int) -> list[float]:
     """Median seconds of each function (each returns the seconds it measured), called in
     turn round by round after a warm-up, so a slow spell on a shared machine hits every
@@ -89,6 +95,7 @@ def _interleaved_medians(fns, repeat: int) -> list[float]:
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, bucket in zip(fns, times, strict=True):
+            time.sleep(SETTLE_SECONDS)
             bucket.append(fn())
     return [statistics.median(bucket) for bucket in times]
 
