@@ -198,3 +198,22 @@ def test_autotune_arguments_validated():
     spec = plan_conv2d((1, 1, 5, 5), (1, 1, 3, 3)).spec
     with pytest.raises(ValueError, match="op must be one of"):
         npconv.explain_choice(spec, np.float32, "sideways")
+
+
+@pytest.mark.parametrize("limit", [None, 1], ids=["one-chunk", "sample-by-sample"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pointwise_batched_gemms_agree_with_naive(small_workspace, limit, groups):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 4, 6, 7))
+    w = rng.standard_normal((6, 4 // groups, 1, 1))
+    if limit is not None:
+        npconv.set_workspace_limit(limit)
+    y = npconv.conv2d(x, w, groups=groups, algorithm="im2col")
+    assert_close(y, npconv.conv2d(x, w, groups=groups, algorithm="naive"), "y")
+    g = rng.standard_normal(y.shape)
+    got = npconv.conv2d_backward(x, w, g, groups=groups, algorithm="im2col")
+    ref = npconv.conv2d_backward(x, w, g, groups=groups, algorithm="naive")
+    for name, a, b in zip(("dX", "dW", "dB"), got, ref, strict=True):
+        assert_close(a, b, name)
+    dx = npconv.grad.conv2d_input(x.shape, w, g, groups=groups, algorithm="im2col")
+    assert_close(dx, ref[0], "dX alone")

@@ -25,6 +25,9 @@ Two things make it fast:
   (:data:`CACHE_BYTES`), reused from chunk to chunk: the column matrix is written and
   read back by the GEMMs without a trip to main memory and without fresh pages. No
   chunk ever exceeds :func:`npconv.tuning.workspace_limit` (one output row at least).
+* **Pointwise layers skip im2col.** A 1x1 kernel with stride 1 and no padding reads
+  every pixel once, so x[n] (C_in, H*W) is already its column matrix: y and dX are
+  batched GEMMs over the samples, dW a sum of per-sample GEMMs, with no copy.
 * **Wide rows for stride 1.** With unit stride, output row i of tap (u, v) reads the
   padded input from flat position ``(i + u*D_h)*Wp + v*D_w`` on, so a row of the column
   matrix can be one contiguous run of the padded plane: column j runs to ``JW = Wp``
@@ -328,6 +331,45 @@ def _group_rows(spec: ConvSpec, g: int) -> slice:
     return slice(g * k, (g + 1) * k)
 
 
+def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
+    """1x1, stride 1, no padding: x[n] (C_in, H*W) is its own column matrix, so
+    y[n] = W @ x[n] is one batched GEMM per group with no copy at all."""
+    x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
+    y = np.empty(spec.y_shape, dtype=x.dtype)
+    y3 = y.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
+    cig, cog = spec.c_in_g, spec.c_out_g
+    for g in range(spec.groups):
+        np.matmul(w_mat[g * cog:(g + 1) * cog], x3[:, g * cig:(g + 1) * cig],
+                  out=y3[:, g * cog:(g + 1) * cog])
+    return y
+
+
+def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_weight: bool):
+    """dX[n] = W.T @ dZ[n] (no col2im: every pixel is read once); dW = sum over chunks
+    of samples of dZ[n] @ x[n].T, the per-sample products bounded by the workspace."""
+    dz3 = dz.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
+    cig, cog = spec.c_in_g, spec.c_out_g
+    dx = dw = None
+    if need_input:
+        dx = np.empty(spec.x_shape, dtype=dz.dtype)
+        dx3 = dx.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
+        for g in range(spec.groups):
+            np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz3[:, g * cog:(g + 1) * cog],
+                      out=dx3[:, g * cig:(g + 1) * cig])
+    if need_weight:
+        x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
+        dw = np.zeros((spec.c_out, cig), dtype=dz.dtype)
+        step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // (cog * cig * dz.itemsize))
+        for n0 in range(0, spec.n, step):
+            n1 = min(spec.n, n0 + step)
+            for g in range(spec.groups):
+                per_sample = np.matmul(dz3[n0:n1, g * cog:(g + 1) * cog],
+                                       x3[n0:n1, g * cig:(g + 1) * cig].transpose(0, 2, 1))
+                dw[g * cog:(g + 1) * cog] += per_sample.sum(axis=0)  # (C_out/G, C_in/G)
+        dw = dw.reshape(spec.weight_shape)
+    return dx, dw
+
+
 def _plan(spec: ConvSpec, dtype):
     """The chunks, the layout and the buffers of one call."""
     parts = list(chunks(spec, np.dtype(dtype).itemsize))
@@ -350,6 +392,8 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """
     x = _contiguous(x)
     w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, C_in/G*KH*KW)
+    if _is_pointwise(spec):
+        return _pointwise_forward(x, w_mat, spec)
     y = np.empty(spec.y_shape, dtype=x.dtype)
     cog, ow = spec.c_out_g, spec.ow
     parts, lay, buf = _plan(spec, x.dtype)
@@ -378,6 +422,11 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     (dx of shape (N, C_in, H, W) or None, dw of shape (C_out, C_in/groups, KH, KW) or None)
     """
     dz_all = _contiguous(grad_output)  # (N, C_out, OH, OW)
+    if _is_pointwise(spec):
+        return _pointwise_backward(None if x is None else _contiguous(x),
+                                   np.ascontiguousarray(weight).reshape(spec.c_out, -1)
+                                   if need_input else None,
+                                   dz_all, spec, need_input, need_weight)
     cog, ow, jw = spec.c_out_g, spec.ow, None
     parts, lay, buf = _plan(spec, grad_output.dtype)
     jw = lay.width
