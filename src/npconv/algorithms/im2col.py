@@ -1,9 +1,8 @@
 """The im2col algorithm: convolution as matrix multiplication (14.4, 14.5).
 
 im2col copies, for every input channel c and kernel tap (u, v), the input pixels that
-tap meets into one row of a column matrix (zero where the tap falls in the padding);
-the copy is one NumPy assignment from a strided view of the (padded) input, no fancy
-indexing::
+tap meets into one row of a column matrix (zero where the tap falls in the padding),
+with slices and strided views, never fancy indexing::
 
     cols[(c, u, v), (b, i, j)] = xp[b, c, i*S_h + u*D_h, j*S_w + v*D_w]
     cols  (C_in*KH*KW, nb*rows*JW)  rows (c, u, v), columns (sample, output row, column);
@@ -18,7 +17,7 @@ Then one GEMM per group (dZ' is dZ with N and C_out swapped, (C_out, nb*rows*JW)
   back onto the pixel it was copied from (``backward_dx_col2im``); no padding or zero
   insertion is needed, the index arithmetic places everything.
 
-Two things make it fast:
+Three things make it fast:
 
 * **Cache-sized chunks.** The work runs in chunks of samples (or of output rows, when
   one sample is too large) whose buffers fit in the last-level cache
