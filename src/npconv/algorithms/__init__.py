@@ -22,11 +22,18 @@ from types import ModuleType
 ALGORITHMS = ("naive", "transpose", "im2col", "jit")
 
 
+_MODULES: dict[str, ModuleType] = {}
+
+
 def get(name: str) -> ModuleType:
     """The module implementing algorithm ``name`` (one of :data:`ALGORITHMS`)."""
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}, expected 'auto' or one of {ALGORITHMS}")
-    return importlib.import_module(f"{__name__}.{name}")
+    module = _MODULES.get(name)
+    if module is None:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {name!r}, expected 'auto' or one of "
+                             f"{ALGORITHMS}")
+        module = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
+    return module
 
 
 def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
