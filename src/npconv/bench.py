@@ -82,20 +82,20 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 
 # Idle thread pools keep spinning for a while after a call (OpenBLAS's for up to 2**28
 # cycles, about 0.1 s; OpenMP's by default), stealing the cores from whatever runs
-# next, here the other side. Each timed call waits this long first.
+# next, here the other side; and a pool that has gone to sleep pays to wake up. So each
+# side, in turn, waits this long, makes one untimed call that wakes its own threads,
+# then the timed call: both are timed hot, neither under the other's spinning threads.
 SETTLE_SECONDS = 0.12
 
 
 def _interleaved_medians(fns, repeat: int) -> list[float]:
     """Median seconds of each function (each returns the seconds it measured), called in
-    turn round by round after a warm-up, so a slow spell on a shared machine hits every
-    side alike."""
-    for fn in fns:
-        fn()
+    turn round by round, so a slow spell on a shared machine hits every side alike."""
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, bucket in zip(fns, times, strict=True):
             time.sleep(SETTLE_SECONDS)
+            fn()  # wakes this side's thread pools
             bucket.append(fn())
     return [statistics.median(bucket) for bucket in times]
 
