@@ -32,8 +32,9 @@ Three things make it fast:
   matrix can be one contiguous run of the padded plane: column j runs to ``JW = Wp``
   instead of ``OW``. Packing becomes one copy per (channel, tap) and col2im one add;
   the ``Wp - OW`` extra columns of each row are junk that the forward drops and the
-  backward zeroes (in dZ', in the column matrix and in dcols, so an inf never meets a
-  junk zero). Used when the junk costs the GEMMs little (:data:`WIDE_MAX_WASTE`).
+  backward zeroes (in dZ' and in dcols; in the column matrix too when x holds an inf or
+  a NaN, so an inf never meets a junk zero). Used when the junk costs the GEMMs little
+  (:data:`WIDE_MAX_WASTE`).
 
 Packing (wide rows) and col2im (always) are parallel Numba kernels, one task per
 (sample, channel), so no two threads write the same element; col2im writes the
@@ -413,8 +414,14 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return y
 
 
-def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
+def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool,
+             zero_junk: bool = False):
     """Both gradients in one pass over the chunks (dZ is rearranged once per chunk).
+
+    With wide rows the junk columns of dZ' are zero, so dW is exact as long as the junk
+    of the column matrix is finite: x * 0. Only an inf or NaN in x can turn that into a
+    NaN the exact sum would not have, and only then is dW recomputed with the column
+    matrix's junk zeroed as well (``zero_junk``; it costs a strided pass per chunk).
 
     Returns
     -------
@@ -446,8 +453,8 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
             dz4[..., ow:] = 0  # wide rows: the junk columns carry no gradient
             dz = dz4.reshape(spec.c_out, -1)  # (C_out, nb*rows*JW)
         if need_weight:
-            # junk columns zeroed too, so an inf in x cannot meet a zero of dZ'
-            cols = im2col(x, spec, lay, n0, n1, i0, i1, buf, zero_junk=True)  # (K_all, nb*rows*JW)
+            cols = im2col(x, spec, lay, n0, n1, i0, i1, buf,
+                          zero_junk=zero_junk)  # (K_all, nb*rows*JW)
             for g in range(spec.groups):
                 rows_g, dw_g = _group_rows(spec, g), slice(g * cog, (g + 1) * cog)
                 np.matmul(dz[dw_g], cols[rows_g].T, out=dw_part[dw_g])
@@ -459,6 +466,8 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
                 np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz[g * cog:(g + 1) * cog],
                           out=dcols[_group_rows(spec, g)])
             col2im(dcols, dx, spec, lay, n0, n1, i0, i1)
+    if need_weight and lay.wide and not zero_junk and np.isnan(dw).any():
+        dw = backward(x, None, grad_output, spec, False, True, zero_junk=True)[1]
     return (dx if need_input else None,
             dw.reshape(spec.weight_shape) if need_weight else None)
 
