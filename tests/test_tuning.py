@@ -217,3 +217,11 @@ def test_pointwise_batched_gemms_agree_with_naive(small_workspace, limit, groups
         assert_close(a, b, name)
     dx = npconv.grad.conv2d_input(x.shape, w, g, groups=groups, algorithm="im2col")
     assert_close(dx, ref[0], "dX alone")
+
+
+def test_autotune_rejects_a_cache_file_of_the_wrong_shape(autotune_off, tmp_path):
+    cache = tmp_path / "autotune.json"
+    cache.write_text('{"choices": ["im2col"]}')
+    npconv.set_autotune(True, cache)
+    with pytest.raises(ValueError, match="not an npconv autotune file"):
+        npconv.explain_choice(plan_conv2d((1, 1, 5, 5), (1, 1, 3, 3)).spec)

@@ -10,9 +10,9 @@
   threads) times every candidate algorithm on random arrays of that shape and keeps
   the fastest, in memory and, with a cache file (``NPCONV_AUTOTUNE_CACHE``), on disk
   for later processes.
-* :func:`set_workspace_limit` bounds the column matrix im2col may allocate (default
-  256 MiB, or ``NPCONV_WORKSPACE_BYTES``); larger problems run in batch or row chunks
-  with the same results.
+* :func:`set_workspace_limit` bounds the buffers im2col allocates per chunk (default
+  256 MiB, or ``NPCONV_WORKSPACE_BYTES``; chunks are cache-sized anyway, so only a
+  smaller limit changes anything); results are the same however the work is chunked.
 * :func:`set_num_threads` sets Numba's and the BLAS library's thread counts together
   (``NPCONV_NUM_THREADS`` at import).
 """
@@ -137,7 +137,7 @@ def _load_cache() -> None:
         with open(path, encoding="utf-8") as f:
             entries = json.load(f)["choices"]
         choices = {k: Choice(v["algorithm"], v["reason"]) for k, v in entries.items()}
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"autotune cache {path} is not an npconv autotune file: {err}") from err
     _measured_choices.update({k: c for k, c in choices.items() if c.algorithm in CANDIDATES})
 
@@ -200,12 +200,13 @@ def _measured(spec: ConvSpec, dtype, op: str) -> Choice:
 
 
 def workspace_limit() -> int:
-    """The most bytes im2col allocates for one column matrix."""
+    """The most bytes im2col allocates for the buffers of one chunk."""
     return _workspace_limit
 
 
 def set_workspace_limit(nbytes: int) -> None:
-    """Bound im2col's column matrix to ``nbytes`` (larger problems are chunked).
+    """Bound the buffers im2col allocates per chunk (column matrix, GEMM output, padded
+    input) to ``nbytes``; at least one output row is processed at a time.
 
     Raises
     ------
