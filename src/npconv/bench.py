@@ -125,7 +125,11 @@ class TorchSide:
         self._proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, env=env)
         self._dir = tempfile.TemporaryDirectory(prefix="npconv-bench-")
-        self.backend = self._ask(op="hello", threads=threads)["backend"]
+        try:
+            self.backend = self._ask(op="hello", threads=threads)["backend"]
+        except RuntimeError as err:
+            self._dir.cleanup()
+            raise ImportError(f"PyTorch is installed but did not start: {err}") from err
 
     @classmethod
     def start(cls, threads: int):
