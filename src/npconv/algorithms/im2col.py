@@ -433,7 +433,7 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
                                    np.ascontiguousarray(weight).reshape(spec.c_out, -1)
                                    if need_input else None,
                                    dz_all, spec, need_input, need_weight)
-    cog, ow, jw = spec.c_out_g, spec.ow, None
+    cog, ow = spec.c_out_g, spec.ow
     parts, lay, buf = _plan(spec, grad_output.dtype)
     jw = lay.width
     if need_input:

@@ -35,32 +35,21 @@ def _relu_grad_value(g, y, zero):  # pragma: no cover - compiled
     return zero if y <= 0 else g  # PyTorch's threshold_backward
 
 
-@njit(cache=True)
-def _relu_serial(x, y):  # pragma: no cover - compiled
+def _relu(x, y):  # pragma: no cover - compiled
     zero = y.dtype.type(0)  # of the arrays' dtype: nothing widens to float64
-    for i in range(x.size):
-        y[i] = _relu_value(x[i], zero)
-
-
-@njit(parallel=True, cache=True)
-def _relu_parallel(x, y):  # pragma: no cover - compiled
-    zero = y.dtype.type(0)
     for i in prange(x.size):
         y[i] = _relu_value(x[i], zero)
 
 
-@njit(cache=True)
-def _relu_backward_serial(grad_output, y, dx):  # pragma: no cover - compiled
-    zero = dx.dtype.type(0)
-    for i in range(y.size):
-        dx[i] = _relu_grad_value(grad_output[i], y[i], zero)
-
-
-@njit(parallel=True, cache=True)
-def _relu_backward_parallel(grad_output, y, dx):  # pragma: no cover - compiled
+def _relu_backward(grad_output, y, dx):  # pragma: no cover - compiled
     zero = dx.dtype.type(0)
     for i in prange(y.size):
         dx[i] = _relu_grad_value(grad_output[i], y[i], zero)
+
+
+# (serial, parallel) per loop, each written once: index with parallel(size)
+_RELU = {fn.__name__: (njit(cache=True)(fn), njit(parallel=True, cache=True)(fn))
+         for fn in (_relu, _relu_backward)}
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -71,7 +60,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     """
     x = np.ascontiguousarray(x)
     y = np.empty_like(x)
-    kernel = _relu_parallel if parallel(x.size) else _relu_serial
+    kernel = _RELU["_relu"][parallel(x.size)]
     kernel(x.reshape(-1), y.reshape(-1))  # (N*...,) flat views
     return y
 
@@ -80,7 +69,7 @@ def relu_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
     """dL/dx of ReLU from its output ``y``: the gradient where ``y`` is not <= 0."""
     grad_output, y = np.ascontiguousarray(grad_output), np.ascontiguousarray(y)
     dx = np.empty_like(grad_output)
-    kernel = _relu_backward_parallel if parallel(y.size) else _relu_backward_serial
+    kernel = _RELU["_relu_backward"][parallel(y.size)]
     kernel(grad_output.reshape(-1), y.reshape(-1), dx.reshape(-1))  # flat views
     return dx
 

@@ -130,17 +130,41 @@ def _avg_backward_plane(gp, dp, kh, kw, sh, sw, ph, pw, include_pad):  # pragma:
 
 
 # ---------------------------------------------------------------- over the planes
-# Arrays of shape (N*C, H, W) / (N*C, OH, OW); each pair: one loop, serial or prange.
-@njit(cache=True)
-def _max_2x2_serial(x, y, taps):  # pragma: no cover - compiled
-    for p in range(x.shape[0]):
-        _max_2x2_plane(x[p], y[p], taps[p])
-
-
-@njit(parallel=True, cache=True)
-def _max_2x2_parallel(x, y, taps):  # pragma: no cover - compiled
+# Arrays of shape (N*C, H, W) / (N*C, OH, OW): one task per plane. Each loop is written
+# once and compiled twice (below): serial, and parallel over the planes.
+def _max_2x2(x, y, taps):  # pragma: no cover - compiled
     for p in prange(x.shape[0]):
         _max_2x2_plane(x[p], y[p], taps[p])
+
+
+def _max_2x2_backward(grad_output, taps, dx):  # pragma: no cover - compiled
+    for p in prange(dx.shape[0]):
+        _max_2x2_backward_plane(grad_output[p], taps[p], dx[p])
+
+
+def _max(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
+    for p in prange(x.shape[0]):
+        _max_plane(x[p], y[p], taps[p], kh, kw, sh, sw, ph, pw)
+
+
+def _max_backward(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
+    for p in prange(dx.shape[0]):
+        _max_backward_plane(grad_output[p], taps[p], dx[p], kw, sh, sw, ph, pw)
+
+
+def _avg(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    for p in prange(x.shape[0]):
+        _avg_plane(x[p], y[p], kh, kw, sh, sw, ph, pw, include_pad)
+
+
+def _avg_backward(grad_output, dx, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    for p in prange(dx.shape[0]):
+        _avg_backward_plane(grad_output[p], dx[p], kh, kw, sh, sw, ph, pw, include_pad)
+
+
+# (serial, parallel) per loop: index with parallel(size)
+_KERNELS = {fn.__name__.lstrip("_"): (njit(cache=True)(fn), njit(parallel=True, cache=True)(fn))
+            for fn in (_max_2x2, _max_2x2_backward, _max, _max_backward, _avg, _avg_backward)}
 
 
 @njit(cache=True, error_model="numpy")
@@ -172,68 +196,6 @@ def _max_2x2_even(x, y, taps, pair_max, pair_tap):  # pragma: no cover - compile
             tap_row[j] = top_t[j] + down * (np.uint8(2) + bottom_t[j] - top_t[j])
 
 
-@njit(cache=True)
-def _max_2x2_backward_serial(grad_output, taps, dx):  # pragma: no cover - compiled
-    for p in range(dx.shape[0]):
-        _max_2x2_backward_plane(grad_output[p], taps[p], dx[p])
-
-
-@njit(parallel=True, cache=True)
-def _max_2x2_backward_parallel(grad_output, taps, dx):  # pragma: no cover - compiled
-    for p in prange(dx.shape[0]):
-        _max_2x2_backward_plane(grad_output[p], taps[p], dx[p])
-
-
-@njit(cache=True)
-def _max_serial(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
-    for p in range(x.shape[0]):
-        _max_plane(x[p], y[p], taps[p], kh, kw, sh, sw, ph, pw)
-
-
-@njit(parallel=True, cache=True)
-def _max_parallel(x, y, taps, kh, kw, sh, sw, ph, pw):  # pragma: no cover - compiled
-    for p in prange(x.shape[0]):
-        _max_plane(x[p], y[p], taps[p], kh, kw, sh, sw, ph, pw)
-
-
-@njit(cache=True)
-def _max_backward_serial(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
-    for p in range(dx.shape[0]):
-        _max_backward_plane(grad_output[p], taps[p], dx[p], kw, sh, sw, ph, pw)
-
-
-@njit(parallel=True, cache=True)
-def _max_backward_parallel(grad_output, taps, dx, kw, sh, sw, ph, pw):  # pragma: no cover
-    for p in prange(dx.shape[0]):
-        _max_backward_plane(grad_output[p], taps[p], dx[p], kw, sh, sw, ph, pw)
-
-
-@njit(cache=True)
-def _avg_serial(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
-    for p in range(x.shape[0]):
-        _avg_plane(x[p], y[p], kh, kw, sh, sw, ph, pw, include_pad)
-
-
-@njit(parallel=True, cache=True)
-def _avg_parallel(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
-    for p in prange(x.shape[0]):
-        _avg_plane(x[p], y[p], kh, kw, sh, sw, ph, pw, include_pad)
-
-
-@njit(cache=True)
-def _avg_backward_serial(grad_output, dx, kh, kw, sh, sw, ph, pw,
-                         include_pad):  # pragma: no cover
-    for p in range(dx.shape[0]):
-        _avg_backward_plane(grad_output[p], dx[p], kh, kw, sh, sw, ph, pw, include_pad)
-
-
-@njit(parallel=True, cache=True)
-def _avg_backward_parallel(grad_output, dx, kh, kw, sh, sw, ph, pw,
-                           include_pad):  # pragma: no cover
-    for p in prange(dx.shape[0]):
-        _avg_backward_plane(grad_output[p], dx[p], kh, kw, sh, sw, ph, pw, include_pad)
-
-
 # ---------------------------------------------------------------- the form's API
 def _is_2x2(s) -> bool:
     return (s.kh, s.kw, s.sh, s.sw, s.ph, s.pw) == (2, 2, 2, 2, 0, 0)
@@ -260,9 +222,9 @@ def max_forward(x: np.ndarray, s):
         _max_2x2_even(planes[0].reshape(-1), y.reshape(rows), taps.reshape(rows),
                       np.empty(pairs, dtype=x.dtype), np.empty(pairs, dtype=np.uint8))
     elif _is_2x2(s):
-        (_max_2x2_parallel if threads else _max_2x2_serial)(*planes)
+        _KERNELS["max_2x2"][threads](*planes)
     else:
-        (_max_parallel if threads else _max_serial)(*planes, *_geometry(s))
+        _KERNELS["max"][threads](*planes, *_geometry(s))
     return y, taps
 
 
@@ -273,17 +235,16 @@ def max_backward(grad_output: np.ndarray, taps: np.ndarray, s) -> np.ndarray:
     planes = (_planes(grad_output, s, s.oh, s.ow), _planes(taps, s, s.oh, s.ow),
               dx.reshape(s.n * s.c, s.h, s.w))  # (N*C, OH, OW) x 2, (N*C, H, W)
     if _is_2x2(s):
-        (_max_2x2_backward_parallel if threads else _max_2x2_backward_serial)(*planes)
+        _KERNELS["max_2x2_backward"][threads](*planes)
     else:
-        (_max_backward_parallel if threads else _max_backward_serial)(
-            *planes, s.kw, s.sh, s.sw, s.ph, s.pw)
+        _KERNELS["max_backward"][threads](*planes, s.kw, s.sh, s.sw, s.ph, s.pw)
     return dx
 
 
 def avg_forward(x: np.ndarray, s, include_pad: bool) -> np.ndarray:
     """y of shape (N, C, OH, OW)."""
     y = np.empty(s.y_shape, dtype=x.dtype)
-    kernel = _avg_parallel if parallel(x.size) else _avg_serial
+    kernel = _KERNELS["avg"][parallel(x.size)]
     kernel(_planes(x, s, s.h, s.w), y.reshape(s.n * s.c, s.oh, s.ow), *_geometry(s),
            include_pad)
     return y
@@ -292,7 +253,7 @@ def avg_forward(x: np.ndarray, s, include_pad: bool) -> np.ndarray:
 def avg_backward(grad_output: np.ndarray, s, include_pad: bool) -> np.ndarray:
     """dx of shape (N, C, H, W)."""
     dx = np.empty(s.x_shape, dtype=grad_output.dtype)  # each kernel zero-fills its planes
-    kernel = _avg_backward_parallel if parallel(dx.size) else _avg_backward_serial
+    kernel = _KERNELS["avg_backward"][parallel(dx.size)]
     kernel(_planes(grad_output, s, s.oh, s.ow), dx.reshape(s.n * s.c, s.h, s.w),
            *_geometry(s), include_pad)
     return dx
