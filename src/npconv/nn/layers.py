@@ -36,6 +36,16 @@ def _check_input(x, expected: np.dtype, who: str) -> np.ndarray:
     return x
 
 
+def _init_weight_and_bias(layer, shape, dtype, rng, bias: bool) -> None:
+    """PyTorch's default initialisation of a weight of ``shape`` (kaiming-uniform) and,
+    with ``bias``, its bias; both registered as the layer's parameters."""
+    layer.weight = Parameter(kaiming_uniform(shape, dtype, rng))
+    layer._parameters["weight"] = layer.weight
+    layer.bias = Parameter(default_bias(shape, dtype, rng)) if bias else None
+    if bias:
+        layer._parameters["bias"] = layer.bias
+
+
 class Conv2d(Module):
     """2-D convolution layer on :func:`npconv.conv2d` (PyTorch's ``nn.Conv2d``).
 
@@ -83,11 +93,7 @@ class Conv2d(Module):
         self.groups, self.padding_mode = groups, padding_mode
         self.algorithm, self.grad_convention = algorithm, grad_convention
         shape = (out_channels, in_channels // groups, kh, kw)
-        self.weight = Parameter(kaiming_uniform(shape, dtype, rng))
-        self._parameters["weight"] = self.weight
-        self.bias = Parameter(default_bias(shape, dtype, rng)) if bias else None
-        if bias:
-            self._parameters["bias"] = self.bias
+        _init_weight_and_bias(self, shape, dtype, rng, bias)
         self._x = None
 
     def _conv_args(self):
@@ -137,11 +143,7 @@ class Linear(Module):
         dtype, rng = _check_dtype(dtype), as_generator(rng)
         self.in_features, self.out_features = in_features, out_features
         shape = (out_features, in_features)
-        self.weight = Parameter(kaiming_uniform(shape, dtype, rng))
-        self._parameters["weight"] = self.weight
-        self.bias = Parameter(default_bias(shape, dtype, rng)) if bias else None
-        if bias:
-            self._parameters["bias"] = self.bias
+        _init_weight_and_bias(self, shape, dtype, rng, bias)
         self._x = None
 
     def forward(self, x):
