@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._numba import serial_and_parallel
+
 # Arrays of at least this many elements are worth waking the thread pool for.
 PARALLEL_MIN = 1 << 22
 
@@ -48,8 +50,7 @@ def _relu_backward(grad_output, y, dx):  # pragma: no cover - compiled
 
 
 # (serial, parallel) per loop, each written once: index with parallel(size)
-_RELU = {fn.__name__: (njit(cache=True)(fn), njit(parallel=True, cache=True)(fn))
-         for fn in (_relu, _relu_backward)}
+_RELU = {fn.__name__: serial_and_parallel(fn) for fn in (_relu, _relu_backward)}
 
 
 def relu(x: np.ndarray) -> np.ndarray:

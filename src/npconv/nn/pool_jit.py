@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._numba import serial_and_parallel
 from .kernels import parallel
 
 
@@ -163,7 +164,7 @@ def _avg_backward(grad_output, dx, kh, kw, sh, sw, ph, pw, include_pad):  # prag
 
 
 # (serial, parallel) per loop: index with parallel(size)
-_KERNELS = {fn.__name__.lstrip("_"): (njit(cache=True)(fn), njit(parallel=True, cache=True)(fn))
+_KERNELS = {fn.__name__.lstrip("_"): serial_and_parallel(fn)
             for fn in (_max_2x2, _max_2x2_backward, _max, _max_backward, _avg, _avg_backward)}
 
 

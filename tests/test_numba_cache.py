@@ -1,0 +1,56 @@
+"""Serial and parallel compilations of one loop body keep separate on-disk caches."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from npconv._numba import serial_and_parallel
+
+MODULE = textwrap.dedent("""
+    import numpy as np
+    from numba import prange
+    from npconv._numba import serial_and_parallel
+
+    def total(a):
+        s = 0.0
+        for i in prange(a.size):
+            s += a[i]
+        return s
+
+    SERIAL, PARALLEL = serial_and_parallel(total)
+    a = np.arange(1000.0)
+    assert SERIAL(a) == PARALLEL(a) == a.sum()
+    print(len(SERIAL.stats.cache_hits), len(PARALLEL.stats.cache_hits),
+          PARALLEL.targetoptions.get("parallel", False),
+          SERIAL.targetoptions.get("parallel", False))
+""")
+
+
+def _run(tmp_path: Path) -> str:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, str(tmp_path / "loops.py")], env=env,
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    return out.stdout.split()
+
+
+def test_each_variant_has_its_own_cache_entry(tmp_path):
+    (tmp_path / "loops.py").write_text(MODULE)
+    assert _run(tmp_path) == ["0", "0", "True", "False"]  # compiled and saved
+    indexes = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi"))
+    assert indexes == ["loops.total_parallel", "loops.total_serial"]
+    assert _run(tmp_path) == ["1", "1", "True", "False"]  # both loaded from their own
+
+
+def test_variants_keep_name_and_doc():
+    def body(a):
+        """Doc."""
+        return a
+
+    serial, parallel = serial_and_parallel(body)
+    assert serial.py_func.__name__ == parallel.py_func.__name__ == "body"
+    assert serial.py_func.__doc__ == "Doc."
+    assert serial.py_func.__qualname__ != parallel.py_func.__qualname__
