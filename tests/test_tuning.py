@@ -149,6 +149,35 @@ def test_jit_wide_and_row_kernels_agree(kwargs):
     assert_close(jit.grad_weight(x, g, spec), ref[1], "dW")
 
 
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=(2, 0), dilation=(1, 2)),
+                                    dict(padding=1, groups=2)],
+                         ids=["3x3", "dilated", "grouped"])
+def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwargs):
+    """The wide kernels' channel blocks and the serial/parallel choice change only how
+    the work is split: every plane sums in the same order, so the bits are equal."""
+    from npconv.algorithms import jit
+    from npconv.spec import plan_conv2d as plan
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 6, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 6 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
+    spec = plan(x.shape, w.shape, **kwargs).spec
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    results = []
+    for block_bytes, parallel_min in ((1, 0), (16 * 1024, 0), (1 << 30, 1 << 60)):
+        monkeypatch.setattr(jit, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(jit, "PARALLEL_MIN_MACS", parallel_min)
+        results.append((jit.forward(x, w, spec), jit.grad_input(g, w, spec),
+                        jit.grad_weight(x, g, spec)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert_close(results[0][0], npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
+    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    assert_close(results[0][1], ref[0], "dX")
+    assert_close(results[0][2], ref[1], "dW")
+
+
 @pytest.fixture
 def autotune_off():
     yield

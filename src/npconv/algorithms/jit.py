@@ -3,18 +3,22 @@
 Three kernels, each parallel over an axis whose iterations write disjoint outputs, so
 no two threads ever add into the same element:
 
-* forward: one task per (sample, output channel); each accumulates its output plane.
-* grad_input: one task per (sample, input channel); each task adds every ``dZ * w``
-  term that reaches its input plane (formulas 17.3 (5)-(9)) into a private padded
-  buffer, so work is split by what it writes and no two threads share an element.
+* forward: one task per (sample, output channel), or per (sample, block of output
+  channels) on the stride-1 path; each accumulates its own output planes.
+* grad_input: one task per (sample, input channel), or per (sample, block of input
+  channels); each task adds every ``dZ * w`` term that reaches its input planes
+  (formulas 17.3 (5)-(9)) into private padded buffers, so work is split by what it
+  writes and no two threads share an element.
 * grad_weight: one task per (output channel, input channel of its group); each kernel
-  tap sums input times dZ over samples and output pixels (formula 17.3 (11)).
+  tap is a sum of input times dZ over samples and output pixels (formula 17.3 (11)),
+  computed as one dot product per (sample, row or plane) and summed in float64.
 
-Every inner loop runs along one output row over a row view sliced once, so it has no
-index arithmetic or branch left and LLVM vectorises it (reductions are kept as
-per-column partial sums for the same reason). With stride 1 the view is a plain
-contiguous slice: a slice with a run-time step is typed as non-contiguous and its loop
-stays scalar, about 3x slower.
+Every inner loop runs along one output row (or, with stride 1, one whole plane) over a
+view sliced once, so it has no index arithmetic or branch left and LLVM vectorises it:
+element-wise multiply-adds as they are, the weight gradient's dot products because
+those kernels may reorder their sums (vector partial sums kept in registers). With
+stride 1 the view is a plain contiguous slice: a slice with a run-time step is typed
+as non-contiguous and its loop stays scalar, about 3x slower.
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
@@ -24,9 +28,11 @@ compiles (a few seconds per dtype).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from .._numba import serial_and_parallel
 from ..padding import pad
 from ..spec import ConvSpec
 
@@ -107,27 +113,27 @@ def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups):  # pragma: no c
         co = task // c_in_g
         ci = task % c_in_g
         cin = (co // c_out_g) * c_in_g + ci
-        # one partial sum per (tap, output column): the j loop is an element-wise
-        # multiply-add that vectorises; the partial sums are added at the end
-        acc = np.zeros((kh, kw, ow), dtype=grad_w.dtype)
+        total = np.zeros(kh * kw, dtype=np.float64)  # per tap, summed over rows
+        zero = dz.dtype.type(0)
         for b in range(n):
             for i in range(oh):
                 grad = dz[b, co, i]
                 for u in range(kh):
                     row = xp[b, cin, i * sh + u * dh]
                     for v in range(kw):
-                        part = acc[u, v]
+                        part = zero  # a dot product along the row
                         if sw == 1:  # contiguous: vectorised
                             src = row[v * dw:v * dw + ow]  # (OW,)
                             for j in range(ow):
-                                part[j] += src[j] * grad[j]
+                                part += src[j] * grad[j]
                         else:
                             src_s = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
                             for j in range(ow):
-                                part[j] += src_s[j] * grad[j]
+                                part += src_s[j] * grad[j]
+                        total[u * kw + v] += part
         for u in range(kh):
             for v in range(kw):
-                grad_w[co, ci, u, v] = acc[u, v].sum()
+                grad_w[co, ci, u, v] = total[u * kw + v]
 
 
 # ------------------------------------------------------------------ stride 1: wide planes
@@ -162,61 +168,70 @@ def _fill_wide(src, wide, wp):  # pragma: no cover - compiled
             dst[j] = row[j]
 
 
-def _forward_wide_kernel(x, weight, y, top, left, hq, wp, dh, dw,
-                         groups):  # pragma: no cover - compiled
+def _forward_wide_kernel(x, weight, y, top, left, hq, wp, dh, dw, groups,
+                         cb):  # pragma: no cover - compiled
     n = x.shape[0]
     c_out, c_in_g, kh, kw = weight.shape
     _, _, oh, ow = y.shape
     c_out_g = c_out // groups
     length = oh * wp
-    for task in prange(n * c_out):
-        b = task // c_out
-        co = task % c_out
-        first = (co // c_out_g) * c_in_g
-        acc = np.zeros(length, dtype=y.dtype)  # output plane, pitch Wp
+    blocks = (c_out_g + cb - 1) // cb  # blocks of up to cb output channels per group
+    for task in prange(n * groups * blocks):
+        b = task // (groups * blocks)
+        g = task // blocks % groups
+        c0 = g * c_out_g + task % blocks * cb
+        nc = min(cb, (g + 1) * c_out_g - c0)
+        acc = np.zeros((nc, length), dtype=y.dtype)  # output planes, pitch Wp
         plane = np.zeros(hq * wp, dtype=x.dtype)  # padded input plane, pitch Wp
         for ci in range(c_in_g):
-            _fill_plane(x[b, first + ci], plane, wp, top, left)
+            _fill_plane(x[b, g * c_in_g + ci], plane, wp, top, left)  # once per task
             for u in range(kh):
                 for v in range(kw):
-                    wv = weight[co, ci, u, v]
                     src = plane[u * dh * wp + v * dw:u * dh * wp + v * dw + length]
-                    for t in range(length):
-                        acc[t] += wv * src[t]
-        for i in range(oh):
-            row = acc[i * wp:i * wp + ow]
-            dst = y[b, co, i]
-            for j in range(ow):
-                dst[j] = row[j]
+                    for c in range(nc):
+                        wv = weight[c0 + c, ci, u, v]
+                        out = acc[c]
+                        for t in range(length):
+                            out[t] += wv * src[t]
+        for c in range(nc):
+            for i in range(oh):
+                row = acc[c, i * wp:i * wp + ow]
+                dst = y[b, c0 + c, i]
+                for j in range(ow):
+                    dst[j] = row[j]
 
 
-def _grad_input_wide_kernel(dz, weight, dx, top, left, hq, wp, dh, dw,
-                            groups):  # pragma: no cover - compiled
-    n, c_in, h, w = dx.shape
+def _grad_input_wide_kernel(dz, weight, dx, top, left, hq, wp, dh, dw, groups,
+                            cb):  # pragma: no cover - compiled
+    n, _, h, w = dx.shape
     c_out, c_in_g, kh, kw = weight.shape
     oh = dz.shape[2]
     c_out_g = c_out // groups
     length = oh * wp
-    for task in prange(n * c_in):
-        b = task // c_in
-        cin = task % c_in
-        g = cin // c_in_g
-        ci = cin % c_in_g
-        acc = np.zeros(hq * wp, dtype=dx.dtype)  # padded dx plane, pitch Wp
+    blocks = (c_in_g + cb - 1) // cb  # blocks of up to cb input channels per group
+    for task in prange(n * groups * blocks):
+        b = task // (groups * blocks)
+        g = task // blocks % groups
+        i0 = task % blocks * cb  # first input channel of the block, within the group
+        nc = min(cb, c_in_g - i0)
+        acc = np.zeros((nc, hq * wp), dtype=dx.dtype)  # padded dx planes, pitch Wp
         grad = np.zeros(length, dtype=dz.dtype)  # dZ plane, pitch Wp, junk columns 0
         for co in range(g * c_out_g, (g + 1) * c_out_g):
-            _fill_wide(dz[b, co], grad, wp)
-            for u in range(kh):
-                for v in range(kw):
-                    wv = weight[co, ci, u, v]
-                    dst = acc[u * dh * wp + v * dw:u * dh * wp + v * dw + length]
-                    for t in range(length):
-                        dst[t] += wv * grad[t]
-        for r in range(h):
-            src = acc[(r + top) * wp + left:(r + top) * wp + left + w]
-            row = dx[b, cin, r]
-            for q in range(w):
-                row[q] = src[q]
+            _fill_wide(dz[b, co], grad, wp)  # once per task
+            for c in range(nc):
+                out = acc[c]
+                for u in range(kh):
+                    for v in range(kw):
+                        wv = weight[co, i0 + c, u, v]
+                        dst = out[u * dh * wp + v * dw:u * dh * wp + v * dw + length]
+                        for t in range(length):
+                            dst[t] += wv * grad[t]
+        for c in range(nc):
+            for r in range(h):
+                src = acc[c, (r + top) * wp + left:(r + top) * wp + left + w]
+                row = dx[b, g * c_in_g + i0 + c, r]
+                for q in range(w):
+                    row[q] = src[q]
 
 
 def _grad_weight_wide_kernel(x, dz, grad_w, top, left, hq, wp, dh, dw,
@@ -230,40 +245,67 @@ def _grad_weight_wide_kernel(x, dz, grad_w, top, left, hq, wp, dh, dw,
         co = task // c_in_g
         ci = task % c_in_g
         cin = (co // c_out_g) * c_in_g + ci
-        acc = np.zeros((kh * kw, length), dtype=grad_w.dtype)  # partial sums per tap
+        total = np.zeros(kh * kw, dtype=np.float64)  # per tap, summed over samples
         plane = np.zeros(hq * wp, dtype=x.dtype)
         grad = np.zeros(length, dtype=dz.dtype)  # junk columns stay 0
+        zero = dz.dtype.type(0)
         for b in range(n):
             _fill_plane(x[b, cin], plane, wp, top, left)
             _fill_wide(dz[b, co], grad, wp)
             for u in range(kh):
                 for v in range(kw):
-                    part = acc[u * kw + v]
                     src = plane[u * dh * wp + v * dw:u * dh * wp + v * dw + length]
+                    part = zero  # a dot product: vectorised with register accumulators
                     for t in range(length):
-                        part[t] += src[t] * grad[t]
+                        part += src[t] * grad[t]
+                    total[u * kw + v] += part
         for u in range(kh):
             for v in range(kw):
-                grad_w[co, ci, u, v] = acc[u * kw + v].sum()
+                grad_w[co, ci, u, v] = total[u * kw + v]
 
 
 # Each kernel is compiled twice: parallel for real layers, serial for small problems,
 # where waking the thread pool costs more than the arithmetic (the book's layer: about
-# 0.1 ms per call in parallel, a few microseconds serially).
+# 0.1 ms per call in parallel, a few microseconds serially). Every kernel may fuse a
+# multiply and an add into one FMA ("contract"); the weight-gradient kernels, whose
+# inner loops are dot products, may also reorder their sums ("reassoc") so that LLVM
+# keeps vector partial sums in registers. Neither flag assumes away inf or NaN.
+_FUSED = {"contract"}
+_DOT = {"contract", "reassoc"}
 _KERNELS = {
-    name: (njit(parallel=True, cache=True)(fn), njit(cache=True)(fn))
-    for name, fn in (("forward", _forward_kernel), ("grad_input", _grad_input_kernel),
-                     ("grad_weight", _grad_weight_kernel),
-                     ("forward_wide", _forward_wide_kernel),
-                     ("grad_input_wide", _grad_input_wide_kernel),
-                     ("grad_weight_wide", _grad_weight_wide_kernel))
+    name: serial_and_parallel(fn, fastmath=flags)
+    for name, fn, flags in (("forward", _forward_kernel, _FUSED),
+                            ("grad_input", _grad_input_kernel, _FUSED),
+                            ("grad_weight", _grad_weight_kernel, _DOT),
+                            ("forward_wide", _forward_wide_kernel, _FUSED),
+                            ("grad_input_wide", _grad_input_wide_kernel, _FUSED),
+                            ("grad_weight_wide", _grad_weight_wide_kernel, _DOT))
 }
 PARALLEL_MIN_MACS = 200_000
+# The forward and input-gradient kernels of the wide path keep a block of output (or
+# input) planes per task; a block aims at this many bytes, so it stays in the L1 cache
+# while every tap of every channel adds into it.
+BLOCK_BYTES = 16 * 1024
+
+
+def _parallel(spec: ConvSpec) -> bool:
+    return spec.flops // 2 >= PARALLEL_MIN_MACS
 
 
 def _kernel(name: str, spec: ConvSpec):
-    parallel, serial = _KERNELS[name]
-    return parallel if spec.flops // 2 >= PARALLEL_MIN_MACS else serial
+    return _KERNELS[name][_parallel(spec)]  # (serial, parallel)
+
+
+def _block(spec: ConvSpec, channels: int, plane_bytes: int) -> int:
+    """Channels per task of a wide kernel: planes filling :data:`BLOCK_BYTES`, but never
+    so many that the N * G * ceil(channels / block) tasks leave a thread with fewer
+    than two. The results do not depend on it (each plane sums in the same order)."""
+    block = max(1, min(channels, BLOCK_BYTES // plane_bytes))
+    if _parallel(spec):
+        tasks_wanted = 2 * numba.get_num_threads()
+        while block > 1 and spec.n * spec.groups * -(-channels // block) < tasks_wanted:
+            block = -(-block // 2)
+    return block
 
 
 def _wide(spec: ConvSpec) -> bool:
@@ -291,7 +333,8 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """
     if _wide(spec):  # pads each plane inside the kernel
         y = np.empty(spec.y_shape, dtype=x.dtype)
-        _kernel("forward_wide", spec)(_prepare(x), _prepare(weight), y, *_wide_args(spec))
+        cb = _block(spec, spec.c_out_g, spec.oh * spec.wp * x.itemsize)
+        _kernel("forward_wide", spec)(_prepare(x), _prepare(weight), y, *_wide_args(spec), cb)
         return y
     xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
     y = np.zeros(spec.y_shape, dtype=x.dtype)
@@ -315,8 +358,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     if _wide(spec) and np.isfinite(weight).all():
+        cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,
-                                         *_wide_args(spec))
+                                         *_wide_args(spec), cb)
         return dx
     _kernel("grad_input", spec)(_prepare(grad_output), _prepare(weight), dx, spec.hp, spec.wp,
                                 spec.padding[0], spec.padding[2], *spec.stride, *spec.dilation,
