@@ -44,3 +44,19 @@ def torch_conv2d(torch, x, w, b, g, stride, pads, dilation, groups, mode):
     ty.backward(torch.tensor(g))
     return (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(),
             tb.grad.numpy() if tb is not None else None)
+
+
+# Every algorithm, plus the jit algorithm with its parallel kernels forced on: the test
+# shapes are small, so "jit" alone would only ever run its serial plane kernels and
+# never the register-tiled ones (npconv.algorithms._blocked) that real layers use.
+VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-parallel"]
+
+
+def use_variant(variant: str, monkeypatch) -> str:
+    """The algorithm name for ``variant``, with ``monkeypatch`` set up for it."""
+    if variant == "jit-parallel":
+        from npconv.algorithms import jit
+
+        monkeypatch.setattr(jit, "PARALLEL_MIN_MACS", 0)
+        return "jit"
+    return variant

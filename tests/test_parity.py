@@ -10,7 +10,7 @@ from npconv import grad
 from npconv.spec import plan_conv2d
 
 from cases import CASES
-from reference import assert_close, torch_conv2d
+from reference import VARIANTS, assert_close, torch_conv2d, use_variant
 
 DTYPES = [np.float64, np.float32]
 
@@ -44,12 +44,13 @@ def case_arrays(case, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-@pytest.mark.parametrize("algorithm", npconv.ALGORITHMS)
-def test_matches_torch(torch, algorithm, case, dtype):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_torch(torch, variant, case, dtype, monkeypatch):
+    algorithm = use_variant(variant, monkeypatch)
     x, w, b, g, plan, pads = case_arrays(case, dtype)
     s = plan.spec
     ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
-    ctx = f"[{algorithm} {case.id} {np.dtype(dtype)}]"
+    ctx = f"[{variant} {case.id} {np.dtype(dtype)}]"
     y = npconv.conv2d(x, w, b, algorithm=algorithm, **case.kwargs)
     assert_close(y, ref[0], "y", ctx)
     dx, dw, db = npconv.conv2d_backward(x, w, g, algorithm=algorithm, **case.kwargs)
@@ -144,3 +145,7 @@ def test_book_convention_divides_by_batch_size():
     np.testing.assert_allclose(dw / n, book_dw, rtol=1e-12)
     np.testing.assert_allclose(db / n, book_db, rtol=1e-12)
     assert not np.allclose(dw, book_dw)
+
+
+def test_variants_cover_every_algorithm():
+    assert set(npconv.ALGORITHMS) <= set(VARIANTS)

@@ -85,17 +85,21 @@ def test_set_num_threads_validated():
         npconv.set_num_threads(0)
 
 
-@pytest.mark.parametrize("x, w, kwargs, expected", [
-    ((8, 3, 7, 6), (2, 3, 4, 5), {}, "jit"),  # the book's layer: tiny
-    ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "jit"),  # depthwise
-    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "im2col"),
-    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "jit"),  # LeNet's first layer
-    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "im2col"),
+@pytest.mark.parametrize("x, w, kwargs, op, expected", [
+    ((8, 3, 7, 6), (2, 3, 4, 5), {}, "forward", "jit"),  # the book's layer: tiny
+    ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "forward", "jit"),
+    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "im2col"),
+    ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "backward", "jit"),  # LeNet's first
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "forward", "jit"),  # LeNet's second: tiled
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "grad_input", "jit"),
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "backward", "im2col"),
+    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "forward", "im2col"),  # strided
+    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "im2col"),
 ])
-def test_auto_choice_is_explained(x, w, kwargs, expected):
+def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
-    choice = npconv.explain_choice(spec, np.float32)
-    assert choice.algorithm == expected == tuning.choose(spec, np.float32, "forward")
+    choice = npconv.explain_choice(spec, np.float32, op)
+    assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
 
 
@@ -153,9 +157,10 @@ def test_jit_wide_and_row_kernels_agree(kwargs):
                                     dict(padding=1, groups=2)],
                          ids=["3x3", "dilated", "grouped"])
 def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwargs):
-    """The wide kernels' channel blocks and the serial/parallel choice change only how
-    the work is split: every plane sums in the same order, so the bits are equal."""
-    from npconv.algorithms import jit
+    """The plane kernels' channel blocks, the register-tiled kernel's tiles and the
+    serial/parallel choice change only how the work is split: every output sums in
+    the same order, so the bits are equal."""
+    from npconv.algorithms import _blocked, jit
     from npconv.spec import plan_conv2d as plan
 
     rng = np.random.default_rng(9)
@@ -163,6 +168,7 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     w = rng.standard_normal((8, 6 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
     spec = plan(x.shape, w.shape, **kwargs).spec
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    monkeypatch.setattr(jit, "_register_tiles_pay", lambda spec, channels: False)
     results = []
     for block_bytes, parallel_min in ((1, 0), (16 * 1024, 0), (1 << 30, 1 << 60)):
         monkeypatch.setattr(jit, "BLOCK_BYTES", block_bytes)
@@ -172,10 +178,15 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
-    assert_close(results[0][0], npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
-    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
-    assert_close(results[0][1], ref[0], "dX")
-    assert_close(results[0][2], ref[1], "dW")
+    naive = (npconv.conv2d(x, w, algorithm="naive", **kwargs),
+             *npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)[:2])
+    for name, a, b in zip(("y", "dX", "dW"), results[0], naive, strict=True):
+        assert_close(a, b, name)
+    tiled = [_blocked.correlate(x, w, (spec.oh, spec.ow), spec.padding[0], spec.padding[2],
+                                spec.dilation, spec.groups, parallel)
+             for parallel in (False, True)]
+    np.testing.assert_array_equal(tiled[0], tiled[1])
+    assert_close(tiled[0], naive[0], "y (register tiles)")
 
 
 @pytest.fixture

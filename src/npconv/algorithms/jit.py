@@ -35,6 +35,7 @@ from numba import njit, prange
 from .._numba import serial_and_parallel
 from ..padding import pad
 from ..spec import ConvSpec
+from . import _blocked
 
 
 def _prepare(a: np.ndarray) -> np.ndarray:
@@ -308,6 +309,15 @@ def _block(spec: ConvSpec, channels: int, plane_bytes: int) -> int:
     return block
 
 
+def _register_tiles_pay(spec: ConvSpec, channels_per_group: int) -> bool:
+    """Whether the register-tiled kernels (:mod:`._blocked`) beat the plane kernels.
+
+    They compute outputs in blocks of CB channels, so a group with fewer than CB - 1
+    channels to compute wastes too much (a depthwise layer 3 of every 4); and they
+    copy their input and output once more, which tiny problems (the book's) notice."""
+    return channels_per_group >= _blocked.CB - 1 and _parallel(spec)
+
+
 def _wide(spec: ConvSpec) -> bool:
     """Stride 1 in both directions: the wide-plane kernels apply."""
     return spec.stride == (1, 1)
@@ -331,6 +341,10 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
+    if _wide(spec) and _register_tiles_pay(spec, spec.c_out_g):
+        return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
+                                  spec.padding[0], spec.padding[2], spec.dilation,
+                                  spec.groups, _parallel(spec))
     if _wide(spec):  # pads each plane inside the kernel
         y = np.empty(spec.y_shape, dtype=x.dtype)
         cb = _block(spec, spec.c_out_g, spec.oh * spec.wp * x.itemsize)
@@ -357,7 +371,18 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     dx = np.empty(spec.x_shape, dtype=grad_output.dtype)
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
-    if _wide(spec) and np.isfinite(weight).all():
+    finite = _wide(spec) and np.isfinite(weight).all()
+    if finite and _register_tiles_pay(spec, spec.c_in_g):
+        # 17.3.2: dX = dZ padded by the kernel's extent (*) W rotated by 180 degrees,
+        # input and output channels swapped (no zeros to insert at stride 1)
+        g, cog, cig, kh, kw = spec.groups, spec.c_out_g, spec.c_in_g, spec.kh, spec.kw
+        rotated = weight.reshape(g, cog, cig, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+        rotated = np.ascontiguousarray(rotated).reshape(spec.c_in, cog, kh, kw)
+        (dh, dw), (top, _, left, _) = spec.dilation, spec.padding
+        return _blocked.correlate(_prepare(grad_output), rotated, (spec.h, spec.w),
+                                  dh * (kh - 1) - top, dw * (kw - 1) - left, spec.dilation,
+                                  g, _parallel(spec))
+    if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,
                                          *_wide_args(spec), cb)

@@ -1,0 +1,214 @@
+"""Register-blocked direct convolution with unit stride: the jit algorithm's fast path.
+
+The plain loops of :mod:`npconv.algorithms.jit` add one tap at a time into an output
+plane in memory, so every multiply-add also loads and stores the accumulator: they
+are bound by the store port, not by arithmetic. Here a task computes a tile of
+:data:`PB` consecutive output pixels for :data:`CB` output channels at once and keeps
+those ``CB * PB`` sums in registers over every input channel and kernel tap; each tap
+loads ``PB`` input pixels and ``CB`` weights for ``CB * PB`` multiply-adds. That is
+how oneDNN's direct convolutions work, and it is what makes small layers (LeNet's,
+CIFAR's) faster here than through im2col and a GEMM.
+
+Layout (17.3's "wide planes"): with unit stride, tap (u, v) of output pixel (i, j)
+reads padded pixel (i + u*D_h, j + v*D_w), which is flat position
+``t + u*D_h*Wp + v*D_w`` of the padded plane stored with row pitch Wp, where
+``t = i*Wp + j``. So output position t of every tap is one offset into the same flat
+plane, a tile is PB consecutive positions, and columns OW .. Wp of each output row are
+junk that is computed and never stored.
+
+The kernel is one function written out for one (CB, PB): its ``CB * PB`` accumulators
+are named locals, which LLVM's SLP vectoriser packs into vector registers (Numba turns
+SLP off by default; :func:`_compile` turns it on while these kernels compile). The
+source is generated once at import, below, rather than typed out by hand.
+
+Used for both passes that are convolutions with unit stride:
+
+* forward: y = x (*) W;
+* grad_input: dX = dZ padded by the kernel's extent (*) W rotated by 180 degrees with
+  its input and output channels swapped: 17.3.2 "zero insertion and 180-degree
+  rotation" (no zeros to insert at stride 1). Zeros around dZ meet the weights as
+  ``0 * w``, which is NaN where w is inf; :mod:`npconv.algorithms.jit` uses this path
+  only for finite weights.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from numba import prange
+from numba.core import config
+from numba.core.compiler_lock import global_compiler_lock
+
+from .._numba import serial_and_parallel
+
+CB = 4  # output channels per register tile
+PB = 16  # output positions per register tile (two AVX registers of float32)
+
+
+def _kernel_source(cb: int, pb: int) -> str:
+    """Source of ``blocked_correlate`` for a (cb, pb) register tile."""
+    acc = [[f"a{c}_{p}" for p in range(pb)] for c in range(cb)]
+    u = "np.uint64"
+    lines = [
+        "def blocked_correlate(planes, wt, offs, out, c_in_g, groups, nblk, plane_len,",
+        "                      ntiles):  # pragma: no cover - compiled",
+        "    n = out.shape[0]",
+        "    c_src = c_in_g * groups",
+        "    kk = offs.shape[0]",
+        "    zero = out.dtype.type(0)",
+        "    for task in prange(n * groups * nblk * ntiles):",
+        "        tile = task % ntiles",
+        "        blk = task // ntiles % nblk",
+        "        g = task // (ntiles * nblk) % groups",
+        "        b = task // (ntiles * nblk * groups)",
+        f"        t0 = tile * {pb}",
+    ]
+    lines += [f"        {a} = zero" for row in acc for a in row]
+    lines += [
+        f"        wbase = (g * nblk + blk) * c_in_g * kk * {cb}",
+        "        for ci in range(c_in_g):",
+        "            base = (b * c_src + g * c_in_g + ci) * plane_len + t0",
+        f"            wrow = wbase + ci * kk * {cb}",
+        "            for k in range(kk):",
+        f"                o = {u}(base + offs[k])",
+        f"                w = {u}(wrow + k * {cb})",
+    ]
+    lines += [f"                x{p} = planes[o + {u}({p})]" for p in range(pb)]
+    lines += [f"                w{c} = wt[w + {u}({c})]" for c in range(cb)]
+    lines += [f"                {acc[c][p]} += w{c} * x{p}" for c in range(cb) for p in range(pb)]
+    lines += [
+        f"        row = (g * nblk + blk) * {cb}",
+    ]
+    # plain stores at constant offsets: a branch per pixel here would stop LLVM from
+    # vectorising the loop above (the junk and the padding channels are cropped later)
+    lines += [f"        out[b, row + {c}, t0 + {p}] = {acc[c][p]}"
+              for c in range(cb) for p in range(pb)]
+    return "\n".join(lines) + "\n"
+
+
+def _generated(cb: int, pb: int):
+    # defined in this module's namespace and under its file name, so that Numba can
+    # cache the compiled kernel beside the module and rebuild its globals on loading
+    exec(compile(_kernel_source(cb, pb), __file__, "exec"), globals())
+    return globals().pop("blocked_correlate")
+
+
+_KERNEL = serial_and_parallel(_generated(CB, PB), fastmath={"contract"})
+_compiled: set = set()
+
+
+@contextmanager
+def _slp_vectorize():
+    """Numba's SLP vectoriser switch, on for the compilations inside the block."""
+    with global_compiler_lock:
+        before = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            config.SLP_VECTORIZE = before
+
+
+def _compile(kernel, args) -> None:
+    """Compile (or load from the disk cache) ``kernel`` for ``args`` with SLP on, once
+    per dtype (the other arguments are always C-contiguous arrays and integers)."""
+    key = (id(kernel), args[0].dtype)
+    if key not in _compiled:
+        with _slp_vectorize():
+            kernel.compile(tuple(numba.typeof(a) for a in args))
+        _compiled.add(key)
+
+
+def _place(src, planes, pitch, row_off, col_off, rows):  # pragma: no cover - compiled
+    """planes[b, c] (flat, pitch ``pitch``, ``rows`` rows, zero elsewhere) gets
+    src[b, c, r, q] at row r + row_off and column q + col_off, cropped to the plane."""
+    n, c, h, w = src.shape
+    for task in prange(n * c):
+        b = task // c
+        ch = task % c
+        dst = planes[b, ch]
+        for t in range(dst.shape[0]):
+            dst[t] = 0
+        q0 = max(0, -col_off)
+        q1 = min(w, pitch - col_off)
+        for r in range(max(0, -row_off), min(h, rows - row_off)):
+            row = src[b, ch, r]
+            out = dst[(r + row_off) * pitch + col_off + q0:(r + row_off) * pitch + col_off + q1]
+            part = row[q0:q1]
+            for q in range(q1 - q0):
+                out[q] = part[q]
+
+
+def _crop(out, y, wp, groups, rows_per_group):  # pragma: no cover - compiled
+    """y[b, o, i, j] = out[b, row of o, i*wp + j]: drop the junk columns, the tail of
+    the last tile and the padding channels of each group's last block."""
+    n, c_dst, oh, ow = y.shape
+    c_dst_g = c_dst // groups
+    for task in prange(n * c_dst):
+        b = task // c_dst
+        o = task % c_dst
+        src = out[b, o // c_dst_g * rows_per_group + o % c_dst_g]
+        for i in range(oh):
+            row = src[i * wp:i * wp + ow]
+            dst = y[b, o, i]
+            for j in range(ow):
+                dst[j] = row[j]
+
+
+_PLACE = serial_and_parallel(_place)
+_CROP = serial_and_parallel(_crop)
+
+
+def _weight_tiles(weight: np.ndarray, groups: int) -> tuple[np.ndarray, int]:
+    """weight (C_dst, C_src/G, KH, KW) as (G, blocks, C_src/G, KH*KW, CB), flattened,
+    zero for the channels past C_dst/G; and the number of blocks per group."""
+    c_dst, c_src_g, kh, kw = weight.shape
+    c_dst_g = c_dst // groups
+    nblk = -(-c_dst_g // CB)
+    tiles = np.zeros((groups, nblk * CB, c_src_g, kh * kw), dtype=weight.dtype)
+    tiles[:, :c_dst_g] = weight.reshape(groups, c_dst_g, c_src_g, kh * kw)
+    tiles = tiles.reshape(groups, nblk, CB, c_src_g, kh * kw).transpose(0, 1, 3, 4, 2)
+    return np.ascontiguousarray(tiles).reshape(-1), nblk  # (G*blocks*C_src/G*KH*KW*CB,)
+
+
+def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
+              parallel: bool) -> np.ndarray:
+    """Unit-stride cross-correlation of ``src`` placed in a zero plane with ``weight``.
+
+    Parameters
+    ----------
+    src : ndarray of shape (N, C_src, h, w)
+    weight : ndarray of shape (C_dst, C_src/groups, KH, KW)
+    out_shape : (OH, OW)
+    pad_top, pad_left : int
+        Where src's pixel (0, 0) sits in the plane (negative: src is cropped).
+
+    Returns
+    -------
+    ndarray of shape (N, C_dst, OH, OW):
+    ``out[b, o, i, j] = sum_{c, u, v} weight[o, c, u, v] * plane[b, c, i + u*D_h, j + v*D_w]``
+    (channels within a group).
+    """
+    n, c_src = src.shape[:2]
+    c_dst, _, kh, kw = weight.shape
+    (oh, ow), (dh, dw) = out_shape, dilation
+    wp = ow + dw * (kw - 1)  # pitch: the plane's width
+    hp = oh + dh * (kh - 1)
+    ntiles = -(-oh * wp // PB)
+    offs = np.array([u * dh * wp + v * dw for u in range(kh) for v in range(kw)],
+                    dtype=np.int64)  # (KH*KW,)
+    plane_len = max(hp * wp, ntiles * PB + int(offs[-1]))  # the last tile reads this far
+    planes = np.empty((n, c_src, plane_len), dtype=src.dtype)
+    _PLACE[parallel](src, planes, wp, pad_top, pad_left, hp)
+    wt, nblk = _weight_tiles(weight, groups)
+    out = np.empty((n, groups * nblk * CB, ntiles * PB), dtype=src.dtype)  # wide rows
+    args = (planes.reshape(-1), wt, offs, out, c_src // groups, groups, nblk, plane_len,
+            ntiles)
+    kernel = _KERNEL[parallel]
+    _compile(kernel, args)
+    kernel(*args)
+    y = np.empty((n, c_dst, oh, ow), dtype=src.dtype)
+    _CROP[parallel](out, y, wp, groups, nblk * CB)
+    return y
