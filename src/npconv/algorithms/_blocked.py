@@ -42,6 +42,7 @@ from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
 from .._numba import serial_and_parallel
+from .._scratch import scratch
 
 CB = 4  # output channels per register tile
 PB = 16  # output positions per register tile (two AVX registers of float32)
@@ -200,10 +201,10 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     offs = np.array([u * dh * wp + v * dw for u in range(kh) for v in range(kw)],
                     dtype=np.int64)  # (KH*KW,)
     plane_len = max(hp * wp, ntiles * PB + int(offs[-1]))  # the last tile reads this far
-    planes = np.empty((n, c_src, plane_len), dtype=src.dtype)
+    planes = scratch("tiled planes", (n, c_src, plane_len), src.dtype)
     _PLACE[parallel](src, planes, wp, pad_top, pad_left, hp)
     wt, nblk = _weight_tiles(weight, groups)
-    out = np.empty((n, groups * nblk * CB, ntiles * PB), dtype=src.dtype)  # wide rows
+    out = scratch("tiled out", (n, groups * nblk * CB, ntiles * PB), src.dtype)  # wide rows
     args = (planes.reshape(-1), wt, offs, out, c_src // groups, groups, nblk, plane_len,
             ntiles)
     kernel = _KERNEL[parallel]

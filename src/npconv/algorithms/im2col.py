@@ -51,6 +51,7 @@ from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from .. import tuning
+from .._scratch import scratch
 from ..spec import ConvSpec
 
 # A chunk's buffers (column matrix, GEMM output, padded input) aim at this many bytes,
@@ -230,15 +231,17 @@ def chunks(spec: ConvSpec, itemsize: int):
 
 
 class _Buffers:
-    """Workspace reused by every chunk of one call, sized by the first (largest) chunk."""
+    """Workspace reused by every chunk of one call, sized by the first (largest) chunk
+    (and kept by :mod:`npconv._scratch` for the next call)."""
 
     def __init__(self, spec: ConvSpec, lay: Layout, dtype, nb: int, rows: int):
         wp = spec.w + spec.padding[2] + spec.padding[3]
         columns = nb * rows * lay.width
-        self.cols = np.empty(spec.c_in * spec.kh * spec.kw * columns, dtype=dtype)
-        self.out = np.empty(spec.c_out * columns, dtype=dtype)  # y' or dZ'
-        self.xp = np.empty(nb * spec.c_in * _input_rows(spec, lay, rows) * wp
-                           if lay.copy_input else 0, dtype=dtype)
+        self.cols = scratch("im2col cols", (spec.c_in * spec.kh * spec.kw * columns,), dtype)
+        self.out = scratch("im2col out", (spec.c_out * columns,), dtype)  # y' or dZ'
+        self.xp = scratch("im2col padded input",
+                          (nb * spec.c_in * _input_rows(spec, lay, rows) * wp
+                           if lay.copy_input else 0,), dtype)
 
 
 def _padded_input(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers):
