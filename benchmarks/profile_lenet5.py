@@ -23,6 +23,11 @@ import sys
 import tempfile
 import time
 
+# npconv first: it sets up the thread pools' environment (OMP_WAIT_POLICY,
+# OPENBLAS_THREAD_TIMEOUT) before NumPy loads OpenBLAS, as the npconv command does
+import npconv
+
+# isort: split
 import numpy as np
 
 
@@ -45,7 +50,6 @@ def batches(args):
 
 
 def profile_npconv(args) -> dict:
-    import npconv
     from npconv.nn.train import TrainConfig, Trainer
 
     npconv.set_num_threads(args.threads)
@@ -187,7 +191,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.only:
         if args.only == "torch":
-            import torch  # noqa: F401  (first: it loads OpenMP with its own defaults)
+            npconv._undo_thread_defaults()  # PyTorch loads OpenMP with its own defaults
+            import torch  # noqa: F401
         result = profile_npconv(args) if args.only == "npconv" else profile_torch(args)
         results = {args.only: result}
     else:

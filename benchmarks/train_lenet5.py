@@ -28,6 +28,11 @@ import sys
 import tempfile
 import time
 
+# npconv first: it sets up the thread pools' environment (OMP_WAIT_POLICY,
+# OPENBLAS_THREAD_TIMEOUT) before NumPy loads OpenBLAS, as the npconv command does
+import npconv
+
+# isort: split
 import numpy as np
 
 KEYS = ("npconv_s", "torch_s", "npconv_acc", "torch_acc")
@@ -85,7 +90,6 @@ def run_torch(args, trainer, orders):
 
 
 def run_npconv(args, trainer, orders):
-    import npconv
     from npconv.nn.train import evaluate
 
     npconv.set_num_threads(args.threads)
@@ -106,7 +110,8 @@ def run_npconv(args, trainer, orders):
 def run_one(args) -> list[dict]:
     """Train one framework in this process (``args.only``)."""
     if args.only == "torch":
-        import torch  # noqa: F401  (first: it loads OpenMP with its own defaults)
+        npconv._undo_thread_defaults()  # PyTorch loads OpenMP with its own defaults
+        import torch  # noqa: F401
     from npconv.data import load_dataset
     from npconv.nn.train import TrainConfig, Trainer
 

@@ -88,19 +88,28 @@ def test_set_num_threads_validated():
 @pytest.mark.parametrize("x, w, kwargs, op, expected", [
     ((8, 3, 7, 6), (2, 3, 4, 5), {}, "forward", "jit"),  # the book's layer: tiny
     ((16, 64, 56, 56), (64, 1, 3, 3), dict(groups=64, padding=1), "forward", "jit"),
-    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "im2col"),
+    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
+    ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "backward", "jit"),  # LeNet's first
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "forward", "jit"),  # LeNet's second: tiled
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "grad_input", "jit"),
-    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "backward", "im2col"),
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, "backward", "jit"),
     ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "forward", "im2col"),  # strided
-    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "im2col"),
+    ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
+    ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
 ])
 def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
     choice = npconv.explain_choice(spec, np.float32, op)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
+
+
+def test_auto_keeps_tiled_copies_within_the_workspace_limit(small_workspace):
+    spec = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
+    assert tuning.choose(spec, np.float32, "forward") == "jit"
+    npconv.set_workspace_limit(2**20)  # the padded copies take about 26 MB
+    assert tuning.choose(spec, np.float32, "forward") == "im2col"
 
 
 @pytest.mark.parametrize("rows", ["wide", "narrow"])
@@ -168,7 +177,7 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     w = rng.standard_normal((8, 6 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
     spec = plan(x.shape, w.shape, **kwargs).spec
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
-    monkeypatch.setattr(jit, "_register_tiles_pay", lambda spec, channels: False)
+    monkeypatch.setattr(jit, "tiled", lambda spec, op, itemsize: False)
     results = []
     for block_bytes, parallel_min in ((1, 0), (16 * 1024, 0), (1 << 30, 1 << 60)):
         monkeypatch.setattr(jit, "BLOCK_BYTES", block_bytes)
@@ -187,6 +196,11 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
              for parallel in (False, True)]
     np.testing.assert_array_equal(tiled[0], tiled[1])
     assert_close(tiled[0], naive[0], "y (register tiles)")
+    tiled_dw = [_blocked.weight_grad(x, g, (spec.kh, spec.kw), spec.padding[0],
+                                     spec.padding[2], spec.dilation, spec.groups, parallel)
+                for parallel in (False, True)]
+    np.testing.assert_array_equal(tiled_dw[0], tiled_dw[1])
+    assert_close(tiled_dw[0], naive[2], "dW (register tiles)")
 
 
 @pytest.fixture

@@ -13,6 +13,26 @@ import os
 # the user chose otherwise; it must be set before Numba starts its thread pool.
 _OMP_WAIT_POLICY_FROM_USER = "OMP_WAIT_POLICY" in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same the other way round: OpenBLAS's threads spin for about 0.1 s after every
+# BLAS call (2**28 cycles), halving the speed of the Numba kernels that follow (col2im,
+# the jit algorithm). 2**4 cycles lets them sleep at once. OpenBLAS reads this when it
+# loads, with NumPy: it takes effect when npconv is imported before NumPy (as the
+# ``npconv`` command does), or when set in the environment.
+_OPENBLAS_THREAD_TIMEOUT_FROM_USER = "OPENBLAS_THREAD_TIMEOUT" in os.environ
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_DEFAULTED = [name for name, from_user in (("OMP_WAIT_POLICY", _OMP_WAIT_POLICY_FROM_USER),
+                                           ("OPENBLAS_THREAD_TIMEOUT",
+                                            _OPENBLAS_THREAD_TIMEOUT_FROM_USER))
+              if not from_user]
+
+
+def _undo_thread_defaults(env=os.environ) -> None:
+    """Drop from ``env`` the thread-pool settings npconv chose (not those the user set),
+    so that another library loaded afterwards (PyTorch, for a fair benchmark) or started
+    with ``env`` keeps its own defaults."""
+    for name in _DEFAULTED:
+        env.pop(name, None)
+
 
 from . import grad
 from .algorithms import ALGORITHMS

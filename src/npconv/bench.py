@@ -116,11 +116,10 @@ class TorchSide:
     """
 
     def __init__(self, threads: int):
-        from . import _OMP_WAIT_POLICY_FROM_USER
+        from . import _undo_thread_defaults
 
         env = dict(os.environ)
-        if not _OMP_WAIT_POLICY_FROM_USER:  # PyTorch keeps its own default
-            env.pop("OMP_WAIT_POLICY", None)
+        _undo_thread_defaults(env)  # PyTorch keeps its own defaults
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_side.py")
         self._proc = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, env=env)

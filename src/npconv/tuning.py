@@ -3,9 +3,10 @@
 * :func:`choose` is a cheap rule measured on this kind of machine (2 AVX2 cores):
   Numba's direct kernels win when there is little arithmetic per output pixel (one
   input channel per group, i.e. depthwise, or small layers like the book's); the jit
-  algorithm's register-tiled kernel wins the unit-stride forward pass (and input
-  gradient) of mid-sized layers like LeNet's and CIFAR's; im2col with BLAS GEMMs wins
-  everywhere else. :func:`explain_choice` says why.
+  algorithm's register-tiled kernels win every other unit-stride layer with a kernel
+  larger than 1x1 and a few channels per group (LeNet's, CIFAR's, ResNet's 3x3); im2col
+  with BLAS GEMMs wins everywhere else (strided and pointwise layers).
+  :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
   like cuDNN's benchmark mode: the first call of each new (geometry, dtype, operation,
   threads) times every candidate algorithm on random arrays of that shape and keeps
@@ -33,12 +34,6 @@ from .spec import ConvSpec
 # matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
 # and LeNet-sized layers).
 SMALL_PROBLEM_MACS = 8_000_000
-# Up to this many multiply-adds, a unit-stride forward (or input gradient) with at
-# least TILE_MIN_CHANNELS output channels per group runs fastest in the jit algorithm's
-# register-tiled kernel (LeNet's, CIFAR's and the dilated suite layer); above it, on
-# ResNet-sized layers, im2col's GEMMs catch up.
-TILED_MAX_MACS = 200_000_000
-TILE_MIN_CHANNELS = 3
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -52,16 +47,17 @@ class Choice:
     reason: str
 
 
-def _rule(spec: ConvSpec, op: str) -> str:
+def _rule(spec: ConvSpec, dtype, op: str) -> str:
     """Which case of the rule ``spec`` falls in (cheap: runs on every ``auto`` call)."""
     if spec.groups > 1 and spec.c_in_g == 1:
         return "depthwise"
-    macs = spec.flops // 2
-    if macs <= SMALL_PROBLEM_MACS:
+    if spec.flops // 2 <= SMALL_PROBLEM_MACS:
         return "small"
-    out_channels = {"forward": spec.c_out_g, "grad_input": spec.c_in_g}.get(op, 0)
-    if (spec.stride == (1, 1) and out_channels >= TILE_MIN_CHANNELS
-            and macs <= TILED_MAX_MACS):
+    from .algorithms import jit
+
+    parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
+    itemsize = np.dtype(dtype).itemsize
+    if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
         return "tiled"
     return "gemm"
 
@@ -73,7 +69,7 @@ def choose(spec: ConvSpec, dtype, op: str) -> str:
     """The algorithm name ``"auto"`` uses for ``op`` on ``spec`` (see :func:`explain_choice`)."""
     if _autotune["enabled"]:
         return _measured(spec, dtype, op).algorithm
-    return _ALGORITHM[_rule(spec, op)]
+    return _ALGORITHM[_rule(spec, dtype, op)]
 
 
 def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Choice:
@@ -92,16 +88,16 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     if _autotune["enabled"]:
         return _measured(spec, dtype, op)
-    case, macs = _rule(spec, op), spec.flops // 2
+    case, macs = _rule(spec, dtype, op), spec.flops // 2
     k = spec.c_in_g * spec.kh * spec.kw
     reason = {
         "depthwise": f"one input channel per group (groups={spec.groups}): a GEMM would have "
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
                  f"BLAS to pay for their set-up",
-        "tiled": f"{macs:,} multiply-adds <= {TILED_MAX_MACS:,} at stride 1 with >= "
-                 f"{TILE_MIN_CHANNELS} channels per group to compute: the jit algorithm's "
-                 f"register-tiled kernel beats im2col + BLAS",
+        "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
+                 f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
+                 f"registers) beat im2col + BLAS",
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)

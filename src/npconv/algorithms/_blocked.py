@@ -89,14 +89,60 @@ def _kernel_source(cb: int, pb: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generated(cb: int, pb: int):
+def _weight_kernel_source(cb: int, kb: int, lanes: int) -> str:
+    """Source of ``blocked_weight_grad`` for (cb output channels) x (kb taps) x lanes.
+
+    Each accumulator is one lane of a partial sum over output positions, so a step of
+    ``lanes`` positions loads ``lanes`` dZ values per channel and ``lanes`` input values
+    per tap, and makes ``cb * kb * lanes`` multiply-adds from registers.
+    """
+    acc = [[[f"a{c}_{k}_{q}" for q in range(lanes)] for k in range(kb)] for c in range(cb)]
+    u = "np.uint64"
+    lines = [
+        "def blocked_weight_grad(xplanes, dzplanes, offs, acc, c_in_g, groups, nblk,",
+        "                        plane_len, dz_len, n):  # pragma: no cover - compiled",
+        "    c_src = c_in_g * groups",
+        f"    npairs = offs.shape[0] // {kb}",
+        "    for task in prange(groups * nblk * c_in_g):",
+        "        ci = task % c_in_g",
+        "        blk = task // c_in_g % nblk",
+        "        g = task // (c_in_g * nblk)",
+        "        part = acc[task]",
+        "        for b in range(n):",
+        "            xbase = (b * c_src + g * c_in_g + ci) * plane_len",
+        f"            dbase = ((b * groups + g) * nblk + blk) * {cb} * dz_len",
+        "            for kp in range(npairs):",
+        "                mine = part[kp]",
+    ]
+    lines += [f"                o{k} = xbase + offs[kp * {kb} + {k}]" for k in range(kb)]
+    lines += [f"                {acc[c][k][q]} = mine[{(c * kb + k) * lanes + q}]"
+              for c in range(cb) for k in range(kb) for q in range(lanes)]
+    lines += [f"                for t in range(0, dz_len, {lanes}):"]
+    lines += [f"                    d{c}_{q} = dzplanes[{u}(dbase + {c} * dz_len + t + {q})]"
+              for c in range(cb) for q in range(lanes)]
+    lines += [f"                    x{k}_{q} = xplanes[{u}(o{k} + t + {q})]"
+              for k in range(kb) for q in range(lanes)]
+    lines += [f"                    {acc[c][k][q]} += d{c}_{q} * x{k}_{q}"
+              for c in range(cb) for k in range(kb) for q in range(lanes)]
+    lines += [f"                mine[{(c * kb + k) * lanes + q}] = {acc[c][k][q]}"
+              for c in range(cb) for k in range(kb) for q in range(lanes)]
+    return "\n".join(lines) + "\n"
+
+
+def _generated(source: str, name: str):
     # defined in this module's namespace and under its file name, so that Numba can
     # cache the compiled kernel beside the module and rebuild its globals on loading
-    exec(compile(_kernel_source(cb, pb), __file__, "exec"), globals())
-    return globals().pop("blocked_correlate")
+    exec(compile(source, __file__, "exec"), globals())
+    return globals().pop(name)
 
 
-_KERNEL = serial_and_parallel(_generated(CB, PB), fastmath={"contract"})
+_KERNEL = serial_and_parallel(_generated(_kernel_source(CB, PB), "blocked_correlate"),
+                              fastmath={"contract"})
+KB = 2  # kernel taps per register tile of the weight gradient
+LANES = 8  # output positions per step of the weight gradient (one AVX register)
+_WEIGHT_KERNEL = serial_and_parallel(
+    _generated(_weight_kernel_source(CB, KB, LANES), "blocked_weight_grad"),
+    fastmath={"contract"})
 _compiled: set = set()
 
 
@@ -213,3 +259,54 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     y = np.empty((n, c_dst, oh, ow), dtype=src.dtype)
     _CROP[parallel](out, y, wp, groups, nblk * CB)
     return y
+
+
+def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
+                parallel: bool) -> np.ndarray:
+    """Weight gradient of a unit-stride convolution, register-tiled.
+
+    ``dW[o, c, u, v] = sum_{b, i, j} dz[b, o, i, j] * plane[b, c, i + u*D_h, j + v*D_w]``
+    (formula 17.3 (11)), where plane is x zero-padded (pad_top, pad_left, and whatever
+    the output size needs on the far sides). Partial sums are kept per lane of
+    :data:`LANES` output positions and added up (in float64) at the end.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W)
+    dz : ndarray of shape (N, C_out, OH, OW)
+    kernel_size : (KH, KW)
+
+    Returns
+    -------
+    ndarray of shape (C_out, C_in/groups, KH, KW)
+    """
+    n, c_in = x.shape[:2]
+    _, c_out, oh, ow = dz.shape
+    (kh, kw), (dh, dw) = kernel_size, dilation
+    c_out_g, c_in_g = c_out // groups, c_in // groups
+    nblk = -(-c_out_g // CB)
+    wp = ow + dw * (kw - 1)
+    hp = oh + dh * (kh - 1)
+    dz_len = -(-oh * wp // LANES) * LANES
+    taps = [u * dh * wp + v * dw for u in range(kh) for v in range(kw)]
+    pairs = -(-len(taps) // KB)
+    # (pairs*KB,): spare taps repeat the last one, and their sums are dropped
+    offs = np.array(taps + [taps[-1]] * (pairs * KB - len(taps)), dtype=np.int64)
+    plane_len = max(hp * wp, dz_len + int(offs[-1]))
+    xplanes = scratch("tiled planes", (n, c_in, plane_len), x.dtype)
+    _PLACE[parallel](x, xplanes, wp, pad_top, pad_left, hp)
+    if c_out_g % CB:  # pad each group to whole blocks of zero dZ planes
+        padded = np.zeros((n, groups, nblk * CB, oh, ow), dtype=dz.dtype)
+        padded[:, :, :c_out_g] = dz.reshape(n, groups, c_out_g, oh, ow)
+        dz = padded.reshape(n, groups * nblk * CB, oh, ow)
+    dzplanes = scratch("tiled dz planes", (n, groups * nblk * CB, dz_len), dz.dtype)
+    _PLACE[parallel](dz, dzplanes, wp, 0, 0, oh)  # junk columns and tail are 0
+    acc = np.zeros((groups * nblk * c_in_g, pairs, CB * KB * LANES), dtype=x.dtype)
+    args = (xplanes.reshape(-1), dzplanes.reshape(-1), offs, acc, c_in_g, groups, nblk,
+            plane_len, dz_len, n)
+    kernel = _WEIGHT_KERNEL[parallel]
+    _compile(kernel, args)
+    kernel(*args)
+    sums = acc.reshape(groups, nblk, c_in_g, pairs, CB, KB, LANES).sum(axis=-1, dtype=np.float64)
+    sums = sums.transpose(0, 1, 4, 2, 3, 5).reshape(groups, nblk * CB, c_in_g, pairs * KB)
+    return sums[:, :c_out_g, :, :kh * kw].reshape(c_out, c_in_g, kh, kw).astype(x.dtype)

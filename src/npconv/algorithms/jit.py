@@ -32,6 +32,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .. import tuning
 from .._numba import serial_and_parallel
 from ..padding import pad
 from ..spec import ConvSpec
@@ -309,13 +310,23 @@ def _block(spec: ConvSpec, channels: int, plane_bytes: int) -> int:
     return block
 
 
-def _register_tiles_pay(spec: ConvSpec, channels_per_group: int) -> bool:
-    """Whether the register-tiled kernels (:mod:`._blocked`) beat the plane kernels.
+def tiled(spec: ConvSpec, op: str, itemsize: int) -> bool:
+    """Whether ``op`` ("forward", "grad_input" or "grad_weight") runs in the
+    register-tiled kernels of :mod:`._blocked` rather than the plane kernels.
 
-    They compute outputs in blocks of CB channels, so a group with fewer than CB - 1
-    channels to compute wastes too much (a depthwise layer 3 of every 4); and they
-    copy their input and output once more, which tiny problems (the book's) notice."""
-    return channels_per_group >= _blocked.CB - 1 and _parallel(spec)
+    They need unit stride; they compute in blocks of CB channels, so a group with fewer
+    than CB - 1 channels to compute wastes too much (a depthwise layer 3 of every 4);
+    they copy their input and output once more, which tiny problems (the book's)
+    notice; and those copies (about the size of x and y) must fit the workspace limit.
+    """
+    if not (_wide(spec) and _parallel(spec)):
+        return False
+    computed = spec.c_in_g if op == "grad_input" else spec.c_out_g
+    if computed < _blocked.CB - 1 or (op == "grad_weight" and spec.c_in_g < 2):
+        return False
+    copies = (spec.n * spec.c_in * spec.hp * spec.wp
+              + spec.n * spec.c_out * (spec.oh + 1) * spec.wp)  # padded planes + wide rows
+    return copies * itemsize <= tuning.workspace_limit()
 
 
 def _wide(spec: ConvSpec) -> bool:
@@ -341,7 +352,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
-    if _wide(spec) and _register_tiles_pay(spec, spec.c_out_g):
+    if tiled(spec, "forward", x.itemsize):
         return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
                                   spec.padding[0], spec.padding[2], spec.dilation,
                                   spec.groups, _parallel(spec))
@@ -372,7 +383,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
-    if finite and _register_tiles_pay(spec, spec.c_in_g):
+    if finite and tiled(spec, "grad_input", grad_output.itemsize):
         # 17.3.2: dX = dZ padded by the kernel's extent (*) W rotated by 180 degrees,
         # input and output channels swapped (no zeros to insert at stride 1)
         g, cog, cig, kh, kw = spec.groups, spec.c_out_g, spec.c_in_g, spec.kh, spec.kw
@@ -406,9 +417,14 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
     grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
-    if _wide(spec):
+    if tiled(spec, "grad_weight", x.itemsize):
+        grad_w = _blocked.weight_grad(_prepare(x), _prepare(grad_output), (spec.kh, spec.kw),
+                                      spec.padding[0], spec.padding[2], spec.dilation,
+                                      spec.groups, _parallel(spec))
+    elif _wide(spec):
         _kernel("grad_weight_wide", spec)(_prepare(x), _prepare(grad_output), grad_w,
                                           *_wide_args(spec))
+    if _wide(spec):
         # junk columns meet x as x * 0, which is NaN where x is inf or NaN: only then
         # can a NaN appear that the exact sum would not have, so recompute by rows
         if not np.isnan(grad_w).any():
