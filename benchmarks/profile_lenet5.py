@@ -202,7 +202,9 @@ def main(argv=None) -> int:
                 out = os.path.join(tmp, "rows.json")
                 cmd = [sys.executable, __file__, *(argv or sys.argv[1:]), "--only",
                        framework, "--json", out]
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                env = dict(os.environ)  # without the settings npconv chose in this process
+                npconv._undo_thread_defaults(env)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
                 with open(out) as f:
                     results.update(json.load(f))
     names = list(next(iter(results.values()))["rows"])
