@@ -191,10 +191,13 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
              *npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)[:2])
     for name, a, b in zip(("y", "dX", "dW"), results[0], naive, strict=True):
         assert_close(a, b, name)
-    tiled = [_blocked.correlate(x, w, (spec.oh, spec.ow), spec.padding[0], spec.padding[2],
-                                spec.dilation, spec.groups, parallel)
-             for parallel in (False, True)]
-    np.testing.assert_array_equal(tiled[0], tiled[1])
+    tiled = []
+    for parallel, copy_min in ((False, 0), (True, 1 << 60), (True, 0)):  # copies too
+        monkeypatch.setattr(_blocked, "COPY_PARALLEL_MIN", copy_min)
+        tiled.append(_blocked.correlate(x, w, (spec.oh, spec.ow), spec.padding[0],
+                                        spec.padding[2], spec.dilation, spec.groups, parallel))
+    for other in tiled[1:]:
+        np.testing.assert_array_equal(tiled[0], other)
     assert_close(tiled[0], naive[0], "y (register tiles)")
     tiled_dw = [_blocked.weight_grad(x, g, (spec.kh, spec.kw), spec.padding[0],
                                      spec.padding[2], spec.dilation, spec.groups, parallel)

@@ -206,6 +206,13 @@ def _crop(out, y, wp, groups, rows_per_group):  # pragma: no cover - compiled
 
 _PLACE = serial_and_parallel(_place)
 _CROP = serial_and_parallel(_crop)
+# Copies of fewer elements than this run on the calling thread: waking the sleeping
+# OpenMP workers for a parallel region costs more than the copy saves.
+COPY_PARALLEL_MIN = 1 << 20
+
+
+def _copy_parallel(parallel: bool, buffer: np.ndarray) -> bool:
+    return parallel and buffer.size >= COPY_PARALLEL_MIN
 
 
 def _weight_tiles(weight: np.ndarray, groups: int) -> tuple[np.ndarray, int]:
@@ -248,7 +255,7 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
                     dtype=np.int64)  # (KH*KW,)
     plane_len = max(hp * wp, ntiles * PB + int(offs[-1]))  # the last tile reads this far
     planes = scratch("tiled planes", (n, c_src, plane_len), src.dtype)
-    _PLACE[parallel](src, planes, wp, pad_top, pad_left, hp)
+    _PLACE[_copy_parallel(parallel, planes)](src, planes, wp, pad_top, pad_left, hp)
     wt, nblk = _weight_tiles(weight, groups)
     out = scratch("tiled out", (n, groups * nblk * CB, ntiles * PB), src.dtype)  # wide rows
     args = (planes.reshape(-1), wt, offs, out, c_src // groups, groups, nblk, plane_len,
@@ -257,7 +264,7 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     _compile(kernel, args)
     kernel(*args)
     y = np.empty((n, c_dst, oh, ow), dtype=src.dtype)
-    _CROP[parallel](out, y, wp, groups, nblk * CB)
+    _CROP[_copy_parallel(parallel, out)](out, y, wp, groups, nblk * CB)
     return y
 
 
@@ -294,13 +301,14 @@ def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
     offs = np.array(taps + [taps[-1]] * (pairs * KB - len(taps)), dtype=np.int64)
     plane_len = max(hp * wp, dz_len + int(offs[-1]))
     xplanes = scratch("tiled planes", (n, c_in, plane_len), x.dtype)
-    _PLACE[parallel](x, xplanes, wp, pad_top, pad_left, hp)
+    _PLACE[_copy_parallel(parallel, xplanes)](x, xplanes, wp, pad_top, pad_left, hp)
     if c_out_g % CB:  # pad each group to whole blocks of zero dZ planes
         padded = np.zeros((n, groups, nblk * CB, oh, ow), dtype=dz.dtype)
         padded[:, :, :c_out_g] = dz.reshape(n, groups, c_out_g, oh, ow)
         dz = padded.reshape(n, groups * nblk * CB, oh, ow)
     dzplanes = scratch("tiled dz planes", (n, groups * nblk * CB, dz_len), dz.dtype)
-    _PLACE[parallel](dz, dzplanes, wp, 0, 0, oh)  # junk columns and tail are 0
+    # junk columns and tail are 0
+    _PLACE[_copy_parallel(parallel, dzplanes)](dz, dzplanes, wp, 0, 0, oh)
     acc = np.zeros((groups * nblk * c_in_g, pairs, CB * KB * LANES), dtype=x.dtype)
     args = (xplanes.reshape(-1), dzplanes.reshape(-1), offs, acc, c_in_g, groups, nblk,
             plane_len, dz_len, n)
