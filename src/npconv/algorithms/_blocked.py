@@ -21,14 +21,20 @@ are named locals, which LLVM's SLP vectoriser packs into vector registers (Numba
 SLP off by default; :func:`_compile` turns it on while these kernels compile). The
 source is generated once at import, below, rather than typed out by hand.
 
-Used for both passes that are convolutions with unit stride:
+Used for all three passes of a unit-stride convolution:
 
-* forward: y = x (*) W;
-* grad_input: dX = dZ padded by the kernel's extent (*) W rotated by 180 degrees with
-  its input and output channels swapped: 17.3.2 "zero insertion and 180-degree
-  rotation" (no zeros to insert at stride 1). Zeros around dZ meet the weights as
-  ``0 * w``, which is NaN where w is inf; :mod:`npconv.algorithms.jit` uses this path
-  only for finite weights.
+* forward (:func:`correlate`): y = x (*) W;
+* grad_input (:func:`correlate` again): dX = dZ padded by the kernel's extent (*) W
+  rotated by 180 degrees with its input and output channels swapped: 17.3.2 "zero
+  insertion and 180-degree rotation" (no zeros to insert at stride 1). Zeros around dZ
+  meet the weights as ``0 * w``, which is NaN where w is inf;
+  :mod:`npconv.algorithms.jit` uses this path only for finite weights.
+* grad_weight (:func:`weight_grad`): formula 17.3 (11) as dot products over output
+  positions, register-tiled over CB output channels x KB taps x LANES positions.
+
+Every output is summed in a fixed order whatever the thread count, so results do not
+depend on it. Temporaries (padded planes, wide output rows) come from
+:mod:`npconv._scratch`.
 """
 
 from __future__ import annotations
