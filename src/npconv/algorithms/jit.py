@@ -20,6 +20,12 @@ those kernels may reorder their sums (vector partial sums kept in registers). Wi
 stride 1 the view is a plain contiguous slice: a slice with a run-time step is typed
 as non-contiguous and its loop stays scalar, about 3x slower.
 
+With unit stride and a few channels per group, real layers go to the register-tiled
+kernels of :mod:`npconv.algorithms._blocked` instead (:func:`tiled` decides): 4 output
+channels x 16 pixels per task kept in vector registers over every tap, dX by 17.3.2's
+180-degree rotation, dW as register-tiled dot products. The plane kernels below remain
+for depthwise layers, tiny problems (the book's), non-finite weights and strides.
+
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
 Compiled code is cached on disk (``cache=True``); the first call in a fresh environment
