@@ -52,6 +52,19 @@ def torch_conv2d(torch, x, w, b, g, stride, pads, dilation, groups, mode):
 VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-parallel"]
 
 
+def variant_patch(variant: str):
+    """(algorithm name, context manager) for ``variant``, for tests that cannot take
+    the monkeypatch fixture (hypothesis-driven ones)."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    if variant == "jit-parallel":
+        from npconv.algorithms import jit
+
+        return "jit", mock.patch.object(jit, "PARALLEL_MIN_MACS", 0)
+    return variant, nullcontext()
+
+
 def use_variant(variant: str, monkeypatch) -> str:
     """The algorithm name for ``variant``, with ``monkeypatch`` set up for it."""
     if variant == "jit-parallel":
