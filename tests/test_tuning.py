@@ -199,6 +199,11 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     for other in tiled[1:]:
         np.testing.assert_array_equal(tiled[0], other)
     assert_close(tiled[0], naive[0], "y (register tiles)")
+    tiled_dx = [_blocked.scatter_input_grad(g, w, (spec.h, spec.w), spec.padding,
+                                            spec.dilation, spec.groups, parallel)
+                for parallel in (False, True)]
+    np.testing.assert_array_equal(tiled_dx[0], tiled_dx[1])
+    assert_close(tiled_dx[0], naive[1], "dX (register tiles)")
     tiled_dw = [_blocked.weight_grad(x, g, (spec.kh, spec.kw), spec.padding[0],
                                      spec.padding[2], spec.dilation, spec.groups, parallel)
                 for parallel in (False, True)]

@@ -22,9 +22,10 @@ as non-contiguous and its loop stays scalar, about 3x slower.
 
 With unit stride and a few channels per group, real layers go to the register-tiled
 kernels of :mod:`npconv.algorithms._blocked` instead (:func:`tiled` decides): 4 output
-channels x 16 pixels per task kept in vector registers over every tap, dX by 17.3.2's
-180-degree rotation, dW as register-tiled dot products. The plane kernels below remain
-for depthwise layers, tiny problems (the book's), non-finite weights and strides.
+channels x 16 pixels per task kept in vector registers over every tap, dX by scattering
+(4 input channels x 16 dZ positions per tile), dW as register-tiled dot products. The
+plane kernels below remain for depthwise layers, tiny problems (the book's), non-finite
+weights and strides.
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
@@ -390,15 +391,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
-        # 17.3.2: dX = dZ padded by the kernel's extent (*) W rotated by 180 degrees,
-        # input and output channels swapped (no zeros to insert at stride 1)
-        g, cog, cig, kh, kw = spec.groups, spec.c_out_g, spec.c_in_g, spec.kh, spec.kw
-        rotated = weight.reshape(g, cog, cig, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-        rotated = np.ascontiguousarray(rotated).reshape(spec.c_in, cog, kh, kw)
-        (dh, dw), (top, _, left, _) = spec.dilation, spec.padding
-        return _blocked.correlate(_prepare(grad_output), rotated, (spec.h, spec.w),
-                                  dh * (kh - 1) - top, dw * (kw - 1) - left, spec.dilation,
-                                  g, _parallel(spec))
+        return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
+                                           (spec.h, spec.w), spec.padding, spec.dilation,
+                                           spec.groups, _parallel(spec))
     if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,
