@@ -144,7 +144,7 @@ def test_nan_and_inf_propagate_like_torch(torch, algorithm):
     assert np.isnan(dw).any()  # no exception, the NaN flows through
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, "winograd"])
 @pytest.mark.parametrize("where", ["input", "weight"])
 def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, variant, where, monkeypatch):
     algorithm = use_variant(variant, monkeypatch)

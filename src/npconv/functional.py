@@ -34,7 +34,14 @@ def resolve_algorithm(algorithm: str, spec, dtype, op: str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     if algorithm == "auto":
         algorithm = tuning.choose(spec, dtype, op)
-    return algorithms.get(algorithm)
+    impl = algorithms.get(algorithm)
+    reason = impl.unsupported(spec) if hasattr(impl, "unsupported") else None
+    if reason is not None:
+        raise ValueError(f"algorithm={algorithm!r} cannot run this convolution (weight "
+                         f"{list(spec.weight_shape)}, stride {spec.stride}, dilation "
+                         f"{spec.dilation}): {reason}; use 'auto' or one of "
+                         f"{algorithms.ALGORITHMS}")
+    return impl
 
 
 def _batched_input(x: np.ndarray, plan: Conv2dPlan) -> np.ndarray:

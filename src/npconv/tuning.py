@@ -4,8 +4,9 @@
   Numba's direct kernels win when there is little arithmetic per output pixel (one
   input channel per group, i.e. depthwise, or small layers like the book's); the jit
   algorithm's register-tiled kernels win every other unit-stride layer with a kernel
-  larger than 1x1 and a few channels per group (LeNet's, CIFAR's, ResNet's 3x3); im2col
-  with BLAS GEMMs wins everywhere else (strided and pointwise layers).
+  larger than 1x1 and a few channels per group (LeNet's, CIFAR's, small 3x3 layers);
+  Winograd's F(2x2, 3x3) wins 3x3 stride-1 layers with 64 or more channels per group
+  (ResNet's); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers).
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
   like cuDNN's benchmark mode: the first call of each new (geometry, dtype, operation,
@@ -34,6 +35,12 @@ from .spec import ConvSpec
 # matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
 # and LeNet-sized layers).
 SMALL_PROBLEM_MACS = 8_000_000
+# Winograd F(2x2, 3x3) pays off where its 16 GEMMs are wide enough for BLAS: measured
+# 1.3-1.8x faster than the register-tiled kernels and im2col with 64-256 channels on
+# 14x14-56x56 outputs; slower with 32 channels or fewer (the transforms dominate) and on
+# 7x7 outputs (tiles padded to 8x8, few tiles per GEMM).
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_SIZE = 12
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -53,7 +60,12 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "depthwise"
     if spec.flops // 2 <= SMALL_PROBLEM_MACS:
         return "small"
-    from .algorithms import jit
+    from .algorithms import jit, winograd
+
+    channels, size = min(spec.c_in_g, spec.c_out_g), min(spec.oh, spec.ow)
+    if (winograd.unsupported(spec) is None and channels >= WINOGRAD_MIN_CHANNELS
+            and size >= WINOGRAD_MIN_SIZE):
+        return "winograd"
 
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     itemsize = np.dtype(dtype).itemsize
@@ -62,7 +74,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     return "gemm"
 
 
-_ALGORITHM = {"depthwise": "jit", "small": "jit", "tiled": "jit", "gemm": "im2col"}
+_ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "tiled": "jit",
+              "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -95,6 +108,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
                  f"BLAS to pay for their set-up",
+        "winograd": f"3x3 kernel, stride 1, dilation 1, at least {WINOGRAD_MIN_CHANNELS} "
+                    f"channels per group and outputs of at least "
+                    f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: "
+                    f"Winograd F(2x2, 3x3) does 4/9 of the multiply-adds, in 16 GEMMs",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS",
@@ -105,7 +122,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
 
 # ------------------------------------------------------------------------------ autotune
 OPS = ("forward", "backward", "grad_input", "grad_weight")
-CANDIDATES = ("im2col", "jit", "transpose")  # naive is the oracle, never fast
+CANDIDATES = ("im2col", "jit", "transpose", "winograd")  # naive is the oracle, never fast
 _autotune = {"enabled": os.environ.get("NPCONV_AUTOTUNE", "") not in ("", "0"),
              "path": os.environ.get("NPCONV_AUTOTUNE_CACHE") or None, "loaded": False}
 _measured_choices: dict[str, Choice] = {}
@@ -199,7 +216,10 @@ def _measured(spec: ConvSpec, dtype, op: str) -> Choice:
                        (spec.x_shape, spec.weight_shape, spec.y_shape))
         seconds: dict[str, float] = {}
         for name in CANDIDATES:  # a candidate 3x slower than the best gets one run
-            seconds[name] = _time_op(algorithms.get(name), op, arrays, spec, repeat=3,
+            impl = algorithms.get(name)
+            if getattr(impl, "unsupported", lambda spec: None)(spec) is not None:
+                continue
+            seconds[name] = _time_op(impl, op, arrays, spec, repeat=3,
                                      give_up=3 * min(seconds.values(), default=np.inf))
         best = min(seconds, key=seconds.get)
         timings = ", ".join(f"{name} {1e3 * t:.3g} ms" for name, t in

@@ -1,4 +1,4 @@
-"""The four interchangeable convolution algorithms and their registry.
+"""The four interchangeable convolution algorithms, the specialised one, and their registry.
 
 Each algorithm is one module exposing the same three functions, all on validated,
 batched arrays and a resolved :class:`~npconv.spec.ConvSpec` (zero padding only;
@@ -12,6 +12,11 @@ and optionally ``backward(x, weight, grad_output, spec, need_input, need_weight)
 when computing both gradients together can share work.
 
 Outputs have the dtype of the inputs. Only :mod:`npconv.functional` calls these.
+
+The four of :data:`ALGORITHMS` run every configuration. :data:`SPECIALISED` ones run
+only some (``winograd``: 3x3 kernels, stride 1, dilation 1); each has
+``unsupported(spec)`` returning the reason it cannot run a configuration (or None),
+checked by :func:`npconv.functional.resolve_algorithm` before any work is done.
 """
 
 from __future__ import annotations
@@ -20,18 +25,20 @@ import importlib
 from types import ModuleType
 
 ALGORITHMS = ("naive", "transpose", "im2col", "jit")
+SPECIALISED = ("winograd",)
 
 
 _MODULES: dict[str, ModuleType] = {}
 
 
 def get(name: str) -> ModuleType:
-    """The module implementing algorithm ``name`` (one of :data:`ALGORITHMS`)."""
+    """The module implementing algorithm ``name`` (of :data:`ALGORITHMS` or
+    :data:`SPECIALISED`)."""
     module = _MODULES.get(name)
     if module is None:
-        if name not in ALGORITHMS:
+        if name not in ALGORITHMS + SPECIALISED:
             raise ValueError(f"unknown algorithm {name!r}, expected 'auto' or one of "
-                             f"{ALGORITHMS}")
+                             f"{ALGORITHMS + SPECIALISED}")
         module = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
     return module
 

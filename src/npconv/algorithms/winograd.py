@@ -25,8 +25,10 @@ The backward pass is the exact adjoint of those linear maps, so it needs no seco
 derivation (the same pattern as the book's 17.3: dX and dW are the transposes of the
 forward's matrices). With Z[xi] = A dY_tile A^T (:func:`_grad_tiles`)::
 
-    dV[xi] = U[xi]^T @ Z[xi]     dX tile = B dV B^T, overlapping tiles added (:func:`_input_grad_tiles`)
+    dV[xi] = U[xi]^T @ Z[xi]     dX tile = B dV B^T, overlapping tiles added
     dU[xi] = Z[xi] @ V[xi]^T     dW = G^T dU G
+
+(:func:`_input_grad_tiles` does the overlap-add).
 
 Z and V are computed once and shared by both gradients. Numerically, the transforms
 add and subtract at most 9 terms with coefficients 1 and 1/2: measured errors are of
@@ -246,7 +248,17 @@ def _input_grad_tiles(dv, dx, th, tw, top, left):  # pragma: no cover - compiled
                 dst[q] = src_e[col // 2] if col % 2 == 0 else src_o[col // 2]
 
 
+def _nonfinite(a):  # pragma: no cover - compiled
+    """How many elements of the flat array ``a`` are inf or NaN."""
+    count = 0
+    for i in prange(a.shape[0]):
+        if not np.isfinite(a[i]):
+            count += 1
+    return count
+
+
 _OPTIONS = {"fastmath": {"contract"}}
+_NONFINITE = serial_and_parallel(_nonfinite)
 _INPUT = serial_and_parallel(_input_tiles, **_OPTIONS)
 _OUTPUT = serial_and_parallel(_output_tiles, **_OPTIONS)
 _GRAD = serial_and_parallel(_grad_tiles, **_OPTIONS)
@@ -274,16 +286,39 @@ def _parallel(spec: ConvSpec) -> bool:
 def _transformed_weight(weight: np.ndarray, groups: int) -> np.ndarray:
     """U = G g G^T: (C_out, C_in/G, 3, 3) -> (16, G, C_out/G, C_in/G), in float64 first."""
     c_out, c_in_g = weight.shape[:2]
-    u = np.einsum("ak,ockl,bl->aboc", G, weight.astype(np.float64), G)
-    return u.reshape(16, groups, c_out // groups, c_in_g).astype(weight.dtype)
+    # tensordot: two GEMMs, where a stack of (4x3)(3x3)(3x4) products would loop in Python's C
+    u = np.tensordot(G, weight.astype(np.float64), axes=(1, 2))  # (4, C_out, C_in/G, 3)
+    u = np.tensordot(u, G, axes=(3, 1)).transpose(0, 3, 1, 2)  # (4, 4, C_out, C_in/G)
+    return np.ascontiguousarray(u, dtype=weight.dtype).reshape(16, groups, c_out // groups, c_in_g)
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _finite(spec: ConvSpec, *arrays) -> bool:
+    return all(a is None or _NONFINITE[_parallel(spec)](a.reshape(-1)) == 0 for a in arrays)
+
+
+def _direct():
+    from . import im2col
+
+    return im2col
+
+
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """y = x (*) W, shape (N, C_out, OH, OW), by F(2x2, 3x3) tiles (module docstring)."""
+    """y = x (*) W, shape (N, C_out, OH, OW), by F(2x2, 3x3) tiles (module docstring).
+
+    An inf or NaN in x or W: the transforms mix the 16 values of a tile (inf - inf =
+    NaN where a direct sum gives inf), so a result with any inf or NaN is recomputed
+    by im2col, whose pattern of infs and NaNs is PyTorch's. A non-finite result always
+    means a non-finite input tile, and the direct result has one too there.
+    """
+    y = _forward(x, weight, spec)
+    return y if _finite(spec, y) else _direct().forward(x, weight, spec)
+
+
+def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     x, weight = _contiguous(x), _contiguous(weight)
     g, (th, tw), par = spec.groups, _tiles(spec), _parallel(spec)
     top, left = spec.padding[0], spec.padding[2]
@@ -303,7 +338,15 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
     """(dX, dW) as the adjoints of the forward's maps, sharing the transformed dY (and
-    the transformed x for dW) chunk by chunk; either may be skipped (None)."""
+    the transformed x for dW) chunk by chunk; either may be skipped (None). Results
+    with an inf or a NaN are recomputed by im2col, as in :func:`forward`."""
+    dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight)
+    if _finite(spec, dx, dw):
+        return dx, dw
+    return _direct().backward(x, weight, grad_output, spec, need_input, need_weight)
+
+
+def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
     grad_output = _contiguous(grad_output)
     g, cig, cog = spec.groups, spec.c_in_g, spec.c_out_g
     (th, tw), par = _tiles(spec), _parallel(spec)
@@ -332,7 +375,9 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     if need_weight:
         # dW = G^T dU G per (o, c): (16, G, C_out/G, C_in/G) -> (C_out, C_in/G, 3, 3)
         du = du.reshape(4, 4, spec.c_out, cig).astype(np.float64)
-        dw = np.einsum("ak,aboc,bl->ockl", G, du, G).astype(grad_output.dtype)
+        dw = np.tensordot(G, du, axes=(0, 0))  # (3, 4, C_out, C_in/G)
+        dw = np.tensordot(dw, G, axes=(1, 0))  # (3, C_out, C_in/G, 3)
+        dw = dw.transpose(1, 2, 0, 3).astype(grad_output.dtype)  # (C_out, C_in/G, 3, 3)
     return dx, dw
 
 

@@ -1,0 +1,135 @@
+"""The specialised Winograd F(2x2, 3x3) algorithm: parity with PyTorch on every curated
+case it supports, clear refusals for the others, chunking and thread independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv import grad
+from npconv.algorithms import winograd
+from npconv.spec import plan_conv2d
+from test_parity import DTYPES, case_arrays
+
+from cases import CASES
+from reference import assert_close, torch_conv2d
+
+
+def _supported(case) -> bool:
+    return winograd.unsupported(plan_conv2d(case.x, case.w, **case.kwargs).spec) is None
+
+
+SUPPORTED = [c for c in CASES if _supported(c)]
+REFUSED = [c for c in CASES if not _supported(c)]
+
+
+def test_the_curated_cases_cover_both_sides():
+    ids = {c.id for c in SUPPORTED}
+    # groups, depthwise, every padding form and mode, one sample, one channel
+    assert {"groups", "depthwise", "pad-explicit", "same", "reflect", "circular-full-wrap",
+            "n1", "c1"} <= ids
+    assert {"book", "1x1", "dilation", "same-stride2", "everything"} <= {c.id for c in REFUSED}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", SUPPORTED, ids=[c.id for c in SUPPORTED])
+def test_matches_torch(torch, case, dtype):
+    x, w, b, g, plan, pads = case_arrays(case, dtype)
+    s = plan.spec
+    ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
+    ctx = f"[winograd {case.id} {np.dtype(dtype)}]"
+    y = npconv.conv2d(x, w, b, algorithm="winograd", **case.kwargs)
+    assert_close(y, ref[0], "y", ctx)
+    dx, dw, db = npconv.conv2d_backward(x, w, g, algorithm="winograd", **case.kwargs)
+    for name, got, want in zip(("dX", "dW", "dB"), (dx, dw, db), ref[1:], strict=True):
+        assert_close(got, want, name, ctx)
+    assert_close(grad.conv2d_input(x.shape, w, g, algorithm="winograd", **case.kwargs),
+                 ref[1], "grad.conv2d_input", ctx)
+    assert_close(grad.conv2d_weight(x, w.shape, g, algorithm="winograd", **case.kwargs),
+                 ref[2], "grad.conv2d_weight", ctx)
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.id for c in REFUSED])
+def test_unsupported_configurations_are_refused_with_the_reason(case):
+    x, w, _, g, plan, _ = case_arrays(case, np.float64)
+    reason = winograd.unsupported(plan.spec)
+    with pytest.raises(ValueError, match="algorithm='winograd' cannot run") as err:
+        npconv.conv2d(x, w, algorithm="winograd", **case.kwargs)
+    assert reason in str(err.value) and str(list(w.shape)) in str(err.value)
+    with pytest.raises(ValueError, match="cannot run"):
+        npconv.conv2d_backward(x, w, g, algorithm="winograd", **case.kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=((2, 0), (1, 3)), groups=2),
+                                    dict(padding=0)],
+                         ids=["pad1", "asymmetric-groups", "valid"])
+def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs):
+    """Chunks of one sample or of all, serial or parallel kernels: y and dX are
+    bit-identical (each sample's arithmetic is the same); dW, summed over chunks in a
+    different order, agrees with the naive loops."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
+    spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    naive = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    results = []
+    for chunk_bytes, parallel_min in ((1, 0), (1 << 30, 0), (1 << 30, 10**12)):
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(winograd, "PARALLEL_MIN_MACS", parallel_min)
+        y = npconv.conv2d(x, w, algorithm="winograd", **kwargs)
+        dx, dw, _ = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
+        results.append((y, dx, dw))
+        assert_close(y, npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
+        assert_close(dx, naive[0], "dX")
+        assert_close(dw, naive[1], "dW")
+    for y, dx, _ in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_array_equal(dx, results[0][1])
+
+
+def test_float64_matches_the_naive_loops_on_a_resnet_like_layer():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 64, 15, 13))
+    w = rng.standard_normal((64, 64, 3, 3))
+    g = rng.standard_normal((2, 64, 15, 13))
+    want = npconv.conv2d_backward(x, w, g, padding=1, algorithm="im2col")
+    got = npconv.conv2d_backward(x, w, g, padding=1, algorithm="winograd")
+    for name, a, b in zip(("dX", "dW", "dB"), got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(npconv.conv2d(x, w, padding=1, algorithm="winograd"),
+                               npconv.conv2d(x, w, padding=1, algorithm="im2col"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_transposed_convolution_runs_on_winograd():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 3))  # (C_in, C_out, KH, KW) for the transpose
+    want = npconv.conv_transpose2d(x, w, padding=1, algorithm="naive")
+    got = npconv.conv_transpose2d(x, w, padding=1, algorithm="winograd")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="stride 1"):
+        npconv.conv_transpose2d(x, w, stride=2, algorithm="winograd")
+
+
+def test_a_non_finite_result_is_recomputed_directly(monkeypatch):
+    """inf - inf inside a tile's transform would give NaN where the direct sum gives
+    inf: such results come from im2col instead (PyTorch's pattern, tests/test_errors)."""
+    x = np.ones((1, 1, 8, 8))
+    x[0, 0, 3, 3] = np.inf
+    w = np.ones((1, 1, 3, 3))
+    calls = []
+    real = winograd._direct
+
+    def counted():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(winograd, "_direct", counted)
+    y = npconv.conv2d(x, w, padding=1, algorithm="winograd")
+    assert calls and np.isinf(y).sum() == 9 and not np.isnan(y).any()
+    calls.clear()
+    npconv.conv2d(np.ones((1, 1, 8, 8)), w, padding=1, algorithm="winograd")
+    assert not calls  # finite results are kept
