@@ -94,6 +94,8 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1, dilation=2), "forward", "jit"),
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "forward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "jit"),  # deep, small
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "backward", "jit"),
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "backward", "jit"),  # LeNet's first
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "forward", "jit"),  # LeNet's second: tiled

@@ -6,7 +6,8 @@
   algorithm's register-tiled kernels win every other unit-stride layer with a kernel
   larger than 1x1 and a few channels per group (LeNet's, CIFAR's, small 3x3 layers);
   Winograd's F(2x2, 3x3) wins 3x3 stride-1 layers with 64 or more channels per group
-  (ResNet's); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers).
+  (ResNet's); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers,
+  and the gradients of deep layers on small outputs).
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
   like cuDNN's benchmark mode: the first call of each new (geometry, dtype, operation,
@@ -41,6 +42,10 @@ SMALL_PROBLEM_MACS = 8_000_000
 # 7x7 outputs (tiles padded to 8x8, few tiles per GEMM).
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_SIZE = 12
+# The register-tiled gradients lose to im2col's long GEMMs on small outputs with many
+# input channels per group (ResNet's 7x7 stage: backward 2-3x slower; 10x10 with 128
+# channels: 1.4x slower).
+DEEP_MIN_CHANNELS = 128
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -67,6 +72,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
             and size >= WINOGRAD_MIN_SIZE):
         return "winograd"
 
+    if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
+        return "deep"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     itemsize = np.dtype(dtype).itemsize
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
@@ -74,8 +81,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     return "gemm"
 
 
-_ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "tiled": "jit",
-              "gemm": "im2col"}
+_ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
+              "tiled": "jit", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -112,6 +119,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                     f"channels per group and outputs of at least "
                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: "
                     f"Winograd F(2x2, 3x3) does 4/9 of the multiply-adds, in 16 GEMMs",
+        "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
+                f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
+                f"the register-tiled gradients",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS",
