@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import npconv
 from npconv import grad
 from npconv.algorithms import winograd
 from npconv.spec import plan_conv2d
 from test_parity import DTYPES, case_arrays
+from test_properties import EXAMPLES, arrays
 
 from cases import CASES
 from reference import assert_close, torch_conv2d
@@ -133,3 +136,36 @@ def test_a_non_finite_result_is_recomputed_directly(monkeypatch):
     calls.clear()
     npconv.conv2d(np.ones((1, 1, 8, 8)), w, padding=1, algorithm="winograd")
     assert not calls  # finite results are kept
+
+
+@st.composite
+def supported_configurations(draw):
+    """A random configuration winograd runs: 3x3, stride 1, dilation 1, any padding."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    c_in, c_out = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    kwargs = dict(padding=((pads[0], pads[1]), (pads[2], pads[3])), groups=groups,
+                  padding_mode=mode)
+    x_shape, w_shape = (draw(st.integers(1, 3)), c_in, h, w), (c_out, c_in // groups, 3, 3)
+    try:
+        plan_conv2d(x_shape, w_shape, **kwargs)
+    except ValueError:
+        assume(False)
+    return x_shape, w_shape, kwargs, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(supported_configurations())
+def test_random_supported_configurations_match_torch(torch, config):
+    x_shape, w_shape, kwargs, seed = config
+    x, w, b, g, plan = arrays(x_shape, w_shape, kwargs, seed)
+    pads = tuple(a + p for a, p in zip(plan.mode_padding, plan.spec.padding, strict=True))
+    ref = torch_conv2d(torch, x, w, b, g, (1, 1), pads, (1, 1), plan.spec.groups, plan.mode)
+    ctx = f"[winograd x{x_shape} w{w_shape} {kwargs}]"
+    assert_close(npconv.conv2d(x, w, b, algorithm="winograd", **kwargs), ref[0], "y", ctx)
+    got = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
+    for name, have, want in zip(("dX", "dW", "dB"), got, ref[1:], strict=True):
+        assert_close(have, want, name, ctx)

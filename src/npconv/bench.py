@@ -383,6 +383,10 @@ def print_suite(result: dict, console) -> None:
                   f"{result['torch']}; peak RSS {result['peak_rss_mib']:.0f} MiB")
     if "geomean_speedup" in result:
         console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
+    if any(r["algorithm"] == "winograd" for r in result["rows"]):
+        console.print("GFLOP/s counts a direct convolution's FLOPs for every row; winograd "
+                      "executes 4/9 of its multiply-adds, so its GFLOP/s and % of peak are "
+                      "effective rates")
 
 
 def print_book(result: dict, console) -> None:
