@@ -314,7 +314,8 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     by im2col, whose pattern of infs and NaNs is PyTorch's. A non-finite result always
     means a non-finite input tile, and the direct result has one too there.
     """
-    y = _forward(x, weight, spec)
+    with np.errstate(invalid="ignore", over="ignore"):  # such a result is recomputed
+        y = _forward(x, weight, spec)
     return y if _finite(spec, y) else _direct().forward(x, weight, spec)
 
 
@@ -340,7 +341,8 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     """(dX, dW) as the adjoints of the forward's maps, sharing the transformed dY (and
     the transformed x for dW) chunk by chunk; either may be skipped (None). Results
     with an inf or a NaN are recomputed by im2col, as in :func:`forward`."""
-    dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight)
+    with np.errstate(invalid="ignore", over="ignore"):  # such results are recomputed
+        dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight)
     if _finite(spec, dx, dw):
         return dx, dw
     return _direct().backward(x, weight, grad_output, spec, need_input, need_weight)
