@@ -403,7 +403,6 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     _, c_in_g, kh, kw = weight.shape
     (h, w), (top, bottom, left, right), (dh, dw) = input_size, padding, dilation
     c_out_g = c_out // groups
-    nblk = -(-c_in_g // CB)
     wp, hp = w + left + right, h + top + bottom
     ntiles = -(-oh * wp // PB)
     dz_len = ntiles * PB
@@ -412,10 +411,10 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     plane_len = max(hp * wp, dz_len + int(offs[-1]))  # the last tile writes this far
     dzplanes = scratch("tiled dz planes", (n, c_out, dz_len), dz.dtype)
     _PLACE[_copy_parallel(parallel, dzplanes)](dz, dzplanes, wp, 0, 0, oh)  # junk is 0
-    tiles = np.zeros((groups, c_out_g, nblk * CB, kh * kw), dtype=weight.dtype)
-    tiles[:, :, :c_in_g] = weight.reshape(groups, c_out_g, c_in_g, kh * kw)
-    tiles = tiles.reshape(groups, c_out_g, nblk, CB, kh * kw).transpose(0, 2, 1, 4, 3)
-    wt = np.ascontiguousarray(tiles).reshape(-1)  # (G*blocks*C_out/G*KH*KW*CB,)
+    # the forward's tiles of W with input and output channels swapped in each group:
+    # (G*C_in/G, C_out/G, KH, KW) -> (G*blocks*C_out/G*KH*KW*CB,), blocks of input channels
+    swapped = weight.reshape(groups, c_out_g, c_in_g, kh, kw).transpose(0, 2, 1, 3, 4)
+    wt, nblk = _weight_tiles(swapped.reshape(groups * c_in_g, c_out_g, kh, kw), groups)
     acc = scratch("tiled out", (n, groups * nblk * CB, plane_len), dz.dtype)  # padded dX
     args = (dzplanes.reshape(-1), wt, offs, acc.reshape(-1), c_out_g, groups, nblk, dz_len,
             plane_len, ntiles, n)
