@@ -35,7 +35,7 @@ def resolve_algorithm(algorithm: str, spec, dtype, op: str):
     if algorithm == "auto":
         algorithm = tuning.choose(spec, dtype, op)
     impl = algorithms.get(algorithm)
-    reason = impl.unsupported(spec) if hasattr(impl, "unsupported") else None
+    reason = algorithms.unsupported(impl, spec)
     if reason is not None:
         raise ValueError(f"algorithm={algorithm!r} cannot run this convolution (weight "
                          f"{list(spec.weight_shape)}, stride {spec.stride}, dilation "

@@ -227,7 +227,7 @@ def _measured(spec: ConvSpec, dtype, op: str) -> Choice:
         seconds: dict[str, float] = {}
         for name in CANDIDATES:  # a candidate 3x slower than the best gets one run
             impl = algorithms.get(name)
-            if getattr(impl, "unsupported", lambda spec: None)(spec) is not None:
+            if algorithms.unsupported(impl, spec) is not None:
                 continue
             seconds[name] = _time_op(impl, op, arrays, spec, repeat=3,
                                      give_up=3 * min(seconds.values(), default=np.inf))

@@ -43,6 +43,13 @@ def get(name: str) -> ModuleType:
     return module
 
 
+def unsupported(impl: ModuleType, spec) -> str | None:
+    """Why algorithm ``impl`` cannot run ``spec`` (None when it can: always, for the
+    general algorithms of :data:`ALGORITHMS`)."""
+    check = getattr(impl, "unsupported", None)
+    return None if check is None else check(spec)
+
+
 def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
              need_weight: bool):
     """``(dx or None, dw or None)`` through the algorithm's shared path when it has one."""

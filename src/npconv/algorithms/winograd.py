@@ -292,10 +292,6 @@ def _transformed_weight(weight: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(u, dtype=weight.dtype).reshape(16, groups, c_out // groups, c_in_g)
 
 
-def _contiguous(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
-
-
 def _finite(spec: ConvSpec, *arrays) -> bool:
     return all(a is None or _NONFINITE[_parallel(spec)](a.reshape(-1)) == 0 for a in arrays)
 
@@ -320,7 +316,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    x, weight = _contiguous(x), _contiguous(weight)
+    x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     g, (th, tw), par = spec.groups, _tiles(spec), _parallel(spec)
     top, left = spec.padding[0], spec.padding[2]
     u = _transformed_weight(weight, g)  # (16, G, C_out/G, C_in/G)
@@ -349,7 +345,7 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
 
 
 def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
-    grad_output = _contiguous(grad_output)
+    grad_output = np.ascontiguousarray(grad_output)
     g, cig, cog = spec.groups, spec.c_in_g, spec.c_out_g
     (th, tw), par = _tiles(spec), _parallel(spec)
     top, left = spec.padding[0], spec.padding[2]
@@ -358,7 +354,7 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
         if need_input else None
     du = np.zeros((16, g, cog, cig), dtype=grad_output.dtype) if need_weight else None
     if need_weight:
-        x = _contiguous(x)
+        x = np.ascontiguousarray(x)
     step = _chunk(spec, max(spec.c_in, spec.c_out), grad_output.itemsize)
     for s in range(0, spec.n, step):
         nb = min(step, spec.n - s)
