@@ -46,30 +46,43 @@ def torch_conv2d(torch, x, w, b, g, stride, pads, dilation, groups, mode):
             tb.grad.numpy() if tb is not None else None)
 
 
-# Every algorithm, plus the jit algorithm with its parallel kernels forced on: the test
-# shapes are small, so "jit" alone would only ever run its serial plane kernels and
-# never the register-tiled ones (npconv.algorithms._blocked) that real layers use.
-VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-parallel"]
+# Every algorithm, plus the jit algorithm's other paths forced on: the test shapes are
+# small, so "jit" alone runs mostly its index-table kernels (npconv.algorithms._indexed);
+# "jit-planes" turns those off, so its serial plane kernels run, and "jit-parallel"
+# forces the parallel ones, including the register-tiled kernels
+# (npconv.algorithms._blocked) that real layers use.
+VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-planes", "jit-parallel"]
+
+
+def _patches(variant: str) -> tuple[str, dict]:
+    """(algorithm name, {attribute of npconv.algorithms.jit: value}) for ``variant``."""
+    if variant == "jit-parallel":
+        return "jit", {"PARALLEL_MIN_MACS": 0}
+    if variant == "jit-planes":
+        return "jit", {"indexed": lambda spec: False}
+    return variant, {}
 
 
 def variant_patch(variant: str):
     """(algorithm name, context manager) for ``variant``, for tests that cannot take
     the monkeypatch fixture (hypothesis-driven ones)."""
-    from contextlib import nullcontext
+    from contextlib import ExitStack
     from unittest import mock
 
-    if variant == "jit-parallel":
-        from npconv.algorithms import jit
+    from npconv.algorithms import jit
 
-        return "jit", mock.patch.object(jit, "PARALLEL_MIN_MACS", 0)
-    return variant, nullcontext()
+    algorithm, patches = _patches(variant)
+    stack = ExitStack()
+    for name, value in patches.items():
+        stack.enter_context(mock.patch.object(jit, name, value))
+    return algorithm, stack
 
 
 def use_variant(variant: str, monkeypatch) -> str:
     """The algorithm name for ``variant``, with ``monkeypatch`` set up for it."""
-    if variant == "jit-parallel":
-        from npconv.algorithms import jit
+    from npconv.algorithms import jit
 
-        monkeypatch.setattr(jit, "PARALLEL_MIN_MACS", 0)
-        return "jit"
-    return variant
+    algorithm, patches = _patches(variant)
+    for name, value in patches.items():
+        monkeypatch.setattr(jit, name, value)
+    return algorithm

@@ -185,6 +185,7 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     spec = plan(x.shape, w.shape, **kwargs).spec
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
     monkeypatch.setattr(jit, "tiled", lambda spec, op, itemsize: False)
+    monkeypatch.setattr(jit, "indexed", lambda spec: False)
     results = []
     for block_bytes, parallel_min in ((1, 0), (16 * 1024, 0), (1 << 30, 1 << 60)):
         monkeypatch.setattr(jit, "BLOCK_BYTES", block_bytes)

@@ -62,9 +62,12 @@ def _check_bias(bias, c_out: int, who: str):
     return bias
 
 
+_BOOLS = (bool, np.bool_)
+
+
 def _check_mask(output_mask, who: str) -> tuple[bool, bool, bool]:
-    if (not isinstance(output_mask, tuple | list) or len(output_mask) != 3
-            or not all(isinstance(m, bool | np.bool_) for m in output_mask)):
+    if (not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3
+            or not all(isinstance(m, _BOOLS) for m in output_mask)):
         raise TypeError(f"{who}: output_mask must be a tuple of 3 bools "
                         f"(grad_input, grad_weight, grad_bias), got {output_mask!r}")
     return tuple(bool(m) for m in output_mask)
@@ -100,11 +103,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
                        who)
     bias = _check_bias(bias, plan.spec.c_out, who)
-    check_same_dtype(who, input=x, weight=weight, bias=bias)
+    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+        check_same_dtype(who, input=x, weight=weight, bias=bias)  # raises, naming them
     impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "forward")
-    y = impl.forward(_batched_input(x, plan), weight, plan.spec)  # (N, C_out, OH, OW)
-    if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
+    y = algorithms.forward(impl, _batched_input(x, plan), weight, bias,
+                           plan.spec)  # (N, C_out, OH, OW)
     return y if plan.batched else y[0]
 
 
@@ -133,22 +136,21 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, gro
     x = as_float_array(x, "input", who)
     weight = as_float_array(weight, "weight", who)
     grad_output = as_float_array(grad_output, "grad_output", who)
-    check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)
+    if weight.dtype != x.dtype or grad_output.dtype != x.dtype:
+        check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)  # raises
     plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
                        who)
     check_grad_output(grad_output, plan, who)
     gb = grad_output if plan.batched else grad_output[None]  # (N, C_out, OH, OW)
     dx = dw = db = None
-    if need_dx or need_dw:
+    if need_dx or need_dw or need_db:  # dB alone too, so it is summed the same way
         impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "backward")
-        dx, dw = algorithms.backward(impl, _batched_input(x, plan), weight, gb, plan.spec,
-                                     need_dx, need_dw)
+        dx, dw, db = algorithms.backward(impl, _batched_input(x, plan), weight, gb,
+                                         plan.spec, need_dx, need_dw, need_db)
     if dx is not None:
         if plan.mode != "zeros":
             dx = pad_adjoint(dx, plan.mode_padding, plan.mode)  # (N, C_in, H, W)
         dx = dx if plan.batched else dx[0]
-    if need_db:
-        db = gb.sum(axis=(0, 2, 3), dtype=gb.dtype)
     return dx, dw, db
 
 

@@ -324,8 +324,9 @@ def plan_conv2d(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
 
     Plans are immutable, so the plans of recent calls are remembered: a training loop
     that calls a layer with the same shapes again skips the validation (about 20 us of
-    the book's 14.5.3 iteration). The key is the ``repr`` of the arguments, so ``True``
-    and ``1`` (or ``1.0``) never share a plan.
+    the book's 14.5.3 iteration). The key is the arguments themselves when stride,
+    padding, dilation and groups are plain ints, else their ``repr``, so ``True`` and
+    ``1`` (or ``1.0``) never share a plan.
 
     Parameters
     ----------
@@ -344,7 +345,11 @@ def plan_conv2d(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
         With a message naming the shapes involved.
     """
     args = (x_shape, weight_shape, stride, padding, dilation, groups, padding_mode, who)
-    key = repr(args)
+    if (type(stride) is int and type(padding) is int and type(dilation) is int
+            and type(groups) is int and type(x_shape) is tuple and type(weight_shape) is tuple):
+        key = args  # plain ints (no bool among them): the tuple itself is exact, and faster
+    else:
+        key = repr(args)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _plan_conv2d(*args)
@@ -354,7 +359,7 @@ def plan_conv2d(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     return plan
 
 
-_PLANS: dict[str, Conv2dPlan] = {}
+_PLANS: dict[str | tuple, Conv2dPlan] = {}
 
 
 def _plan_conv2d(x_shape, weight_shape, stride, padding, dilation, groups, padding_mode,

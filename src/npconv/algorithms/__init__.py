@@ -9,7 +9,11 @@ padding modes are applied before and undone after, in :mod:`npconv.functional`):
     grad_weight(x, grad_output, spec)      -> dw  (C_out, C_in/groups, KH, KW)
 
 and optionally ``backward(x, weight, grad_output, spec, need_input, need_weight)``
-when computing both gradients together can share work.
+when computing both gradients together can share work. A module that sets
+``FUSES_BIAS = True`` also takes the bias: ``forward(x, weight, spec, bias)`` adds it,
+and ``backward(..., need_input, need_weight, need_bias)`` returns ``(dx, dw, db)``
+(the book's layer is small enough that a separate pass over y or dZ shows).
+:func:`forward` and :func:`backward` here are how callers reach either kind.
 
 Outputs have the dtype of the inputs. Only :mod:`npconv.functional` calls these.
 
@@ -46,15 +50,33 @@ def get(name: str) -> ModuleType:
 def unsupported(impl: ModuleType, spec) -> str | None:
     """Why algorithm ``impl`` cannot run ``spec`` (None when it can: always, for the
     general algorithms of :data:`ALGORITHMS`)."""
-    check = getattr(impl, "unsupported", None)
+    check = impl.__dict__.get("unsupported")
     return None if check is None else check(spec)
 
 
+def forward(impl: ModuleType, x, weight, bias, spec):
+    """y (N, C_out, OH, OW) = x (*) weight + bias (bias may be None)."""
+    if bias is not None and impl.__dict__.get("FUSES_BIAS"):
+        return impl.forward(x, weight, spec, bias)
+    y = impl.forward(x, weight, spec)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
 def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
-             need_weight: bool):
-    """``(dx or None, dw or None)`` through the algorithm's shared path when it has one."""
-    if hasattr(impl, "backward"):
-        return impl.backward(x, weight, grad_output, spec, need_input, need_weight)
-    dx = impl.grad_input(grad_output, weight, spec) if need_input else None
-    dw = impl.grad_weight(x, grad_output, spec) if need_weight else None
-    return dx, dw
+             need_weight: bool, need_bias: bool = False):
+    """``(dx or None, dw or None, db or None)`` through the algorithm's shared path when
+    it has one; dB (formula 17.3.6: dZ summed over samples and pixels) is computed
+    here unless the algorithm fuses it."""
+    if impl.__dict__.get("FUSES_BIAS"):
+        return impl.backward(x, weight, grad_output, spec, need_input, need_weight, need_bias)
+    if not (need_input or need_weight):
+        dx = dw = None
+    elif "backward" in impl.__dict__:
+        dx, dw = impl.backward(x, weight, grad_output, spec, need_input, need_weight)
+    else:
+        dx = impl.grad_input(grad_output, weight, spec) if need_input else None
+        dw = impl.grad_weight(x, grad_output, spec) if need_weight else None
+    db = grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype) if need_bias else None
+    return dx, dw, db

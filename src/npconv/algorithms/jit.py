@@ -23,9 +23,12 @@ as non-contiguous and its loop stays scalar, about 3x slower.
 With unit stride and a few channels per group, real layers go to the register-tiled
 kernels of :mod:`npconv.algorithms._blocked` instead (:func:`tiled` decides): 4 output
 channels x 16 pixels per task kept in vector registers over every tap, dX by scattering
-(4 input channels x 16 dZ positions per tile), dW as register-tiled dot products. The
-plane kernels below remain for depthwise layers, tiny problems (the book's), non-finite
-weights and strides.
+(4 input channels x 16 dZ positions per tile), dW as register-tiled dot products.
+Tiny problems (the book's layer) and small strided ones go to the index-table kernels
+of :mod:`npconv.algorithms._indexed` (:func:`indexed` decides): im2col as a gather
+fused with its GEMM, one serial call per pass, both gradients in one pass over dZ.
+The plane kernels below remain for depthwise layers, mid-sized serial problems,
+non-finite weights and large strided layers.
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
@@ -43,7 +46,9 @@ from .. import tuning
 from .._numba import serial_and_parallel
 from ..padding import pad
 from ..spec import ConvSpec
-from . import _blocked
+from . import _blocked, _indexed
+
+FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
 
 
 def _prepare(a: np.ndarray) -> np.ndarray:
@@ -336,6 +341,22 @@ def tiled(spec: ConvSpec, op: str, itemsize: int) -> bool:
     return copies * itemsize <= tuning.workspace_limit()
 
 
+# Output planes up to this many pixels are too small for the plane kernels' row loops:
+# the index-table kernels win there (the book's layer: forward 4 us against 9 us,
+# backward 9 us against 27 us; a 6x6 output with 16 channels 2-3x).
+INDEXED_MAX_PIXELS = 64
+
+
+def indexed(spec: ConvSpec) -> bool:
+    """Whether the index-table kernels of :mod:`._indexed` run ``spec``: problems small
+    enough for one thread whose output planes are at most :data:`INDEXED_MAX_PIXELS`
+    pixels, or strided (the plane kernels' strided loops are scalar: 2-8x slower), with
+    a table of at most :data:`._indexed.MAX_TABLE` entries."""
+    return (not _parallel(spec)
+            and (spec.stride != (1, 1) or spec.oh * spec.ow <= INDEXED_MAX_PIXELS)
+            and _indexed.table_size(spec) <= _indexed.MAX_TABLE)
+
+
 def _wide(spec: ConvSpec) -> bool:
     """Stride 1 in both directions: the wide-plane kernels apply."""
     return spec.stride == (1, 1)
@@ -347,18 +368,30 @@ def _wide_args(spec: ConvSpec):
             spec.groups)
 
 
-def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """Direct convolution (one task per sample and output channel).
+def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+            bias: np.ndarray | None = None) -> np.ndarray:
+    """Direct convolution (one task per sample and output channel), plus the bias.
 
     Parameters
     ----------
     x : ndarray of shape (N, C_in, H, W)
     weight : ndarray of shape (C_out, C_in/groups, KH, KW)
+    bias : ndarray of shape (C_out,), optional
 
     Returns
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
+    if indexed(spec):  # adds the bias in the kernel
+        return _indexed.forward(_prepare(x), _prepare(weight), spec,
+                                None if bias is None else _prepare(bias))
+    y = _forward(x, weight, spec)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if tiled(spec, "forward", x.itemsize):
         return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
                                   spec.padding[0], spec.padding[2], spec.dilation,
@@ -386,6 +419,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     -------
     ndarray of shape (N, C_in, H, W)
     """
+    if indexed(spec):
+        return _indexed.backward(None, _prepare(weight), _prepare(grad_output), spec,
+                                 True, False)[0]
     dx = np.empty(spec.x_shape, dtype=grad_output.dtype)
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
@@ -417,6 +453,9 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     -------
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
+    if indexed(spec):
+        return _indexed.backward(_prepare(x), np.empty(spec.weight_shape, dtype=x.dtype),
+                                 _prepare(grad_output), spec, False, True)[1]
     grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
     if tiled(spec, "grad_weight", x.itemsize):
         grad_w = _blocked.weight_grad(_prepare(x), _prepare(grad_output), (spec.kh, spec.kw),
@@ -434,3 +473,17 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     _kernel("grad_weight", spec)(xp, _prepare(grad_output), grad_w, *spec.stride,
                                  *spec.dilation, spec.groups)
     return grad_w
+
+
+def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
+             need_input: bool, need_weight: bool, need_bias: bool = False):
+    """``(dx, dw, db)``, each None unless asked for: one pass over dZ for all three on
+    the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum."""
+    if indexed(spec):
+        return _indexed.backward(_prepare(x) if need_weight else None, _prepare(weight),
+                                 _prepare(grad_output), spec, need_input, need_weight,
+                                 need_bias)
+    dx = grad_input(grad_output, weight, spec) if need_input else None
+    dw = grad_weight(x, grad_output, spec) if need_weight else None
+    db = grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype) if need_bias else None
+    return dx, dw, db
