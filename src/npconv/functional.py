@@ -63,9 +63,12 @@ def _check_bias(bias, c_out: int, who: str):
 
 
 _BOOLS = (bool, np.bool_)
+_ALL = (True, True, True)
 
 
 def _check_mask(output_mask, who: str) -> tuple[bool, bool, bool]:
+    if output_mask is _ALL:  # the default
+        return _ALL
     if (not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3
             or not all(isinstance(m, _BOOLS) for m in output_mask)):
         raise TypeError(f"{who}: output_mask must be a tuple of 3 bools "
@@ -112,7 +115,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 
 def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                    padding_mode="zeros", output_mask=(True, True, True), algorithm="auto"):
+                    padding_mode="zeros", output_mask=_ALL, algorithm="auto"):
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
     Parameters

@@ -118,7 +118,7 @@ def _backward_kernel(x, weight, dz, dx, dw, db, idx, groups, need_dx, need_dw,
     dzf = dz.reshape(n, c_out, p_count)  # (N, C_out, OH*OW)
     ext = np.zeros(size + 1, dtype=x.dtype)
     dext = np.zeros(size + 1, dtype=x.dtype)  # dX of one group, then the padding slot
-    cols = np.zeros((p_count, kk), dtype=x.dtype)
+    cols = np.empty((p_count, kk), dtype=x.dtype)  # read only after _gather fills it
     dcols = np.empty(kk, dtype=x.dtype)  # one row of dZ^T W
     total = np.zeros((c_out, kk), dtype=np.float64)  # dW, summed over samples and pixels
     bias_total = np.zeros(c_out, dtype=np.float64)  # dB (17.3.6), likewise
