@@ -27,6 +27,7 @@ import numpy as np
 
 from . import tuning
 from .algorithms import ALGORITHMS
+from .book._options import positive_int
 from .fileio import save_figure, write_text
 from .functional import conv2d, conv2d_backward
 from .spec import plan_conv2d
@@ -260,8 +261,14 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
 
 
 def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
-             methods=("torch", *ALGORITHMS, "auto"), progress=None) -> dict:
-    """The 14.5.3 benchmark: ``iterations`` x (fresh x, forward, fresh dZ, backward)."""
+             methods=("torch", *ALGORITHMS, "auto"), progress=None, rounds: int = 3) -> dict:
+    """The 14.5.3 benchmark: ``iterations`` x (fresh x, forward, fresh dZ, backward).
+
+    Each method's loop runs ``rounds`` times, the methods taking turns round by round
+    (each after :data:`SETTLE_SECONDS`, so no method runs under the previous one's
+    spinning threads), and the median loop counts: on a shared machine one slow spell
+    then moves no figure. ``naive`` runs a tenth of the iterations, scaled up.
+    """
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads) if "torch" in methods else None
     layer = SUITE[0]
@@ -269,36 +276,40 @@ def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
     w = rng.standard_normal(layer.weight).astype(dtype)
     b = np.zeros(layer.c_out, dtype=dtype)
     y_shape = plan_conv2d(layer.x, layer.weight).spec.y_shape
-    totals = {}
+
+    def loop(method: str) -> float:
+        """Seconds of ``iterations`` steps of ``method`` (after one warm-up step)."""
+        if method == "torch":
+            return torch.book(layer.x, layer.weight, y_shape, dtype, iterations)
+
+        def one():
+            x = rng.standard_normal(layer.x, dtype=dtype)
+            g = rng.standard_normal(y_shape, dtype=dtype)
+            _npconv_step(x, w, b, g, {}, method)
+
+        one()  # warm-up (compiles the Numba kernels)
+        n = iterations if method != "naive" else max(1, iterations // 10)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            one()
+        return (time.perf_counter() - t0) * iterations / n
+
+    timed = [m for m in methods if m != "torch" or torch is not None]
+    runs: dict[str, list[float]] = {m: [] for m in timed}
     try:
-        for method in methods:
-            if method == "torch":
-                if torch is not None:
-                    totals[method] = torch.book(layer.x, layer.weight, y_shape, dtype,
-                                                iterations)
-                    if progress:
-                        progress(method)
-                continue
-
-            def one(method=method):
-                x = rng.standard_normal(layer.x, dtype=dtype)
-                g = rng.standard_normal(y_shape, dtype=dtype)
-                _npconv_step(x, w, b, g, {}, method)
-
-            one()  # warm-up (compiles the Numba kernels)
-            n = iterations if method != "naive" else max(1, iterations // 10)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                one()
-            totals[method] = (time.perf_counter() - t0) * iterations / n
-            if progress:
-                progress(method)
+        for r in range(rounds):
+            for method in timed:
+                time.sleep(SETTLE_SECONDS)  # the previous method's idle threads stop spinning
+                runs[method].append(loop(method))
+                if progress:
+                    progress(f"{method} (run {r + 1} of {rounds})")
     finally:
         if torch is not None:
             torch.close()
+    totals = {m: statistics.median(t) for m, t in runs.items()}
     result = dict(kind="book", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                  iterations=iterations, torch=torch_backend(torch), seconds=totals,
-                  book_seconds=BOOK_FIGURES)
+                  iterations=iterations, rounds=rounds, torch=torch_backend(torch),
+                  seconds=totals, book_seconds=BOOK_FIGURES)
     if "torch" in totals:
         result["speedup_vs_torch"] = {m: totals["torch"] / t for m, t in totals.items()}
     return result
@@ -391,7 +402,8 @@ def print_suite(result: dict, console) -> None:
 
 def print_book(result: dict, console) -> None:
     console.print(f"--- {result['iterations']} x forward + backward (dX, dW, dB), "
-                  f"X (8,3,7,6), W (2,3,4,5), {result['dtype']}, {result['threads']} threads ---")
+                  f"X (8,3,7,6), W (2,3,4,5), {result['dtype']}, {result['threads']} threads, "
+                  f"median of {result.get('rounds', 1)} runs ---")
     for method, seconds in result["seconds"].items():
         line = f"{method + ':':<11}{seconds:8.3f} s"
         if "speedup_vs_torch" in result and method != "torch":
@@ -440,7 +452,7 @@ def handle(args: argparse.Namespace) -> int:
         result = run_memory(args.threads, dtype)
         print_memory(result, console)
     elif args.which == "book":
-        result = run_book(args.iterations, args.threads, dtype,
+        result = run_book(args.iterations, args.threads, dtype, rounds=args.rounds,
                           progress=lambda m: console.print(f"  timed {m}", style="dim"))
         print_book(result, console)
     else:
@@ -472,10 +484,13 @@ def register(subparsers) -> None:
     p.add_argument("which", choices=("book", "suite", "memory"),
                    help="book: the 14.5.3 comparison; suite: the layer suite; memory: a layer "
                         "whose full im2col matrix exceeds 2 GiB, with peak RSS")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--repeat", type=int, default=5, help="timed repeats per layer (suite)")
-    p.add_argument("--iterations", type=int, default=1000, help="iterations (book)")
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="timed repeats per layer (suite)")
+    p.add_argument("--iterations", type=positive_int, default=1000, help="iterations (book)")
+    p.add_argument("--rounds", type=positive_int, default=3,
+                   help="book: runs of each method's loop, taking turns; the median counts")
     p.add_argument("--layers", help="comma-separated layer ids of the suite")
     p.add_argument("--autotune", action="store_true",
                    help="suite: let auto measure its choice per layer (set_autotune)")
