@@ -261,7 +261,7 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
 
 
 def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
-             methods=("torch", *ALGORITHMS, "auto"), progress=None, rounds: int = 3) -> dict:
+             methods=("torch", *ALGORITHMS, "auto"), progress=None, rounds: int = 5) -> dict:
     """The 14.5.3 benchmark: ``iterations`` x (fresh x, forward, fresh dZ, backward).
 
     Each method's loop runs ``rounds`` times, the methods taking turns round by round
@@ -489,7 +489,7 @@ def register(subparsers) -> None:
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed repeats per layer (suite)")
     p.add_argument("--iterations", type=positive_int, default=1000, help="iterations (book)")
-    p.add_argument("--rounds", type=positive_int, default=3,
+    p.add_argument("--rounds", type=positive_int, default=5,
                    help="book: runs of each method's loop, taking turns; the median counts")
     p.add_argument("--layers", help="comma-separated layer ids of the suite")
     p.add_argument("--autotune", action="store_true",

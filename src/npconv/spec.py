@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -135,6 +135,14 @@ class ConvSpec:
     padding: Pad4 = (0, 0, 0, 0)
     dilation: Pair = (1, 1)
     groups: int = 1
+
+    def __hash__(self) -> int:
+        # computed once: specs key the algorithms' caches (index tables), call after call
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @functools.cached_property
     def c_in_g(self) -> int:

@@ -40,27 +40,24 @@ _FLAGS = {"contract", "reassoc"}  # dot products: vector partial sums, FMAs
 
 
 @functools.lru_cache(maxsize=64)
-def _table(c_in_g: int, h: int, w: int, kh: int, kw: int, oh: int, ow: int, stride, top: int,
-           left: int, dilation) -> np.ndarray:
-    i = np.arange(oh).reshape(-1, 1, 1, 1, 1)
-    j = np.arange(ow).reshape(1, -1, 1, 1, 1)
-    c = np.arange(c_in_g).reshape(1, 1, -1, 1, 1)
-    u = np.arange(kh).reshape(1, 1, 1, -1, 1)
-    v = np.arange(kw).reshape(1, 1, 1, 1, -1)
-    r = i * stride[0] - top + u * dilation[0]  # (OH, 1, 1, KH, 1) input row
-    q = j * stride[1] - left + v * dilation[1]  # (1, OW, 1, 1, KW) input column
-    inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)  # (OH, OW, 1, KH, KW)
-    flat = np.where(inside, (c * h + r) * w + q, c_in_g * h * w)  # (OH, OW, C, KH, KW)
-    table = np.ascontiguousarray(flat.reshape(oh * ow, c_in_g * kh * kw), dtype=np.intp)
-    table.flags.writeable = False  # shared by every call with this geometry
-    return table  # (OH*OW, K)
-
-
 def table(spec: ConvSpec) -> np.ndarray:
-    """The index table of ``spec``: (OH*OW, C_in/G * KH * KW) positions into
-    ``C_in/G * H * W + 1`` (the last one stands for zero padding)."""
-    return _table(spec.c_in_g, spec.h, spec.w, spec.kh, spec.kw, spec.oh, spec.ow,
-                  spec.stride, spec.padding[0], spec.padding[2], spec.dilation)
+    """The index table of ``spec`` (cached per geometry, read-only): (OH*OW, C_in/G *
+    KH * KW) positions into ``C_in/G * H * W + 1`` (the last one stands for zero
+    padding)."""
+    (sh, sw), (dh, dw), top, left = spec.stride, spec.dilation, spec.padding[0], spec.padding[2]
+    h, w = spec.h, spec.w
+    i = np.arange(spec.oh).reshape(-1, 1, 1, 1, 1)
+    j = np.arange(spec.ow).reshape(1, -1, 1, 1, 1)
+    c = np.arange(spec.c_in_g).reshape(1, 1, -1, 1, 1)
+    u = np.arange(spec.kh).reshape(1, 1, 1, -1, 1)
+    v = np.arange(spec.kw).reshape(1, 1, 1, 1, -1)
+    r = i * sh - top + u * dh  # (OH, 1, 1, KH, 1) input row
+    q = j * sw - left + v * dw  # (1, OW, 1, 1, KW) input column
+    inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)  # (OH, OW, 1, KH, KW)
+    flat = np.where(inside, (c * h + r) * w + q, spec.c_in_g * h * w)  # (OH, OW, C, KH, KW)
+    out = np.ascontiguousarray(flat.reshape(spec.oh * spec.ow, -1), dtype=np.intp)
+    out.flags.writeable = False  # shared by every call with this geometry
+    return out  # (OH*OW, K)
 
 
 def table_size(spec: ConvSpec) -> int:
