@@ -207,16 +207,25 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     for other in tiled[1:]:
         np.testing.assert_array_equal(tiled[0], other)
     assert_close(tiled[0], naive[0], "y (register tiles)")
-    tiled_dx = [_blocked.scatter_input_grad(g, w, (spec.h, spec.w), spec.padding,
-                                            spec.dilation, spec.groups, parallel)
-                for parallel in (False, True)]
-    np.testing.assert_array_equal(tiled_dx[0], tiled_dx[1])
-    assert_close(tiled_dx[0], naive[1], "dX (register tiles)")
+    for cb in _blocked.SCATTER_BLOCKS:  # each tile width the input gradient can take
+        monkeypatch.setattr(_blocked, "scatter_block", lambda channels, cb=cb: cb)
+        tiled_dx = [_blocked.scatter_input_grad(g, w, (spec.h, spec.w), spec.padding,
+                                                spec.dilation, spec.groups, parallel)
+                    for parallel in (False, True)]
+        np.testing.assert_array_equal(tiled_dx[0], tiled_dx[1])
+        assert_close(tiled_dx[0], naive[1], f"dX (register tiles of {cb} channels)")
     tiled_dw = [_blocked.weight_grad(x, g, (spec.kh, spec.kw), spec.padding[0],
                                      spec.padding[2], spec.dilation, spec.groups, parallel)
                 for parallel in (False, True)]
     np.testing.assert_array_equal(tiled_dw[0], tiled_dw[1])
     assert_close(tiled_dw[0], naive[2], "dW (register tiles)")
+
+
+def test_scatter_tiles_pad_the_fewest_channels():
+    from npconv.algorithms import _blocked
+
+    widths = {c: _blocked.scatter_block(c) for c in (3, 4, 5, 6, 7, 8, 9, 10, 12, 16, 64)}
+    assert widths == {3: 3, 4: 4, 5: 3, 6: 3, 7: 4, 8: 4, 9: 3, 10: 4, 12: 4, 16: 4, 64: 4}
 
 
 @pytest.fixture
