@@ -114,7 +114,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "depthwise": f"one input channel per group (groups={spec.groups}): a GEMM would have "
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
-                 f"BLAS to pay for their set-up",
+                 f"BLAS to pay for their set-up" + (
+                     "; the jit algorithm runs it as one compiled call per pass "
+                     "(im2col through a cached index table, fused with its GEMM)"
+                     if _jit_indexed(spec) else ""),
         "winograd": f"3x3 kernel, stride 1, dilation 1, at least {WINOGRAD_MIN_CHANNELS} "
                     f"channels per group and outputs of at least "
                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: "
@@ -128,6 +131,12 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+def _jit_indexed(spec: ConvSpec) -> bool:
+    from .algorithms import jit
+
+    return jit.indexed(spec)
 
 
 # ------------------------------------------------------------------------------ autotune
