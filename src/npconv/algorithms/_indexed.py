@@ -77,15 +77,19 @@ def _gather(xf, b, g, ext, idx, cols):  # pragma: no cover - compiled
             cols[p, k] = ext[idx[p, k]]
 
 
+@njit(cache=True)
+def _geometry(x, weight, idx, groups):  # pragma: no cover - compiled
+    """(N, C_out, C_out/G, P, K, C_in/G*H*W, x as (N, G, C_in/G*H*W), W as (C_out, K))."""
+    n, c_out = x.shape[0], weight.shape[0]
+    p_count, kk = idx.shape
+    size = x.shape[1] // groups * x.shape[2] * x.shape[3]
+    return (n, c_out, c_out // groups, p_count, kk, size, x.reshape(n, groups, size),
+            weight.reshape(c_out, kk))
+
+
 @njit(cache=True, fastmath=_FLAGS)
 def _forward_kernel(x, weight, bias, y, idx, groups):  # pragma: no cover - compiled
-    n, c_in = x.shape[0], x.shape[1]
-    c_out = weight.shape[0]
-    c_out_g = c_out // groups
-    p_count, kk = idx.shape
-    size = c_in // groups * x.shape[2] * x.shape[3]
-    xf = x.reshape(n, groups, size)  # (N, G, C_in/G * H * W)
-    wf = weight.reshape(c_out, kk)  # (C_out, K)
+    n, c_out, c_out_g, p_count, kk, size, xf, wf = _geometry(x, weight, idx, groups)
     yf = y.reshape(n, c_out, p_count)  # (N, C_out, OH*OW)
     ext = np.zeros(size + 1, dtype=x.dtype)
     cols = np.empty((p_count, kk), dtype=x.dtype)
@@ -104,14 +108,8 @@ def _forward_kernel(x, weight, bias, y, idx, groups):  # pragma: no cover - comp
 @njit(cache=True, fastmath=_FLAGS)
 def _backward_kernel(x, weight, dz, dx, dw, db, idx, groups, need_dx, need_dw,
                      need_db):  # pragma: no cover - compiled
-    n, c_in = x.shape[0], x.shape[1]
-    c_out = weight.shape[0]
-    c_out_g = c_out // groups
-    p_count, kk = idx.shape
-    size = c_in // groups * x.shape[2] * x.shape[3]
-    xf = x.reshape(n, groups, size)  # (N, G, C_in/G * H * W)
+    n, c_out, c_out_g, p_count, kk, size, xf, wf = _geometry(x, weight, idx, groups)
     dxf = dx.reshape(n, groups, size)
-    wf = weight.reshape(c_out, kk)  # (C_out, K)
     dzf = dz.reshape(n, c_out, p_count)  # (N, C_out, OH*OW)
     ext = np.zeros(size + 1, dtype=x.dtype)
     dext = np.zeros(size + 1, dtype=x.dtype)  # dX of one group, then the padding slot
