@@ -33,3 +33,84 @@ def test_threads_have_their_own():
     thread.start()
     thread.join()
     assert not np.shares_memory(mine, theirs[0])
+
+
+# ----------------------------------------------------------------- recycled results
+BIG = (512, 1024)  # 2 MiB of float32: above OUTPUT_MIN_BYTES
+
+
+def test_a_released_result_is_handed_out_again():
+    _scratch.release()
+    a = _scratch.output(BIG, np.float32)
+    address = a.ctypes.data
+    del a
+    b = _scratch.output(BIG, np.float32)
+    assert b.ctypes.data == address and b.shape == BIG and b.flags.c_contiguous
+
+
+def test_a_held_result_is_never_reused():
+    _scratch.release()
+    a = _scratch.output(BIG, np.float32)
+    a[...] = 1
+    b = _scratch.output(BIG, np.float32)
+    assert not np.shares_memory(a, b)
+    view = b[3]  # only a view of b survives
+    del b
+    view_base = view.base
+    c = _scratch.output(BIG, np.float32)
+    assert not np.shares_memory(c, view_base) and not np.shares_memory(c, a)
+    c[...] = 2
+    assert (a == 1).all()
+    in_a_list = [c]  # held through a container
+    del c
+    d = _scratch.output(BIG, np.float32)
+    assert not np.shares_memory(d, in_a_list[0])
+
+
+def test_zeros_read_only_and_other_shapes():
+    _scratch.release()
+    a = _scratch.output(BIG, np.float32)
+    a[...] = 5
+    del a
+    z = _scratch.output(BIG, np.float32, zero=True)
+    assert (z == 0).all()  # reused, and zeroed
+    z.flags.writeable = False
+    address = z.ctypes.data
+    del z
+    fresh = _scratch.output(BIG, np.float32)
+    assert fresh.flags.writeable and fresh.ctypes.data != address  # the read-only one is dropped
+    assert _scratch.output((1024, 512), np.float32).shape == (1024, 512)  # shapes must match
+    assert _scratch.output(BIG, np.float64).dtype == np.float64
+    small = _scratch.output((4, 4), np.float32)
+    del small
+    assert not _scratch._local.__dict__.get("outputs") or all(
+        b.nbytes >= _scratch.OUTPUT_MIN_BYTES for b in _scratch._local.outputs)
+
+
+def test_the_pool_forgets_released_results_beyond_its_budget(monkeypatch):
+    _scratch.release()
+    monkeypatch.setattr(_scratch, "OUTPUT_POOL_BYTES", 3 * 2**21)
+    held = [_scratch.output((2**19 + i, 1), np.float32) for i in range(5)]  # all in use
+    assert len(_scratch._local.outputs) == 5  # in use: tracked, not freed by the pool
+    del held
+    _scratch.output((2**19 + 9, 1), np.float32)
+    assert sum(b.nbytes for b in _scratch._local.outputs) <= 3 * 2**21
+
+
+def test_convolution_results_stay_independent():
+    """Results the caller keeps are never overwritten by later calls."""
+    import npconv
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    xs = [rng.standard_normal((4, 16, 64, 64)).astype(np.float32) for _ in range(3)]
+    for algorithm in ("auto", "im2col", "jit", "winograd"):
+        ys = [npconv.conv2d(x, w, padding=1, algorithm=algorithm) for x in xs]
+        assert ys[0].nbytes >= _scratch.OUTPUT_MIN_BYTES
+        dxs = [npconv.conv2d_backward(x, w, y, padding=1, algorithm=algorithm)[0]
+               for x, y in zip(xs, ys, strict=True)]
+        for x, y, dx in zip(xs, ys, dxs, strict=True):
+            np.testing.assert_array_equal(y, npconv.conv2d(x, w, padding=1, algorithm=algorithm))
+            np.testing.assert_array_equal(
+                dx, npconv.conv2d_backward(x, w, y, padding=1, algorithm=algorithm)[0])
+        assert len({id(a) for a in ys + dxs}) == 6

@@ -52,7 +52,7 @@ from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
 from .._numba import serial_and_parallel
-from .._scratch import scratch
+from .._scratch import output, scratch
 
 CB = 4  # output channels per register tile
 PB = 16  # output positions per register tile (two AVX registers of float32)
@@ -336,7 +336,7 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     kernel = _KERNEL[parallel]
     _compile(kernel, args)
     kernel(*args)
-    y = np.empty((n, c_dst, oh, ow), dtype=src.dtype)
+    y = output((n, c_dst, oh, ow), src.dtype)
     _CROP[_copy_parallel(parallel, out)](out, y, 0, wp, groups, nblk * CB)
     return y
 
@@ -438,6 +438,6 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     kernel = _SCATTER_KERNELS[cb][parallel]
     _compile(kernel, args)
     kernel(*args)
-    dx = np.empty((n, groups * c_in_g, h, w), dtype=dz.dtype)
+    dx = output((n, groups * c_in_g, h, w), dz.dtype)
     _CROP[_copy_parallel(parallel, acc)](acc, dx, top * wp + left, wp, groups, nblk * cb)
     return dx

@@ -51,7 +51,7 @@ from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from .. import tuning
-from .._scratch import scratch
+from .._scratch import output, scratch
 from ..spec import ConvSpec
 
 # A chunk's buffers (column matrix, GEMM output, padded input) aim at this many bytes,
@@ -338,7 +338,7 @@ def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
     """1x1, stride 1, no padding: x[n] (C_in, H*W) is its own column matrix, so
     y[n] = W @ x[n] is one batched GEMM per group with no copy at all."""
     x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
-    y = np.empty(spec.y_shape, dtype=x.dtype)
+    y = output(spec.y_shape, x.dtype)
     y3 = y.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
     cig, cog = spec.c_in_g, spec.c_out_g
     for g in range(spec.groups):
@@ -354,7 +354,7 @@ def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_wei
     cig, cog = spec.c_in_g, spec.c_out_g
     dx = dw = None
     if need_input:
-        dx = np.empty(spec.x_shape, dtype=dz.dtype)
+        dx = output(spec.x_shape, dz.dtype)
         dx3 = dx.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
         for g in range(spec.groups):
             np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz3[:, g * cog:(g + 1) * cog],
@@ -397,7 +397,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, C_in/G*KH*KW)
     if _is_pointwise(spec):
         return _pointwise_forward(x, w_mat, spec)
-    y = np.empty(spec.y_shape, dtype=x.dtype)
+    y = output(spec.y_shape, x.dtype)
     cog, ow = spec.c_out_g, spec.ow
     parts, lay, buf = _plan(spec, x.dtype)
     for n0, n1, i0, i1 in parts:
@@ -441,7 +441,7 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     jw = lay.width
     if need_input:
         w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, K_g)
-        dx = np.zeros(spec.x_shape, dtype=grad_output.dtype)
+        dx = output(spec.x_shape, grad_output.dtype, zero=True)
     if need_weight:
         x = _contiguous(x)
         dw = np.zeros((spec.c_out, spec.c_in_g * spec.kh * spec.kw), dtype=x.dtype)

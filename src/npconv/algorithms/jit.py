@@ -44,6 +44,7 @@ from numba import njit, prange
 
 from .. import tuning
 from .._numba import serial_and_parallel
+from .._scratch import output
 from ..padding import pad
 from ..spec import ConvSpec
 from . import _blocked, _indexed
@@ -397,12 +398,12 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
                                   spec.padding[0], spec.padding[2], spec.dilation,
                                   spec.groups, _parallel(spec))
     if _wide(spec):  # pads each plane inside the kernel
-        y = np.empty(spec.y_shape, dtype=x.dtype)
+        y = output(spec.y_shape, x.dtype)
         cb = _block(spec, spec.c_out_g, spec.oh * spec.wp * x.itemsize)
         _kernel("forward_wide", spec)(_prepare(x), _prepare(weight), y, *_wide_args(spec), cb)
         return y
     xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
-    y = np.zeros(spec.y_shape, dtype=x.dtype)
+    y = output(spec.y_shape, x.dtype, zero=True)
     _kernel("forward", spec)(xp, _prepare(weight), y, *spec.stride, *spec.dilation, spec.groups)
     return y
 
@@ -422,7 +423,6 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     if indexed(spec):
         return _indexed.backward(None, _prepare(weight), _prepare(grad_output), spec,
                                  True, False)[0]
-    dx = np.empty(spec.x_shape, dtype=grad_output.dtype)
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
@@ -430,6 +430,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
         return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
                                            (spec.h, spec.w), spec.padding, spec.dilation,
                                            spec.groups, _parallel(spec))
+    dx = output(spec.x_shape, grad_output.dtype)
     if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,

@@ -45,7 +45,7 @@ from numba import prange
 
 from .. import tuning
 from .._numba import serial_and_parallel
-from .._scratch import scratch
+from .._scratch import output, scratch
 from ..spec import ConvSpec
 
 # F(2x2, 3x3): y = A^T [(G g G^T) * (B^T d B)] A
@@ -320,7 +320,7 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     g, (th, tw), par = spec.groups, _tiles(spec), _parallel(spec)
     top, left = spec.padding[0], spec.padding[2]
     u = _transformed_weight(weight, g)  # (16, G, C_out/G, C_in/G)
-    y = np.empty(spec.y_shape, dtype=x.dtype)
+    y = output(spec.y_shape, x.dtype)
     step = _chunk(spec, max(spec.c_in, spec.c_out), x.itemsize)
     for s in range(0, spec.n, step):
         nb = min(step, spec.n - s)
@@ -350,8 +350,7 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
     (th, tw), par = _tiles(spec), _parallel(spec)
     top, left = spec.padding[0], spec.padding[2]
     u = _transformed_weight(weight, g) if need_input else None  # (16, G, C_out/G, C_in/G)
-    dx = np.empty((spec.n, spec.c_in, spec.h, spec.w), dtype=grad_output.dtype) \
-        if need_input else None
+    dx = output((spec.n, spec.c_in, spec.h, spec.w), grad_output.dtype) if need_input else None
     du = np.zeros((16, g, cog, cig), dtype=grad_output.dtype) if need_weight else None
     if need_weight:
         x = np.ascontiguousarray(x)
