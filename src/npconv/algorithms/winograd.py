@@ -351,7 +351,10 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
     top, left = spec.padding[0], spec.padding[2]
     u = _transformed_weight(weight, g) if need_input else None  # (16, G, C_out/G, C_in/G)
     dx = output((spec.n, spec.c_in, spec.h, spec.w), grad_output.dtype) if need_input else None
-    du = np.zeros((16, g, cog, cig), dtype=grad_output.dtype) if need_weight else None
+    if need_weight:  # dU summed over the chunks; each chunk's product goes through part
+        du = scratch("winograd du", (16, g, cog, cig), grad_output.dtype)
+        du[...] = 0
+        part = scratch("winograd du part", (16, g, cog, cig), grad_output.dtype)
     if need_weight:
         x = np.ascontiguousarray(x)
     step = _chunk(spec, max(spec.c_in, spec.c_out), grad_output.itemsize)
@@ -363,7 +366,8 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
         if need_weight:
             v = scratch("winograd v", (16, g, cig, t), x.dtype)
             _INPUT[par](x[s:s + nb], v.reshape(16, spec.c_in, t), th, tw, top, left)
-            du += np.matmul(z, v.transpose(0, 1, 3, 2))  # (16, G, C_out/G, C_in/G)
+            np.matmul(z, v.transpose(0, 1, 3, 2), out=part)  # (16, G, C_out/G, C_in/G)
+            du += part
         if need_input:
             dv = scratch("winograd v", (16, g, cig, t), grad_output.dtype)
             np.matmul(u.transpose(0, 1, 3, 2), z, out=dv)  # (16, G, C_in/G, tiles)
