@@ -114,3 +114,18 @@ def test_convolution_results_stay_independent():
             np.testing.assert_array_equal(
                 dx, npconv.conv2d_backward(x, w, y, padding=1, algorithm=algorithm)[0])
         assert len({id(a) for a in ys + dxs}) == 6
+
+
+def test_empty_cache_lets_go_of_everything_but_what_the_caller_holds():
+    import npconv
+
+    held = _scratch.output(BIG, np.float32)
+    held[...] = 3
+    released = _scratch.output(BIG, np.float32)
+    del released
+    scratch("t-cache", (8,), np.float32)
+    npconv.empty_cache()
+    assert not _scratch._local.__dict__.get("outputs")
+    assert not _scratch._local.__dict__.get("buffers")
+    assert (held == 3).all()
+    assert not np.shares_memory(_scratch.output(BIG, np.float32), held)

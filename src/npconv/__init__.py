@@ -35,6 +35,7 @@ def _undo_thread_defaults(env=os.environ) -> None:
 
 
 from . import grad
+from ._scratch import release as empty_cache
 from .algorithms import ALGORITHMS
 from .functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from .spec import ConvSpec, backward_padding, output_size, same_padding
@@ -58,6 +59,7 @@ __all__ = [
     "conv2d_backward",
     "conv_transpose2d",
     "conv_transpose2d_backward",
+    "empty_cache",
     "explain_choice",
     "get_num_threads",
     "grad",

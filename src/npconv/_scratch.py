@@ -87,6 +87,8 @@ def output(shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
 
 
 def release() -> None:
-    """Free the calling thread's buffers and recycled results."""
+    """Let go of the calling thread's scratch buffers and recycled results (public as
+    ``npconv.empty_cache()``): results the caller still holds are untouched; the rest
+    is freed, and later calls allocate afresh."""
     _local.__dict__.pop("buffers", None)
     _local.__dict__.pop("outputs", None)
