@@ -13,8 +13,9 @@ Protocol: one JSON object per line on stdin, one reply per line on stdout.
 * ``{"op": "layer", "arrays": "in.npz", "kwargs": {...}, "out": "out.npz"}``: loads x,
   w, b, g, runs one step (the warm-up) and saves y, dX, dW, dB to ``out`` -> ``{}``
 * ``{"op": "time"}``: one timed step -> ``{"seconds": s}``
-* ``{"op": "book", "x": [...], "y": [...], "dtype": "float32", "iterations": k}``: the
-  14.5.3 loop (fresh random x and dZ each iteration) -> ``{"seconds": s}``
+* ``{"op": "book", "x": [...], "y": [...], "dtype": "float32", "iterations": k,
+  "warm_seconds": t}``: the 14.5.3 loop (fresh random x and dZ each iteration), after
+  at least t seconds of warm-up steps -> ``{"seconds": s}``
 * ``{"op": "quit"}``
 """
 
@@ -48,7 +49,10 @@ def _book(torch, msg) -> float:
         g = rng.standard_normal(msg["y"], dtype=dtype)
         _step(torch, x, w, b, g, {})
 
-    one()  # warm-up
+    end = time.perf_counter() + float(msg.get("warm_seconds", 0))
+    one()  # warm-up: at least warm_seconds of steps, as npconv's side gets
+    while time.perf_counter() < end:
+        one()
     t0 = time.perf_counter()
     for _ in range(int(msg["iterations"])):
         one()

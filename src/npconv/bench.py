@@ -84,9 +84,23 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 # Idle thread pools keep spinning for a while after a call (OpenBLAS's for up to 2**28
 # cycles, about 0.1 s; OpenMP's by default), stealing the cores from whatever runs
 # next, here the other side; and a pool that has gone to sleep pays to wake up. So each
-# side, in turn, waits this long, makes one untimed call that wakes its own threads,
-# then the timed call: both are timed hot, neither under the other's spinning threads.
+# side, in turn, waits this long, then warms up with untimed calls for at least
+# WARM_SECONDS (its threads awake, its caches filled), then makes the timed call: both
+# are timed hot, neither under the other's spinning threads. One untimed call was not
+# enough: npconv's OpenMP threads sleep as soon as they are idle (by npconv's choice,
+# see npconv/__init__.py), and after the pause this virtual machine took some 50 ms of
+# work to run them at full speed again (the dilated layer's step: 20 ms after one call,
+# 12.5-13 ms after five or in a loop; PyTorch's, whose threads spin, 16-18 ms either way).
 SETTLE_SECONDS = 0.12
+WARM_SECONDS = 0.05
+
+
+def _warm_up(fn) -> None:
+    """Call ``fn`` (untimed) until at least :data:`WARM_SECONDS` have passed."""
+    end = time.perf_counter() + WARM_SECONDS
+    fn()
+    while time.perf_counter() < end:
+        fn()
 
 
 def _interleaved_medians(fns, repeat: int) -> list[float]:
@@ -96,7 +110,7 @@ def _interleaved_medians(fns, repeat: int) -> list[float]:
     for _ in range(repeat):
         for fn, bucket in zip(fns, times, strict=True):
             time.sleep(SETTLE_SECONDS)
-            fn()  # wakes this side's thread pools
+            _warm_up(fn)  # wakes this side's thread pools
             bucket.append(fn())
     return [statistics.median(bucket) for bucket in times]
 
@@ -167,7 +181,8 @@ class TorchSide:
 
     def book(self, x_shape, w_shape, y_shape, dtype, iterations: int) -> float:
         return self._ask(op="book", x=list(x_shape), w=list(w_shape), y=list(y_shape),
-                         dtype=np.dtype(dtype).name, iterations=iterations)["seconds"]
+                         dtype=np.dtype(dtype).name, iterations=iterations,
+                         warm_seconds=WARM_SECONDS)["seconds"]
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -287,7 +302,7 @@ def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
             g = rng.standard_normal(y_shape, dtype=dtype)
             _npconv_step(x, w, b, g, {}, method)
 
-        one()  # warm-up (compiles the Numba kernels)
+        _warm_up(one)  # compiles the Numba kernels on the first round
         n = iterations if method != "naive" else max(1, iterations // 10)
         t0 = time.perf_counter()
         for _ in range(n):
