@@ -30,6 +30,16 @@ OUTPUT_POOL_BYTES = 256 * 2**20
 _local = threading.local()
 
 
+def _refs_of_a_list_item() -> int:
+    """``sys.getrefcount`` of an object held only by a list, as this interpreter counts
+    it (the call's own argument counts once on most versions, not on all)."""
+    held = [object()]
+    return sys.getrefcount(held[0])
+
+
+_FREE = _refs_of_a_list_item()  # a pooled result at this count is held by nobody else
+
+
 def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``, backed by the
     calling thread's buffer ``name``: valid until the next ``scratch(name, ...)`` call
@@ -65,8 +75,7 @@ def output(shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
         return np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
     pool = _local.__dict__.setdefault("outputs", [])
     for i in range(len(pool)):
-        # 2 references: the pool's and getrefcount's own argument
-        if sys.getrefcount(pool[i]) == 2 and pool[i].shape == shape and pool[i].dtype == dtype:
+        if sys.getrefcount(pool[i]) <= _FREE and pool[i].shape == shape and pool[i].dtype == dtype:
             a = pool.pop(i)
             if a.flags.writeable and a.flags.c_contiguous:
                 pool.append(a)  # most recently used last
@@ -79,7 +88,7 @@ def output(shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
     held = sum(b.nbytes for b in pool)
     i = 0
     while held > OUTPUT_POOL_BYTES and i < len(pool) - 1:  # forget the oldest free ones
-        if sys.getrefcount(pool[i]) == 2:
+        if sys.getrefcount(pool[i]) <= _FREE:
             held -= pool.pop(i).nbytes
         else:
             i += 1
