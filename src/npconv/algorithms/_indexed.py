@@ -12,8 +12,8 @@ NumPy calls. Here each pass is one serial compiled call with no per-element bran
   output pixel p reads, or one past the end for a zero-padding position. It is the
   book's im2col (14.5.1 "col2im 实现") as a gather: ``cols[p, k] = ext[table[p, k]]``,
   where ``ext`` is the sample's group followed by one zero;
-* forward: ``y[co, p] = W[co, :] . cols[p, :]`` (formula 14.3 as one GEMM per sample,
-  dot products over K = C_in/G * KH * KW, contiguous and vectorised);
+* forward: ``y[co, p] = W[co, :] . cols[p, :]`` (14.4's im2col product, one small GEMM
+  per sample: dot products over K = C_in/G * KH * KW, contiguous and vectorised);
 * backward, one pass over dZ for both gradients: ``dW[co, :] += dz[co, p] * cols[p, :]``
   (formula 17.3 (11), summed in float64), and ``dcols[p, :] = sum_co dz[co, p] *
   W[co, :]`` scattered back through the same table into the input (col2im, 14.5.2
