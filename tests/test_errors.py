@@ -46,6 +46,8 @@ G = np.zeros((8, 2, 4, 2), dtype=np.float32)
      r"Invalid padding string 'full', should be one of \{'valid', 'same'\}"),
     (X, W, dict(padding_mode="mirror"), ValueError,
      r"padding_mode must be one of \('zeros', 'reflect', 'replicate', 'circular'\), got 'mirror'"),
+    (X, W, dict(padding_mode=["zeros"]), ValueError,
+     r"padding_mode must be one of .*, got \['zeros'\]"),
     (np.zeros((1, 1, 2, 3), np.float32), np.zeros((1, 1, 5, 3), np.float32),
      dict(padding="same", padding_mode="reflect"), ValueError,
      r"Padding size should be less than the corresponding input dimension for "

@@ -66,7 +66,8 @@ def output(shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
     (up to :data:`OUTPUT_POOL_BYTES`), and hands one out again once nothing else refers
     to it: no variable, view, buffer or container of the caller's holds it (its
     reference count is down to the pool's own). An array the caller still holds is
-    never reused, and one it made read-only or reshaped in place is dropped instead.
+    never reused; one it made read-only is dropped, and one it reshaped in place no
+    longer matches.
     """
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)

@@ -354,7 +354,8 @@ def plan_conv2d(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     """
     args = (x_shape, weight_shape, stride, padding, dilation, groups, padding_mode, who)
     if (type(stride) is int and type(padding) is int and type(dilation) is int
-            and type(groups) is int and type(x_shape) is tuple and type(weight_shape) is tuple):
+            and type(groups) is int and type(padding_mode) is str
+            and type(x_shape) is tuple and type(weight_shape) is tuple):
         key = args  # plain ints (no bool among them): the tuple itself is exact, and faster
     else:
         key = repr(args)
