@@ -244,5 +244,5 @@ def conv_transpose2d_backward(x, weight, grad_output, stride=1, padding=0, outpu
         impl = resolve_algorithm(algorithm, s, x.dtype, "grad_weight")
         dw = impl.grad_weight(gb, _padded_to_plan(x, plan), s)
     if need_db:
-        db = gb.sum(axis=(0, 2, 3), dtype=gb.dtype)
+        db = algorithms.bias_grad(gb)
     return dx, dw, db

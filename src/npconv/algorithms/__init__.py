@@ -54,6 +54,12 @@ def unsupported(impl: ModuleType, spec) -> str | None:
     return None if check is None else check(spec)
 
 
+def bias_grad(grad_output):
+    """dB (C_out,) from dZ (N, C_out, OH, OW): dZ summed over samples and pixels
+    (formula 17.3.6), in dZ's dtype."""
+    return grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype)
+
+
 def forward(impl: ModuleType, x, weight, bias, spec):
     """y (N, C_out, OH, OW) = x (*) weight + bias (bias may be None)."""
     if bias is not None and impl.__dict__.get("FUSES_BIAS"):
@@ -78,5 +84,4 @@ def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
     else:
         dx = impl.grad_input(grad_output, weight, spec) if need_input else None
         dw = impl.grad_weight(x, grad_output, spec) if need_weight else None
-    db = grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype) if need_bias else None
-    return dx, dw, db
+    return dx, dw, bias_grad(grad_output) if need_bias else None

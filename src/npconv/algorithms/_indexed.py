@@ -161,18 +161,19 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     return y
 
 
-def backward(x: np.ndarray | None, weight: np.ndarray, grad_output: np.ndarray,
+def backward(x: np.ndarray | None, weight: np.ndarray | None, grad_output: np.ndarray,
              spec: ConvSpec, need_input: bool, need_weight: bool, need_bias: bool = False):
     """``(dx, dw, db)``, each None unless asked for, from C-contiguous arrays in one pass
-    over dZ (``x`` is read only for dW and may be None without it)."""
+    over dZ (``x`` is read only for dW and ``weight`` only for dX: either may be None
+    without it)."""
     dtype = grad_output.dtype
     dx = np.empty(spec.x_shape, dtype=dtype)  # not touched unless need_input
     dw = np.empty(spec.weight_shape, dtype=dtype)
     db = np.empty(spec.c_out, dtype=dtype)
-    if x is None:
-        if need_weight:
-            raise ValueError("the weight gradient needs x")
-        x = dx  # only its shape is used
+    if (x is None and need_weight) or (weight is None and need_input):
+        raise ValueError("the weight gradient needs x, the input gradient the weight")
+    x = dx if x is None else x  # then only its shape is used
+    weight = dw if weight is None else weight  # likewise
     _backward_kernel(x, weight, grad_output, dx, dw, db, table(spec), spec.groups,
                      need_input, need_weight, need_bias)
     return (dx if need_input else None, dw if need_weight else None,

@@ -47,7 +47,7 @@ from .._numba import serial_and_parallel
 from .._scratch import output
 from ..padding import pad
 from ..spec import ConvSpec
-from . import _blocked, _indexed
+from . import _blocked, _indexed, bias_grad
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
 
@@ -455,8 +455,8 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
     if indexed(spec):
-        return _indexed.backward(_prepare(x), np.empty(spec.weight_shape, dtype=x.dtype),
-                                 _prepare(grad_output), spec, False, True)[1]
+        return _indexed.backward(_prepare(x), None, _prepare(grad_output), spec, False,
+                                 True)[1]
     grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
     if tiled(spec, "grad_weight", x.itemsize):
         grad_w = _blocked.weight_grad(_prepare(x), _prepare(grad_output), (spec.kh, spec.kw),
@@ -486,5 +486,4 @@ def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: C
                                  need_bias)
     dx = grad_input(grad_output, weight, spec) if need_input else None
     dw = grad_weight(x, grad_output, spec) if need_weight else None
-    db = grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype) if need_bias else None
-    return dx, dw, db
+    return dx, dw, bias_grad(grad_output) if need_bias else None
