@@ -50,14 +50,18 @@ def torch_conv2d(torch, x, w, b, g, stride, pads, dilation, groups, mode):
 # small, so "jit" alone runs mostly its index-table kernels (npconv.algorithms._indexed);
 # "jit-planes" turns those off, so its serial plane kernels run, and "jit-parallel"
 # forces the parallel ones, including the register-tiled kernels
-# (npconv.algorithms._blocked) that real layers use.
-VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-planes", "jit-parallel"]
+# (npconv.algorithms._blocked) that real layers use; "jit-implicit" sends every forward
+# and weight gradient through the implicit-GEMM kernels (npconv.algorithms._implicit).
+VARIANTS = ["naive", "transpose", "im2col", "jit", "jit-planes", "jit-parallel", "jit-implicit"]
 
 
 def _patches(variant: str) -> tuple[str, dict]:
     """(algorithm name, {attribute of npconv.algorithms.jit: value}) for ``variant``."""
     if variant == "jit-parallel":
         return "jit", {"PARALLEL_MIN_MACS": 0}
+    if variant == "jit-implicit":  # every forward and dW through the implicit GEMMs
+        return "jit", {"PARALLEL_MIN_MACS": 0, "IMPLICIT_MIN_CHANNELS": 1, "IMPLICIT_MIN_K": 1,
+                       "IMPLICIT_MIN_JUNK": 0}
     if variant == "jit-planes":
         return "jit", {"indexed": lambda spec: False}
     return variant, {}

@@ -28,3 +28,11 @@ def serial_and_parallel(fn, **options):
     both cached on disk, each under its own name; ``options`` go to both ``njit``."""
     return (njit(cache=True, **options)(_variant(fn, "serial")),
             njit(parallel=True, cache=True, **options)(_variant(fn, "parallel")))
+
+
+def generated(source: str, name: str, namespace: dict):
+    """The function ``name`` defined by ``source`` in a module's ``namespace`` (its
+    ``globals()``) and under the module's file name, so that Numba caches the compiled
+    kernel beside the module and can rebuild its globals when loading it."""
+    exec(compile(source, namespace["__file__"], "exec"), namespace)
+    return namespace.pop(name)

@@ -51,7 +51,7 @@ from numba import prange
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
-from .._numba import serial_and_parallel
+from .._numba import generated, serial_and_parallel
 from .._scratch import output, scratch
 
 CB = 4  # output channels per register tile
@@ -185,10 +185,7 @@ def _scatter_kernel_source(cb: int, pb: int) -> str:
 
 
 def _generated(source: str, name: str):
-    # defined in this module's namespace and under its file name, so that Numba can
-    # cache the compiled kernel beside the module and rebuild its globals on loading
-    exec(compile(source, __file__, "exec"), globals())
-    return globals().pop(name)
+    return generated(source, name, globals())
 
 
 _KERNEL = serial_and_parallel(_generated(_kernel_source(CB, PB), "blocked_correlate"),

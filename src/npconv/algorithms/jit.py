@@ -24,6 +24,10 @@ With unit stride and a few channels per group, real layers go to the register-ti
 kernels of :mod:`npconv.algorithms._blocked` instead (:func:`tiled` decides): 4 output
 channels x 16 pixels per task kept in vector registers over every tap, dX by scattering
 (4 input channels x 16 dZ positions per tile), dW as register-tiled dot products.
+Layers with 16 or more output channels per group whose outputs are strided or narrow
+(LeNet's 10x10, the stride-2 ResNet layer) run their forward pass and weight gradient
+as implicit GEMMs in :mod:`npconv.algorithms._implicit` instead (:func:`implicit`
+decides): im2col's products with the column matrix read in place, no junk columns.
 Tiny problems (the book's layer) and small strided ones go to the index-table kernels
 of :mod:`npconv.algorithms._indexed` (:func:`indexed` decides): im2col as a gather
 fused with its GEMM, one serial call per pass, both gradients in one pass over dZ.
@@ -47,7 +51,7 @@ from .._numba import serial_and_parallel
 from .._scratch import output
 from ..padding import pad
 from ..spec import ConvSpec
-from . import _blocked, _indexed, bias_grad
+from . import _blocked, _implicit, _indexed, bias_grad
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
 
@@ -358,6 +362,38 @@ def indexed(spec: ConvSpec) -> bool:
             and _indexed.table_size(spec) <= _indexed.MAX_TABLE)
 
 
+# The implicit-GEMM kernels (:mod:`._implicit`) against the others, measured: they win
+# where the wide rows of :mod:`._blocked` carry much junk (LeNet's 10x10 outputs of
+# 14-wide rows, 29%: forward 0.57 ms against 0.70, dW 0.82 against 0.90-1.35) or the
+# stride is not 1 (the stride-2 ResNet layer: forward 25 against im2col's 26-38 ms,
+# dW 20 against 25); they lose with few channels to vectorise over (LeNet's first
+# layer: 6 output channels) or short columns (CIFAR's stem, K = 27: dW 2-3x slower),
+# and tie on wide outputs (32x32 with 36-wide rows).
+IMPLICIT_MIN_CHANNELS = 16
+IMPLICIT_MIN_K = 64
+IMPLICIT_MIN_JUNK = 0.2
+
+
+def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
+    """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
+    :mod:`._implicit`: a parallel-sized problem with at least
+    :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of at least
+    :data:`IMPLICIT_MIN_K` (channel, tap) pairs, strided, or with unit stride and wide
+    rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk; its copies (the padded
+    input, and dZ for the weight gradient) must fit the workspace limit."""
+    if op not in ("forward", "grad_weight") or not _parallel(spec):
+        return False
+    if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
+            or spec.c_in_g * spec.kh * spec.kw < IMPLICIT_MIN_K):
+        return False
+    if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp:
+        return False
+    copies = spec.n * spec.c_in * spec.hp * spec.wp + (
+        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // _implicit.WCO)
+        * _implicit.WCO if op == "grad_weight" else 0)
+    return copies * itemsize <= tuning.workspace_limit()
+
+
 def _wide(spec: ConvSpec) -> bool:
     """Stride 1 in both directions: the wide-plane kernels apply."""
     return spec.stride == (1, 1)
@@ -393,6 +429,8 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
 
 
 def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    if implicit(spec, "forward", x.itemsize):
+        return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec))
     if tiled(spec, "forward", x.itemsize):
         return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
                                   spec.padding[0], spec.padding[2], spec.dilation,
@@ -457,6 +495,9 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     if indexed(spec):
         return _indexed.backward(_prepare(x), None, _prepare(grad_output), spec, False,
                                  True)[1]
+    if implicit(spec, "grad_weight", x.itemsize):  # no junk: exact for inf and NaN too
+        return _implicit.weight_grad(_prepare(x), _prepare(grad_output), spec,
+                                     _parallel(spec))
     grad_w = np.empty(spec.weight_shape, dtype=x.dtype)
     if tiled(spec, "grad_weight", x.itemsize):
         grad_w = _blocked.weight_grad(_prepare(x), _prepare(grad_output), (spec.kh, spec.kw),

@@ -1,0 +1,255 @@
+"""Implicit GEMM: im2col's products with the column matrix never built (the jit
+algorithm's path for layers with 8 or more output channels per group).
+
+14.4 writes the forward pass as one GEMM, ``Y (C_out, P) = W (C_out, K) @ cols (K, P)``
+over the P = N*OH*OW output pixels and the K = C_in/G*KH*KW (channel, tap) pairs;
+:mod:`npconv.algorithms.im2col` copies ``cols`` out of x first and hands the product to
+BLAS. Here the product reads ``cols`` where it lies: column p, row k of ``cols`` is the
+padded input at ``pbase[p] + offs[k]``, with
+
+* ``pbase[p]``: where output pixel p = (b, i, j) starts in the padded input,
+  ``b*C_in*Hp*Wp + i*S_h*Wp + j*S_w`` (a table of P entries, cached per geometry);
+* ``offs[k]``: the (channel, tap) k = (c, u, v) relative to it, ``c*Hp*Wp + u*D_h*Wp +
+  v*D_w`` (K entries).
+
+So stride, dilation and padding are all in two small tables, and every output pixel is
+a real one: unlike the wide rows of :mod:`._blocked` nothing is computed and thrown
+away, which is what 10x10 outputs (LeNet's second layer: 29% junk there) and strided
+layers need.
+
+The kernels are register-tiled the other way round from :mod:`._blocked`: a vector
+register holds consecutive *output channels* (loaded from the weights, laid out
+(blocks, K, CO)), and each input value is broadcast to it.
+
+* forward (:func:`correlate`): a tile is :data:`CO` output channels x :data:`PX` output
+  pixels, ``CO*PX`` sums in registers over all K; each k loads CO weights and PX
+  inputs for ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
+* grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
+  @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
+  channels x :data:`WKT` (channel, tap) pairs; each pixel loads WCO values of dZ (laid
+  out pixel-major, (P, C_out), one copy) and WKT inputs. The pixels are cut into
+  :data:`SLICES` fixed slices (partial sums, added up in float64 in a fixed order, so
+  the result does not depend on the thread count), and each slice walks them in chunks
+  of :data:`CHUNK` that stay in cache while every tile passes over them.
+
+The input gradient stays with the other kernels: it is a scatter (or a correlation
+with the rotated kernel), not this GEMM. The sources are generated, as in
+:mod:`._blocked`, and compiled with LLVM's SLP vectoriser on, which packs the named
+accumulators into vector registers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import prange  # noqa: F401 - the generated kernels' loops
+
+from .._numba import generated, serial_and_parallel
+from .._scratch import output, scratch
+from ..spec import ConvSpec
+from ._blocked import _PLACE, _compile, _copy_parallel, _weight_tiles
+
+CO, PX = 8, 8  # forward tile: output channels (one AVX register of float32) x pixels
+WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
+SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
+CHUNK = 128  # pixels a weight-gradient slice keeps in cache at a time
+# measured on LeNet's second layer, the stride-2 ResNet layer and a 1x1 layer: 8 x 8
+# forward tiles ran at 80-120 GFLOP/s, 16 x 6 weight-gradient tiles at 65-105
+# (16 x 4 and 8 x 8: 30-80; 16 x 6 forward tiles and 24 x 4 lose to LLVM's register
+# allocation or to padding 16 channels to 24)
+
+
+def _forward_source(co: int, px: int) -> str:
+    """Source of ``implicit_correlate`` for a (co output channels, px pixels) tile."""
+    acc = [[f"a{c}_{p}" for p in range(px)] for c in range(co)]
+    u = "np.uint64"
+    lines = [
+        "def implicit_correlate(planes, pbase, offs, wt, out, npix, ohw, cy, gstride,",
+        "                       groups, nblk):  # pragma: no cover - compiled",
+        "    kk = offs.shape[0]",
+        "    zero = out.dtype.type(0)",
+        f"    ntiles = (npix + {px - 1}) // {px}",
+        "    for task in prange(ntiles * groups * nblk):",
+        "        blk = task % nblk",
+        "        g = task // nblk % groups",
+        f"        p0 = task // (nblk * groups) * {px}",
+        "        goff = g * gstride",
+    ]
+    # the last tile's spare pixels read the last pixel again; they are never stored
+    lines += [f"        b{p} = pbase[min(p0 + {p}, npix - 1)] + goff" for p in range(px)]
+    lines += [f"        {a} = zero" for row in acc for a in row]
+    lines += [
+        f"        wb = (g * nblk + blk) * kk * {co}",
+        "        for k in range(kk):",
+        "            o = offs[k]",
+        f"            w = {u}(wb + k * {co})",
+    ]
+    lines += [f"            x{p} = planes[{u}(b{p} + o)]" for p in range(px)]
+    lines += [f"            w{c} = wt[w + {u}({c})]" for c in range(co)]
+    lines += [f"            {acc[c][p]} += w{c} * x{p}" for p in range(px) for c in range(co)]
+    lines += [
+        f"        row = (g * nblk + blk) * {co}",
+        "        s = p0 // ohw  # sample and pixel of the tile's first pixel",
+        "        r = p0 - s * ohw",
+    ]
+    for p in range(px):
+        lines += [
+            f"        if p0 + {p} < npix:",
+            f"            o = {u}((s * cy + row) * ohw + r)",
+        ]
+        lines += [f"            out[o + {u}({c} * ohw)] = {acc[c][p]}" for c in range(co)]
+        lines += ["        r += 1",
+                  "        if r == ohw:",
+                  "            r = 0",
+                  "            s += 1"]
+    return "\n".join(lines) + "\n"
+
+
+def _weight_source(co: int, kt: int) -> str:
+    """Source of ``implicit_weight_grad`` for a (co output channels, kt pairs) tile."""
+    acc = [[f"a{c}_{j}" for j in range(kt)] for c in range(co)]
+    u = "np.uint64"
+    i4, i5, i6 = " " * 16, " " * 20, " " * 24
+    lines = [
+        "def implicit_weight_grad(planes, pbase, offs, dzt, part, npix, per, chunk, gstride,",
+        "                         nblk):  # pragma: no cover - compiled",
+        f"    nkt = offs.shape[0] // {kt}",
+        "    cp = dzt.shape[0] // npix",
+        "    zero = part.dtype.type(0)",
+        "    for s in prange(part.shape[0]):",
+        "        p_hi = min(npix, (s + 1) * per)",
+        "        for c0 in range(s * per, p_hi, chunk):",
+        "            c1 = min(p_hi, c0 + chunk)",
+        "            for gt in range(part.shape[1]):  # (group, block of pairs)",
+        "                g = gt // nkt",
+        "                t = gt - g * nkt",
+    ]
+    lines += [f"{i4}o{j} = offs[t * {kt} + {j}] + g * gstride" for j in range(kt)]
+    lines += [f"{i4}for blk in range(nblk):"]
+    lines += [f"{i5}{a} = zero" for row in acc for a in row]
+    lines += [
+        f"{i5}col = (g * nblk + blk) * {co}",
+        f"{i5}for p in range(c0, c1):",
+        f"{i6}b = pbase[p]",
+        f"{i6}d = {u}(p * cp + col)",
+    ]
+    lines += [f"{i6}d{c} = dzt[d + {u}({c})]" for c in range(co)]
+    lines += [f"{i6}x{j} = planes[{u}(b + o{j})]" for j in range(kt)]
+    lines += [f"{i6}{acc[c][j]} += d{c} * x{j}" for j in range(kt) for c in range(co)]
+    lines += [f"{i5}q = part[s, gt, blk]"]
+    lines += [f"{i5}q[{j * co + c}] += {acc[c][j]}" for j in range(kt) for c in range(co)]
+    return "\n".join(lines) + "\n"
+
+
+_FORWARD = serial_and_parallel(
+    generated(_forward_source(CO, PX), "implicit_correlate", globals()), fastmath={"contract"})
+_WEIGHT = serial_and_parallel(
+    generated(_weight_source(WCO, WKT), "implicit_weight_grad", globals()),
+    fastmath={"contract"})
+
+
+@functools.lru_cache(maxsize=32)
+def pixel_table(spec: ConvSpec) -> np.ndarray:
+    """``pbase`` (N*OH*OW,): where each output pixel's window starts in the padded
+    input (N, C_in, Hp, Wp), flattened. Cached per geometry: never written to."""
+    plane = spec.hp * spec.wp
+    b = np.arange(spec.n, dtype=np.int64).reshape(-1, 1, 1) * (spec.c_in * plane)
+    i = np.arange(spec.oh, dtype=np.int64).reshape(1, -1, 1) * (spec.stride[0] * spec.wp)
+    j = np.arange(spec.ow, dtype=np.int64).reshape(1, 1, -1) * spec.stride[1]
+    # left writeable: Numba compiles loads from a read-only array into slower code
+    # (measured: the weight-gradient kernel 1.1-1.8x slower), and only this module uses it
+    return (b + i + j).reshape(-1)  # (N*OH*OW,)
+
+
+def _offsets(spec: ConvSpec, multiple: int = 1) -> np.ndarray:
+    """``offs`` (K rounded up to ``multiple``,): each (channel, tap) of one group relative
+    to a pixel's window, in the weight's (c, u, v) order; the spare entries repeat the
+    last one (their sums are dropped)."""
+    plane = spec.hp * spec.wp
+    (dh, dw) = spec.dilation
+    c = np.arange(spec.c_in_g, dtype=np.int64).reshape(-1, 1, 1) * plane
+    u = np.arange(spec.kh, dtype=np.int64).reshape(1, -1, 1) * (dh * spec.wp)
+    v = np.arange(spec.kw, dtype=np.int64).reshape(1, 1, -1) * dw
+    offs = (c + u + v).reshape(-1)  # (K,)
+    spare = -len(offs) % multiple
+    return np.concatenate([offs, np.full(spare, offs[-1], dtype=np.int64)])
+
+
+def _planes(x: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
+    """x zero-padded to (N, C_in, Hp, Wp), flattened (x itself when there is no padding)."""
+    if not any(spec.padding):
+        return x.reshape(-1)
+    planes = scratch("implicit planes", (spec.n, spec.c_in, spec.hp * spec.wp), x.dtype)
+    _PLACE[_copy_parallel(parallel, planes)](x, planes, spec.wp, spec.padding[0],
+                                             spec.padding[2], spec.hp)
+    return planes.reshape(-1)
+
+
+def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
+    """y = x (*) W (14.4's im2col product, with the column matrix read in place).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W), C-contiguous
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW), C-contiguous
+
+    Returns
+    -------
+    ndarray of shape (N, C_out, OH, OW)
+    """
+    planes = _planes(x, spec, parallel)
+    wt, nblk = _weight_tiles(weight, spec.groups, CO)  # (G*blocks*K*CO,)
+    ohw = spec.oh * spec.ow
+    exact = spec.c_out_g % CO == 0  # the tiles are y's own channels: write y directly
+    y = output(spec.y_shape, x.dtype)
+    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * CO, ohw),
+                                  x.dtype)
+    args = (planes, pixel_table(spec), _offsets(spec), wt, out.reshape(-1),
+            spec.n * ohw, ohw, out.shape[1], spec.c_in_g * spec.hp * spec.wp, spec.groups,
+            nblk)
+    kernel = _FORWARD[parallel]
+    _compile(kernel, args)
+    kernel(*args)
+    if not exact:  # drop each group's padding channels
+        y.reshape(spec.n, spec.groups, spec.c_out_g, ohw)[...] = out.reshape(
+            spec.n, spec.groups, nblk * CO, ohw)[:, :, :spec.c_out_g]
+    return y
+
+
+def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
+                parallel: bool) -> np.ndarray:
+    """dW = dZ @ cols.T (formula 17.3 (11)), with the column matrix read in place.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W), C-contiguous
+    grad_output : ndarray of shape (N, C_out, OH, OW)
+
+    Returns
+    -------
+    ndarray of shape (C_out, C_in/groups, KH, KW)
+    """
+    n, groups, cog = spec.n, spec.groups, spec.c_out_g
+    ohw = spec.oh * spec.ow
+    npix = n * ohw
+    planes = _planes(x, spec, parallel)
+    nblk = -(-cog // WCO)
+    dzt = scratch("implicit dz", (n, ohw, groups, nblk * WCO), grad_output.dtype)
+    if cog % WCO:
+        dzt[..., cog:] = 0  # each group's padding channels
+    dzt[..., :cog] = grad_output.reshape(n, groups, cog, ohw).transpose(0, 3, 1, 2)
+    offs = _offsets(spec, WKT)
+    nkt = len(offs) // WKT
+    slices = max(1, min(SLICES, -(-npix // CHUNK)))
+    per = -(-npix // slices)
+    part = np.zeros((slices, groups * nkt, nblk, WKT * WCO), dtype=x.dtype)
+    args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, CHUNK,
+            spec.c_in_g * spec.hp * spec.wp, nblk)
+    kernel = _WEIGHT[parallel]
+    _compile(kernel, args)
+    kernel(*args)
+    sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, WKT*WCO)
+    sums = sums.reshape(groups, nkt, nblk, WKT, WCO).transpose(0, 2, 4, 1, 3)
+    sums = sums.reshape(groups, nblk * WCO, nkt * WKT)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
+    return sums.reshape(spec.weight_shape).astype(x.dtype)

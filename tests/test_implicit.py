@@ -1,0 +1,102 @@
+"""The jit algorithm's implicit-GEMM kernels (npconv.algorithms._implicit): when they
+run, and that they give the oracle's answers on the shapes their tiles find hardest
+(pixel counts that are not a multiple of the tile, channel counts that are not a
+multiple of the vector, groups, padding, stride, dilation), in both dtypes, serial and
+parallel, whatever the thread count. The parity tests run them on every case through
+the "jit-implicit" variant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npconv
+from npconv.algorithms import _implicit, jit, naive
+from npconv.spec import plan_conv2d
+
+from reference import assert_close
+
+
+def test_which_problems_take_the_implicit_path():
+    f4 = np.dtype(np.float32).itemsize
+    lenet2 = plan_conv2d((64, 6, 14, 14), (16, 6, 5, 5)).spec  # 10x10 outputs of 14-wide rows
+    assert jit.implicit(lenet2, "forward", f4) and jit.implicit(lenet2, "grad_weight", f4)
+    assert not jit.implicit(lenet2, "grad_input", f4)  # dX stays a scatter
+    down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1).spec
+    assert jit.implicit(down, "forward", f4)
+    wide = plan_conv2d((16, 32, 32, 32), (32, 32, 3, 3), padding=2, dilation=2).spec
+    assert not jit.implicit(wide, "forward", f4)  # 11% junk: the wide rows do as well
+    lenet1 = plan_conv2d((64, 1, 28, 28), (6, 1, 5, 5), padding=2).spec
+    assert not jit.implicit(lenet1, "forward", f4)  # 6 output channels
+    stem = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1).spec
+    assert not jit.implicit(stem, "forward", f4)  # columns of K = 27
+    book = plan_conv2d((8, 3, 7, 6), (2, 3, 4, 5)).spec
+    assert not jit.implicit(book, "forward", f4)  # one thread's work: the index tables
+
+
+def test_workspace_limit_sends_large_copies_elsewhere():
+    down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1).spec
+    before = npconv.workspace_limit()
+    try:
+        npconv.set_workspace_limit(1 << 20)
+        assert not jit.implicit(down, "forward", 4)
+    finally:
+        npconv.set_workspace_limit(before)
+
+
+CASES = {
+    # x shape, weight shape, conv kwargs
+    "tail": ((3, 5, 9, 7), (16, 5, 3, 3), dict()),  # 3*7*5 = 105 pixels: a partial tile
+    "channels": ((2, 6, 8, 8), (20, 6, 3, 3), dict(padding=1)),  # 20 = 2.5 vectors
+    "strided": ((2, 8, 13, 11), (24, 8, 3, 5), dict(stride=(2, 3), padding=(1, 2))),
+    "dilated": ((2, 4, 12, 12), (16, 4, 3, 3), dict(padding=((2, 0), (1, 3)),
+                                                     dilation=(2, 1))),
+    "grouped": ((2, 12, 9, 9), (36, 4, 3, 2), dict(groups=3, stride=2)),
+    "pointwise": ((3, 24, 5, 5), (16, 24, 1, 1), dict()),
+}
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernels_match_the_loops(case, dtype, parallel):
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    y = _implicit.correlate(x, w, spec, parallel)
+    assert y.dtype == dtype and y.shape == spec.y_shape
+    assert_close(y, naive.forward(x, w, spec), "y")
+    dw = _implicit.weight_grad(x, g, spec, parallel)
+    assert dw.dtype == dtype and dw.shape == spec.weight_shape
+    assert_close(dw, naive.grad_weight(x, g, spec), "dW")
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 8, 15, 15)).astype(np.float32)
+    w = rng.standard_normal((32, 8, 3, 3)).astype(np.float32)
+    spec = plan_conv2d(x.shape, w.shape, stride=2).spec
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    before = npconv.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            npconv.set_num_threads(threads)
+            results.append((_implicit.correlate(x, w, spec, True).copy(),
+                            _implicit.weight_grad(x, g, spec, True)))
+    finally:
+        npconv.set_num_threads(before)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pixel_table_is_cached():
+    spec = plan_conv2d((2, 3, 9, 8), (16, 3, 3, 3), stride=2, padding=1).spec
+    table = _implicit.pixel_table(spec)
+    assert table is _implicit.pixel_table(spec)
+    assert table.shape == (spec.n * spec.oh * spec.ow,)
+    assert table[1] - table[0] == 2  # the stride, along a row of the padded input
+    assert table[spec.ow] - table[0] == 2 * spec.wp
