@@ -30,6 +30,8 @@ def test_which_problems_take_the_implicit_path():
     assert not jit.implicit(lenet1, "forward", f4)  # 6 output channels
     stem = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1).spec
     assert not jit.implicit(stem, "forward", f4)  # columns of K = 27
+    deep = plan_conv2d((32, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1).spec
+    assert not jit.implicit(deep, "forward", f4)  # K = 2304: BLAS's blocking wins
     book = plan_conv2d((8, 3, 7, 6), (2, 3, 4, 5)).spec
     assert not jit.implicit(book, "forward", f4)  # one thread's work: the index tables
 

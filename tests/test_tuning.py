@@ -92,7 +92,9 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),
     ((16, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_weight", "winograd"),
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1, dilation=2), "forward", "jit"),
-    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "forward", "im2col"),
+    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "forward", "jit"),  # implicit
+    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "grad_weight", "jit"),
+    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
     ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "jit"),  # deep, small
     ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "backward", "im2col"),
@@ -101,7 +103,8 @@ def test_set_num_threads_validated():
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "forward", "jit"),  # LeNet's second: tiled
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "grad_input", "jit"),
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "backward", "jit"),
-    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "forward", "im2col"),  # strided
+    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "forward", "jit"),  # strided: implicit
+    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),
     ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
     ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
 ])

@@ -74,15 +74,17 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
 
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
-    parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     itemsize = np.dtype(dtype).itemsize
+    if op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize):
+        return "implicit"
+    parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
         return "tiled"
     return "gemm"
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
-              "tiled": "jit", "gemm": "im2col"}
+              "implicit": "jit", "tiled": "jit", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -125,12 +127,26 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
                 f"the register-tiled gradients",
+        "implicit": f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, "
+                    f"columns of K = {k}, and a strided or narrow output: the jit "
+                    f"algorithm's implicit GEMM (im2col's product with the column matrix "
+                    f"read in place, 8 channels x 8 pixels in registers for the forward, 16 "
+                    f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
+                    f"BLAS",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
-                 f"registers) beat im2col + BLAS",
+                 f"registers) beat im2col + BLAS" + (
+                     "; its dW runs as the implicit GEMM (no junk columns)"
+                     if op == "backward" and _jit_implicit(spec, dtype) else ""),
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+def _jit_implicit(spec: ConvSpec, dtype) -> bool:
+    from .algorithms import jit
+
+    return jit.implicit(spec, "grad_weight", np.dtype(dtype).itemsize)
 
 
 def _jit_indexed(spec: ConvSpec) -> bool:

@@ -364,27 +364,32 @@ def indexed(spec: ConvSpec) -> bool:
 
 # The implicit-GEMM kernels (:mod:`._implicit`) against the others, measured: they win
 # where the wide rows of :mod:`._blocked` carry much junk (LeNet's 10x10 outputs of
-# 14-wide rows, 29%: forward 0.57 ms against 0.70, dW 0.82 against 0.90-1.35) or the
-# stride is not 1 (the stride-2 ResNet layer: forward 25 against im2col's 26-38 ms,
-# dW 20 against 25); they lose with few channels to vectorise over (LeNet's first
-# layer: 6 output channels) or short columns (CIFAR's stem, K = 27: dW 2-3x slower),
-# and tie on wide outputs (32x32 with 36-wide rows).
+# 14-wide rows, 29%: forward 0.57 ms against 0.70, dW 0.37-0.82 against 0.90-1.35) or
+# the stride is not 1 with columns of a few hundred (channel, tap) pairs (the stride-2
+# ResNet layer, K = 576: forward 18-25 ms against im2col's 26-38, dW 15-20 against
+# 25-29; a 5x5 stride-2 layer, K = 400: forward 2.8 against 6.0, dW 4.6 against 6.0).
+# They lose with few channels to vectorise over (LeNet's first layer: 6 output
+# channels), short columns (CIFAR's stem, K = 27: dW 2-3x slower; a 1x1 stride-2 layer,
+# K = 64: 5-15%) and long ones, where BLAS's blocking pays (K = 1152 and 2304: dW 1.6x
+# and 2.2x slower), and tie on wide outputs (32x32 with 36-wide rows).
 IMPLICIT_MIN_CHANNELS = 16
-IMPLICIT_MIN_K = 64
+IMPLICIT_MIN_K = 100
+IMPLICIT_MAX_K = 640
 IMPLICIT_MIN_JUNK = 0.2
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
     :mod:`._implicit`: a parallel-sized problem with at least
-    :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of at least
-    :data:`IMPLICIT_MIN_K` (channel, tap) pairs, strided, or with unit stride and wide
-    rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk; its copies (the padded
-    input, and dZ for the weight gradient) must fit the workspace limit."""
+    :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
+    :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs, strided, or
+    with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk;
+    its copies (the padded input, and dZ for the weight gradient) must fit the
+    workspace limit."""
     if op not in ("forward", "grad_weight") or not _parallel(spec):
         return False
     if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
-            or spec.c_in_g * spec.kh * spec.kw < IMPLICIT_MIN_K):
+            or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= IMPLICIT_MAX_K):
         return False
     if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp:
         return False
