@@ -184,11 +184,7 @@ def _scatter_kernel_source(cb: int, pb: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generated(source: str, name: str):
-    return generated(source, name, globals())
-
-
-_KERNEL = serial_and_parallel(_generated(_kernel_source(CB, PB), "blocked_correlate"),
+_KERNEL = serial_and_parallel(generated(_kernel_source(CB, PB), "blocked_correlate", globals()),
                               fastmath={"contract"})
 KB = 2  # kernel taps per register tile of the weight gradient
 LANES = 8  # output positions per step of the weight gradient (one AVX register)
@@ -199,12 +195,13 @@ LANES = 8  # output positions per step of the weight gradient (one AVX register)
 # function (and name), so each has its own entry in Numba's disk cache.
 SCATTER_BLOCKS = (CB, 3)
 _SCATTER_KERNELS = {
-    cb: serial_and_parallel(_generated(_scatter_kernel_source(cb, PB), f"blocked_scatter{cb}"),
-                            fastmath={"contract"})
+    cb: serial_and_parallel(
+        generated(_scatter_kernel_source(cb, PB), f"blocked_scatter{cb}", globals()),
+        fastmath={"contract"})
     for cb in SCATTER_BLOCKS
 }
 _WEIGHT_KERNEL = serial_and_parallel(
-    _generated(_weight_kernel_source(CB, KB, LANES), "blocked_weight_grad"),
+    generated(_weight_kernel_source(CB, KB, LANES), "blocked_weight_grad", globals()),
     fastmath={"contract"})
 _compiled: set = set()
 
