@@ -26,7 +26,8 @@ Three things make it fast:
   chunk ever exceeds :func:`npconv.tuning.workspace_limit` (one output row at least).
 * **Pointwise layers skip im2col.** A 1x1 kernel with stride 1 and no padding reads
   every pixel once, so x[n] (C_in, H*W) is already its column matrix: y and dX are
-  batched GEMMs over the samples, dW a sum of per-sample GEMMs, with no copy.
+  batched GEMMs over the samples with no copy; dW is one GEMM per chunk of samples,
+  over copies of x and dZ with the samples moved next to the pixels.
 * **Wide rows for stride 1.** With unit stride, output row i of tap (u, v) reads the
   padded input from flat position ``(i + u*D_h)*Wp + v*D_w`` on, so a row of the column
   matrix can be one contiguous run of the padded plane: column j runs to ``JW = Wp``
@@ -349,7 +350,8 @@ def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
 
 def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_weight: bool):
     """dX[n] = W.T @ dZ[n] (no col2im: every pixel is read once); dW = sum over chunks
-    of samples of dZ[n] @ x[n].T, the per-sample products bounded by the workspace."""
+    of samples of dZ' @ x'.T, with x' and dZ' the chunk's samples next to its pixels
+    (copies bounded by the workspace)."""
     dz3 = dz.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
     cig, cog = spec.c_in_g, spec.c_out_g
     dx = dw = None
@@ -360,15 +362,24 @@ def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_wei
             np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz3[:, g * cog:(g + 1) * cog],
                       out=dx3[:, g * cig:(g + 1) * cig])
     if need_weight:
+        # dW = dZ' (C_out, N*L) @ x' (C_in, N*L).T with the samples moved next to the
+        # pixels (one copy of each per chunk): one long GEMM per chunk and group instead
+        # of a short one per sample (the pointwise suite layer: 1.5-1.8 ms against 1.9-2.5)
         x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
+        length = x3.shape[2]
         dw = np.zeros((spec.c_out, cig), dtype=dz.dtype)
-        step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // (cog * cig * dz.itemsize))
+        per_sample = (spec.c_in + spec.c_out) * length * dz.itemsize
+        step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // per_sample)
         for n0 in range(0, spec.n, step):
             n1 = min(spec.n, n0 + step)
+            xt = scratch("pointwise x'", (spec.c_in, n1 - n0, length), dz.dtype)
+            xt[...] = x3[n0:n1].transpose(1, 0, 2)  # (C_in, nb, L)
+            dzt = scratch("pointwise dz'", (spec.c_out, n1 - n0, length), dz.dtype)
+            dzt[...] = dz3[n0:n1].transpose(1, 0, 2)  # (C_out, nb, L)
+            xt, dzt = xt.reshape(spec.c_in, -1), dzt.reshape(spec.c_out, -1)  # (C, nb*L)
             for g in range(spec.groups):
-                per_sample = np.matmul(dz3[n0:n1, g * cog:(g + 1) * cog],
-                                       x3[n0:n1, g * cig:(g + 1) * cig].transpose(0, 2, 1))
-                dw[g * cog:(g + 1) * cog] += per_sample.sum(axis=0)  # (C_out/G, C_in/G)
+                dw[g * cog:(g + 1) * cog] += (dzt[g * cog:(g + 1) * cog]
+                                              @ xt[g * cig:(g + 1) * cig].T)  # (C_out/G, C_in/G)
         dw = dw.reshape(spec.weight_shape)
     return dx, dw
 
