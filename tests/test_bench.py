@@ -44,3 +44,50 @@ def test_bench_suite_autotune_reports_the_measured_choice(tmp_path, torch):
     assert result["autotune"] is True
     assert all(a in tuning.CANDIDATES for a in result["rows"][0]["algorithm"].split("/"))
     assert not tuning.autotune_enabled()  # switched back off afterwards
+
+
+def test_bench_passes_times_each_pass_and_draws_the_grid(tmp_path, torch):
+    out, png = tmp_path / "passes.json", tmp_path / "passes.png"
+    assert main(["bench", "passes", "--layers", "book,down", "--repeat", "1",
+                 "--json", str(out), "--plot", str(png)]) == 0
+    result = json.loads(out.read_text())
+    parts = ("forward", "grad_input", "grad_weight", "grad_bias")
+    assert [(r["id"], r["part"]) for r in result["rows"]] == [
+        (layer, part) for layer in ("book", "down") for part in parts]
+    for r in result["rows"]:
+        assert r["ms"] > 0 and r["torch_ms"] > 0 and r["speedup"] > 0
+    for layer in ("book", "down"):
+        shares = [r["share"] for r in result["rows"] if r["id"] == layer]
+        assert abs(sum(shares) - 1) < 1e-9
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_torch_side_passes_compute_each_gradient_alone(torch):
+    """The PyTorch side of ``bench passes`` asks convolution_backward for one gradient
+    at a time; each must be that gradient (the mask in the right order)."""
+    import npconv
+    from npconv._torch_side import _part
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kwargs = dict(stride=2, padding=1, dilation=1, groups=2)
+    y = npconv.conv2d(x, w, b, **kwargs)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    expected = [y, *npconv.conv2d_backward(x, w, g, **kwargs)]
+    for i, part in enumerate(("forward", "grad_input", "grad_weight", "grad_bias")):
+        got = _part(torch, part, x, w, b, g, kwargs)
+        got = got if part == "forward" else got[i - 1]
+        np.testing.assert_allclose(got.numpy(), expected[i], rtol=1e-4, atol=1e-4,
+                                   err_msg=part)
+
+
+def test_the_passes_grid_without_torch_shows_each_pass_share(tmp_path):
+    from npconv.bench import PASSES, save_passes_plot
+
+    rows = [dict(id=layer, part=part, algorithm="jit", ms=1.0 + i, share=(1.0 + i) / 10)
+            for layer in ("a", "b") for i, part in enumerate(PASSES)]
+    png = tmp_path / "grid.png"
+    save_passes_plot(dict(rows=rows, dtype="float32", threads=2), str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"

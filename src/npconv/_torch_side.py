@@ -12,7 +12,9 @@ Protocol: one JSON object per line on stdin, one reply per line on stdout.
 * ``{"op": "hello", "threads": n}`` -> ``{"backend": "torch 2.x (oneDNN CPU convolution)"}``
 * ``{"op": "layer", "arrays": "in.npz", "kwargs": {...}, "out": "out.npz"}``: loads x,
   w, b, g, runs one step (the warm-up) and saves y, dX, dW, dB to ``out`` -> ``{}``
-* ``{"op": "time"}``: one timed step -> ``{"seconds": s}``
+* ``{"op": "time", "part": p}``: one timed step (``p`` "step", the default), or one
+  pass alone, as autograd runs it (``p`` "forward", "grad_input", "grad_weight" or
+  "grad_bias") -> ``{"seconds": s}``
 * ``{"op": "book", "x": [...], "y": [...], "dtype": "float32", "iterations": k,
   "warm_seconds": t}``: the 14.5.3 loop (fresh random x and dZ each iteration), after
   at least t seconds of warm-up steps -> ``{"seconds": s}``
@@ -35,6 +37,26 @@ def _step(torch, x, w, b, g, kwargs):
     y = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
     y.backward(torch.from_numpy(g))
     return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
+
+
+def _part(torch, part, x, w, b, g, kwargs):
+    """One pass alone: the forward without autograd, or the call autograd makes for the
+    backward (``convolution_backward``) with only this gradient asked for."""
+    tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+    if part == "forward":
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+    if part not in ("grad_input", "grad_weight", "grad_bias"):
+        raise ValueError(f"unknown part {part!r}")
+    mask = [part == "grad_input", part == "grad_weight", part == "grad_bias"]
+    return torch.ops.aten.convolution_backward(
+        torch.from_numpy(g), tx, tw, [w.shape[0]], _pair(kwargs.get("stride", 1)),
+        _pair(kwargs.get("padding", 0)), _pair(kwargs.get("dilation", 1)), False, [0, 0],
+        int(kwargs.get("groups", 1)), mask)
 
 
 def _book(torch, msg) -> float:
@@ -80,8 +102,12 @@ def main() -> None:
             y, dx, dw, db = _step(torch, **state)
             np.savez(msg["out"], y=y, dx=dx, dw=dw, db=db)
         elif op == "time":
+            part = msg.get("part", "step")
             t0 = time.perf_counter()
-            _step(torch, **state)
+            if part == "step":
+                _step(torch, **state)
+            else:
+                _part(torch, part, **state)
             reply["seconds"] = time.perf_counter() - t0
         elif op == "book":
             reply["seconds"] = _book(torch, msg)

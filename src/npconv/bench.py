@@ -175,9 +175,10 @@ class TorchSide:
         with np.load(out) as f:
             return f["y"], f["dx"], f["dw"], f["db"]
 
-    def step(self) -> float:
-        """Seconds of one forward + backward of the loaded layer (timed in the child)."""
-        return self._ask(op="time")["seconds"]
+    def step(self, part: str = "step") -> float:
+        """Seconds of one forward + backward of the loaded layer, or of one of
+        :data:`PASSES` alone (timed in the child)."""
+        return self._ask(op="time", part=part)["seconds"]
 
     def book(self, x_shape, w_shape, y_shape, dtype, iterations: int) -> float:
         return self._ask(op="book", x=list(x_shape), w=list(w_shape), y=list(y_shape),
@@ -207,14 +208,20 @@ def _npconv_step(x, w, b, g, kwargs, algorithm):
     return (y, *conv2d_backward(x, w, g, algorithm=algorithm, **kwargs))
 
 
-def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: float) -> dict:
-    """One row of the suite: npconv and PyTorch on the same arrays."""
+def _layer_arrays(layer: Layer, dtype):
+    """x, W, b, dZ of a suite layer (seeded: every run times the same arrays), and its spec."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(layer.x, dtype=dtype)
     w = (rng.standard_normal(layer.weight) / np.sqrt(np.prod(layer.weight[1:]))).astype(dtype)
     b = rng.standard_normal(layer.c_out).astype(dtype)
     spec = plan_conv2d(x.shape, w.shape, **layer.kwargs).spec
     g = rng.standard_normal(spec.y_shape).astype(dtype)
+    return x, w, b, g, spec
+
+
+def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: float) -> dict:
+    """One row of the suite: npconv and PyTorch on the same arrays."""
+    x, w, b, g, spec = _layer_arrays(layer, dtype)
     t0 = time.perf_counter()
     ours = _npconv_step(x, w, b, g, layer.kwargs, algorithm)  # also warms up / compiles
     first_call = time.perf_counter() - t0
@@ -273,6 +280,69 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
     if speedups:
         result["geomean_speedup"] = float(np.exp(np.mean(np.log(speedups))))
     return result
+
+
+# The passes of one step, each timed alone by ``npconv bench passes``; the backward ones
+# as conv2d_backward with only that gradient asked for (its output_mask).
+PASSES = ("forward", "grad_input", "grad_weight", "grad_bias")
+_MASKS = {"grad_input": (True, False, False), "grad_weight": (False, True, False),
+          "grad_bias": (False, False, True)}
+
+
+def _npconv_pass(x, w, b, g, kwargs, part: str):
+    if part == "forward":
+        return conv2d(x, w, b, **kwargs)
+    return conv2d_backward(x, w, g, output_mask=_MASKS[part], **kwargs)
+
+
+def _time_passes(layer: Layer, torch, dtype, repeat: int) -> list[dict]:
+    """One row per pass of ``layer``: npconv's ``auto`` and PyTorch, each pass alone."""
+    x, w, b, g, spec = _layer_arrays(layer, dtype)
+    if torch is not None:
+        torch.layer(x, w, b, g, layer.kwargs)
+    rows = []
+    for part in PASSES:
+        def ours(part=part):
+            t0 = time.perf_counter()
+            _npconv_pass(x, w, b, g, layer.kwargs, part)
+            return time.perf_counter() - t0
+
+        steps = [ours]
+        if torch is not None:
+            steps.append(lambda part=part: torch.step(part))
+        t_np, *t_torch = _interleaved_medians(steps, repeat)
+        # dB is one addition per element of dZ; the others a direct convolution's FLOPs
+        flops = spec.flops if part != "grad_bias" else spec.n * spec.c_out * spec.oh * spec.ow
+        op = "forward" if part == "forward" else "backward"
+        row = dict(id=layer.id, part=part, algorithm=tuning.choose(spec, x.dtype, op),
+                   ms=t_np * 1e3, gflops=flops / t_np / 1e9)
+        if torch is not None:
+            row.update(torch_ms=t_torch[0] * 1e3, torch_gflops=flops / t_torch[0] / 1e9,
+                       speedup=t_torch[0] / t_np)
+        rows.append(row)
+    total = sum(r["ms"] for r in rows)
+    for r in rows:
+        r["share"] = r["ms"] / total
+    return rows
+
+
+def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
+               progress=None) -> dict:
+    """Where a step's time goes: each pass of each suite layer timed alone, npconv's
+    ``auto`` against PyTorch (``convolution_backward`` with one gradient asked for)."""
+    tuning.set_num_threads(threads)
+    torch = TorchSide.start(threads)
+    rows = []
+    try:
+        for layer in layers:
+            rows.extend(_time_passes(layer, torch, dtype, repeat))
+            if progress:
+                progress(layer.id)
+    finally:
+        if torch is not None:
+            torch.close()
+    return dict(kind="passes", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
+                repeat=repeat, torch=torch_backend(torch), rows=rows)
 
 
 def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
@@ -415,6 +485,32 @@ def print_suite(result: dict, console) -> None:
                       "effective rates")
 
 
+def print_passes(result: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"each pass alone, {result['dtype']}, {result['threads']} threads, "
+                        f"median of {result['repeat']}")
+    cols = ["layer", "pass", "algorithm", "ms", "share of step", "GFLOP/s", "torch ms",
+            "torch GFLOP/s", "vs torch"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("layer", "pass", "algorithm") else "right")
+    previous = None
+    for r in result["rows"]:
+        if previous is not None and r["id"] != previous:
+            table.add_section()
+        previous = r["id"]
+        has_torch = "torch_ms" in r
+        table.add_row(r["id"], r["part"], r["algorithm"], f"{r['ms']:.3f}",
+                      f"{100 * r['share']:.0f}%", f"{r['gflops']:.1f}",
+                      f"{r['torch_ms']:.3f}" if has_torch else "-",
+                      f"{r['torch_gflops']:.1f}" if has_torch else "-",
+                      f"{r['speedup']:.2f}x" if has_torch else "-")
+    console.print(table)
+    console.print(f"{result['torch']}; grad_bias GFLOP/s counts one addition per element "
+                  f"of dZ; PyTorch's backward asked for dB alone still runs its weight-gradient "
+                  f"primitive (autograd never asks for it alone)")
+
+
 def print_book(result: dict, console) -> None:
     console.print(f"--- {result['iterations']} x forward + backward (dX, dW, dB), "
                   f"X (8,3,7,6), W (2,3,4,5), {result['dtype']}, {result['threads']} threads, "
@@ -457,6 +553,58 @@ def save_plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def save_passes_plot(result: dict, path: str) -> None:
+    """A grid of layers x passes: each cell coloured by npconv's speed-up over PyTorch
+    (log scale, blue faster, red slower) and labelled with it and npconv's ms; without
+    PyTorch, coloured by the pass's share of the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    rows = result["rows"]
+    ids = list(dict.fromkeys(r["id"] for r in rows))
+    cell = {(r["id"], r["part"]): r for r in rows}
+    versus = all("speedup" in r for r in rows)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(ids) + 1.6))
+    if versus:
+        grid = np.array([[np.log2(cell[i, p]["speedup"]) for p in PASSES] for i in ids])
+        # up to 16x either way: dB's large ratios would wash out every other cell
+        limit = min(4.0, max(1.0, float(np.ceil(np.abs(grid).max()))))
+        image = ax.imshow(np.clip(grid, -limit, limit), cmap="RdBu",
+                          norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto")
+        dark = np.abs(grid) > 0.6 * limit
+    else:
+        grid = np.array([[cell[i, p]["share"] for p in PASSES] for i in ids])
+        image = ax.imshow(grid, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+        dark = grid > 0.6
+    for y, i in enumerate(ids):
+        for x, p in enumerate(PASSES):
+            r = cell[i, p]
+            label = (f"{r['speedup']:.2f}x\n" if versus else "") + f"{r['ms']:.2f} ms"
+            ax.text(x, y, label, ha="center", va="center", fontsize=7.5,
+                    color="white" if dark[y, x] else "black")
+    ax.set_xticks(range(len(PASSES)), ["forward", "dX", "dW", "dB"])
+    ax.set_yticks(range(len(ids)), ids)
+    ax.xaxis.tick_top()
+    bar = fig.colorbar(image, ax=ax, fraction=0.05)
+    if versus:
+        ticks = np.arange(-limit, limit + 1)
+        bar.set_ticks(ticks, labels=[(f"{2 ** int(t)}x" if t >= 0 else f"1/{2 ** int(-t)}x")
+                                     + ("+" if t == limit else "") for t in ticks])
+        bar.set_label("speed-up vs PyTorch (log scale)")
+        title = "npconv (auto) vs PyTorch per pass"
+    else:
+        bar.set_label("share of the step")
+        title = "npconv (auto) per pass (PyTorch not installed)"
+    ax.set_title(f"{title}, {result['dtype']}, {result['threads']} threads", fontsize=10,
+                 pad=28)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- CLI
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -470,18 +618,22 @@ def handle(args: argparse.Namespace) -> int:
         result = run_book(args.iterations, args.threads, dtype, rounds=args.rounds,
                           progress=lambda m: console.print(f"  timed {m}", style="dim"))
         print_book(result, console)
-    else:
+    else:  # suite or passes: layers of the suite
         layers = SUITE if not args.layers else tuple(
             layer for layer in SUITE if layer.id in args.layers.split(","))
         if not layers:
             raise ValueError(f"no layer of the suite matches {args.layers!r}; layers: "
                              f"{', '.join(layer.id for layer in SUITE)}")
-        result = run_suite(args.threads, dtype, args.repeat, layers,
-                           progress=lambda i: console.print(f"  timed {i}", style="dim"),
-                           autotune=args.autotune)
-        print_suite(result, console)
+        progress = lambda i: console.print(f"  timed {i}", style="dim")  # noqa: E731
+        if args.which == "passes":
+            result = run_passes(args.threads, dtype, args.repeat, layers, progress=progress)
+            print_passes(result, console)
+        else:
+            result = run_suite(args.threads, dtype, args.repeat, layers, progress=progress,
+                               autotune=args.autotune)
+            print_suite(result, console)
         if args.plot:
-            save_plot(result, args.plot)
+            (save_passes_plot if args.which == "passes" else save_plot)(result, args.plot)
             console.print(f"plot written to {args.plot}")
     if args.json:
         write_text(args.json, json.dumps(result, indent=2, default=str))
@@ -495,21 +647,25 @@ def register(subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  npconv bench book\n  npconv bench suite --plot suite.png\n"
                "  npconv bench suite --layers res56,down --threads 1 --json out.json\n"
+               "  npconv bench passes --layers lenet2,down --plot passes.png\n"
                "  npconv bench memory")
-    p.add_argument("which", choices=("book", "suite", "memory"),
-                   help="book: the 14.5.3 comparison; suite: the layer suite; memory: a layer "
-                        "whose full im2col matrix exceeds 2 GiB, with peak RSS")
+    p.add_argument("which", choices=("book", "suite", "passes", "memory"),
+                   help="book: the 14.5.3 comparison; suite: the layer suite; passes: each "
+                        "pass of the suite's layers (forward, dX, dW, dB) timed alone, where "
+                        "a step's time goes; memory: a layer whose full im2col matrix "
+                        "exceeds 2 GiB, with peak RSS")
     p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--repeat", type=positive_int, default=5,
-                   help="timed repeats per layer (suite)")
+                   help="timed repeats per layer (suite) or pass (passes)")
     p.add_argument("--iterations", type=positive_int, default=1000, help="iterations (book)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="book: runs of each method's loop, taking turns; the median counts")
-    p.add_argument("--layers", help="comma-separated layer ids of the suite")
+    p.add_argument("--layers", help="comma-separated layer ids of the suite (suite, passes)")
     p.add_argument("--autotune", action="store_true",
                    help="suite: let auto measure its choice per layer (set_autotune)")
     p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--plot", help="bar chart of the suite (PNG; needs matplotlib)")
+    p.add_argument("--plot", help="bar chart of the suite, or the passes' grid of speed-ups "
+                                  "(PNG; needs matplotlib)")
     p.set_defaults(handler=handle, command="bench")
 
