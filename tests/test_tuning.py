@@ -282,14 +282,24 @@ def test_autotune_arguments_validated():
         npconv.explain_choice(spec, np.float32, "sideways")
 
 
-@pytest.mark.parametrize("limit", [None, 1], ids=["one-chunk", "sample-by-sample"])
+@pytest.mark.parametrize("limit", [None, 1, (4 + 6) * 42 * 8 * 3],  # 3 samples of x and y
+                         ids=["one-chunk", "sample-by-sample", "chunks-of-3"])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_pointwise_batched_gemms_agree_with_naive(small_workspace, limit, groups):
+@pytest.mark.parametrize("parallel_copies", [False, True], ids=["serial", "parallel"])
+def test_pointwise_batched_gemms_agree_with_naive(small_workspace, monkeypatch, limit, groups,
+                                                  parallel_copies):
+    from npconv.algorithms import im2col
+
+    if parallel_copies:  # the channel-major copies of a chunk on the thread pool
+        monkeypatch.setattr(im2col, "CM_PARALLEL_MIN", 0)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((5, 4, 6, 7))
     w = rng.standard_normal((6, 4 // groups, 1, 1))
     if limit is not None:
         npconv.set_workspace_limit(limit)
+    spec = plan_conv2d(x.shape, w.shape, groups=groups).spec
+    expected = {None: [(0, 5)], 1: [(n, n + 1) for n in range(5)]}.get(limit, [(0, 3), (3, 5)])
+    assert list(im2col._pointwise_chunks(spec, x.itemsize)) == expected
     y = npconv.conv2d(x, w, groups=groups, algorithm="im2col")
     assert_close(y, npconv.conv2d(x, w, groups=groups, algorithm="naive"), "y")
     g = rng.standard_normal(y.shape)
