@@ -12,9 +12,10 @@ Protocol: one JSON object per line on stdin, one reply per line on stdout.
 * ``{"op": "hello", "threads": n}`` -> ``{"backend": "torch 2.x (oneDNN CPU convolution)"}``
 * ``{"op": "layer", "arrays": "in.npz", "kwargs": {...}, "out": "out.npz"}``: loads x,
   w, b, g, runs one step (the warm-up) and saves y, dX, dW, dB to ``out`` -> ``{}``
-* ``{"op": "time", "part": p}``: one timed step (``p`` "step", the default), or one
-  pass alone, as autograd runs it (``p`` "forward", "grad_input", "grad_weight" or
-  "grad_bias") -> ``{"seconds": s}``
+* ``{"op": "time", "part": p, "calls": k}``: one timed step (``p`` "step", the
+  default), or one pass alone, as autograd runs it (``p`` "forward", "grad_input",
+  "grad_weight" or "grad_bias"); with ``k`` > 1 (default 1) the median of k calls in a
+  row -> ``{"seconds": s}``
 * ``{"op": "book", "x": [...], "y": [...], "dtype": "float32", "iterations": k,
   "warm_seconds": t}``: the 14.5.3 loop (fresh random x and dZ each iteration), after
   at least t seconds of warm-up steps -> ``{"seconds": s}``
@@ -103,12 +104,15 @@ def main() -> None:
             np.savez(msg["out"], y=y, dx=dx, dw=dw, db=db)
         elif op == "time":
             part = msg.get("part", "step")
-            t0 = time.perf_counter()
-            if part == "step":
-                _step(torch, **state)
-            else:
-                _part(torch, part, **state)
-            reply["seconds"] = time.perf_counter() - t0
+            times = []
+            for _ in range(int(msg.get("calls", 1))):
+                t0 = time.perf_counter()
+                if part == "step":
+                    _step(torch, **state)
+                else:
+                    _part(torch, part, **state)
+                times.append(time.perf_counter() - t0)
+            reply["seconds"] = float(np.median(times))
         elif op == "book":
             reply["seconds"] = _book(torch, msg)
         else:

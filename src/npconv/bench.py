@@ -175,10 +175,10 @@ class TorchSide:
         with np.load(out) as f:
             return f["y"], f["dx"], f["dw"], f["db"]
 
-    def step(self, part: str = "step") -> float:
+    def step(self, part: str = "step", calls: int = 1) -> float:
         """Seconds of one forward + backward of the loaded layer, or of one of
-        :data:`PASSES` alone (timed in the child)."""
-        return self._ask(op="time", part=part)["seconds"]
+        :data:`PASSES` alone (timed in the child; the median of ``calls`` in a row)."""
+        return self._ask(op="time", part=part, calls=calls)["seconds"]
 
     def book(self, x_shape, w_shape, y_shape, dtype, iterations: int) -> float:
         return self._ask(op="book", x=list(x_shape), w=list(w_shape), y=list(y_shape),
@@ -287,6 +287,10 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
 PASSES = ("forward", "grad_input", "grad_weight", "grad_bias")
 _MASKS = {"grad_input": (True, False, False), "grad_weight": (False, True, False),
           "grad_bias": (False, False, True)}
+# Each round of ``bench passes`` times this many calls in a row on each side and keeps
+# their median: a pass is a third of a step or less, short enough for one slow call
+# (a late thread wake-up) to decide a single timing.
+PASS_CALLS = 5
 
 
 def _npconv_pass(x, w, b, g, kwargs, part: str):
@@ -296,20 +300,24 @@ def _npconv_pass(x, w, b, g, kwargs, part: str):
 
 
 def _time_passes(layer: Layer, torch, dtype, repeat: int) -> list[dict]:
-    """One row per pass of ``layer``: npconv's ``auto`` and PyTorch, each pass alone."""
+    """One row per pass of ``layer``: npconv's ``auto`` and PyTorch, each pass alone
+    (each round: the median of :data:`PASS_CALLS` calls in a row, after the warm-up)."""
     x, w, b, g, spec = _layer_arrays(layer, dtype)
     if torch is not None:
         torch.layer(x, w, b, g, layer.kwargs)
     rows = []
     for part in PASSES:
         def ours(part=part):
-            t0 = time.perf_counter()
-            _npconv_pass(x, w, b, g, layer.kwargs, part)
-            return time.perf_counter() - t0
+            times = []
+            for _ in range(PASS_CALLS):
+                t0 = time.perf_counter()
+                _npconv_pass(x, w, b, g, layer.kwargs, part)
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
 
         steps = [ours]
         if torch is not None:
-            steps.append(lambda part=part: torch.step(part))
+            steps.append(lambda part=part: torch.step(part, PASS_CALLS))
         t_np, *t_torch = _interleaved_medians(steps, repeat)
         # dB is one addition per element of dZ; the others a direct convolution's FLOPs
         flops = spec.flops if part != "grad_bias" else spec.n * spec.c_out * spec.oh * spec.ow
