@@ -71,6 +71,9 @@ def test_kernels_match_the_loops(case, dtype, parallel):
     y = _implicit.correlate(x, w, spec, parallel)
     assert y.dtype == dtype and y.shape == spec.y_shape
     assert_close(y, naive.forward(x, w, spec), "y")
+    b = rng.standard_normal(spec.c_out).astype(dtype)  # added to the sums in registers
+    yb = _implicit.correlate(x, w, spec, parallel, b)
+    assert_close(yb, naive.forward(x, w, spec) + b.reshape(1, -1, 1, 1), "y + b")
     dw = _implicit.weight_grad(x, g, spec, parallel)
     assert dw.dtype == dtype and dw.shape == spec.weight_shape
     assert_close(dw, naive.grad_weight(x, g, spec), "dW")

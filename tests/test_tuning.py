@@ -210,6 +210,12 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     for other in tiled[1:]:
         np.testing.assert_array_equal(tiled[0], other)
     assert_close(tiled[0], naive[0], "y (register tiles)")
+    b = rng.standard_normal(spec.c_out).astype(np.float32)  # added as y is copied out
+    for copy_min in (0, 1 << 60):
+        monkeypatch.setattr(_blocked, "COPY_PARALLEL_MIN", copy_min)
+        with_bias = _blocked.correlate(x, w, (spec.oh, spec.ow), spec.padding[0],
+                                       spec.padding[2], spec.dilation, spec.groups, True, b)
+        np.testing.assert_array_equal(with_bias, tiled[0] + b.reshape(1, -1, 1, 1))
     for cb in _blocked.SCATTER_BLOCKS:  # each tile width the input gradient can take
         monkeypatch.setattr(_blocked, "scatter_block", lambda channels, cb=cb: cb)
         tiled_dx = [_blocked.scatter_input_grad(g, w, (spec.h, spec.w), spec.padding,

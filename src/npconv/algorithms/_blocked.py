@@ -248,10 +248,10 @@ def _place(src, planes, pitch, row_off, col_off, rows):  # pragma: no cover - co
                 out[q] = part[q]
 
 
-def _crop(out, y, start, wp, groups, rows_per_group):  # pragma: no cover - compiled
-    """y[b, o, i, j] = out[b, row of o, start + i*wp + j]: drop the junk columns (and
-    any padding), the tail of the last tile and the padding channels of each group's
-    last block."""
+def _crop(out, y, start, wp, groups, rows_per_group, bias):  # pragma: no cover - compiled
+    """y[b, o, i, j] = out[b, row of o, start + i*wp + j] (+ bias[o] when ``bias`` is not
+    empty): drop the junk columns (and any padding), the tail of the last tile and the
+    padding channels of each group's last block."""
     n, c_dst, oh, ow = y.shape
     c_dst_g = c_dst // groups
     for task in prange(n * c_dst):
@@ -261,8 +261,13 @@ def _crop(out, y, start, wp, groups, rows_per_group):  # pragma: no cover - comp
         for i in range(oh):
             row = src[start + i * wp:start + i * wp + ow]
             dst = y[b, o, i]
-            for j in range(ow):
-                dst[j] = row[j]
+            if bias.shape[0]:
+                add = bias[o]
+                for j in range(ow):
+                    dst[j] = row[j] + add
+            else:
+                for j in range(ow):
+                    dst[j] = row[j]
 
 
 _PLACE = serial_and_parallel(_place)
@@ -295,8 +300,9 @@ def scatter_block(channels: int) -> int:
 
 
 def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
-              parallel: bool) -> np.ndarray:
-    """Unit-stride cross-correlation of ``src`` placed in a zero plane with ``weight``.
+              parallel: bool, bias=None) -> np.ndarray:
+    """Unit-stride cross-correlation of ``src`` placed in a zero plane with ``weight``,
+    plus ``bias`` (added as the result is copied out of the wide rows).
 
     Parameters
     ----------
@@ -305,6 +311,7 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     out_shape : (OH, OW)
     pad_top, pad_left : int
         Where src's pixel (0, 0) sits in the plane (negative: src is cropped).
+    bias : ndarray of shape (C_dst,), optional
 
     Returns
     -------
@@ -331,7 +338,8 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     _compile(kernel, args)
     kernel(*args)
     y = output((n, c_dst, oh, ow), src.dtype)
-    _CROP[_copy_parallel(parallel, out)](out, y, 0, wp, groups, nblk * CB)
+    bias = np.empty(0, dtype=src.dtype) if bias is None else bias
+    _CROP[_copy_parallel(parallel, out)](out, y, 0, wp, groups, nblk * CB, bias)
     return y
 
 
@@ -433,5 +441,6 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     _compile(kernel, args)
     kernel(*args)
     dx = output((n, groups * c_in_g, h, w), dz.dtype)
-    _CROP[_copy_parallel(parallel, acc)](acc, dx, top * wp + left, wp, groups, nblk * cb)
+    _CROP[_copy_parallel(parallel, acc)](acc, dx, top * wp + left, wp, groups, nblk * cb,
+                                         np.empty(0, dtype=dz.dtype))
     return dx

@@ -65,7 +65,7 @@ def _forward_source(co: int, px: int) -> str:
     acc = [[f"a{c}_{p}" for p in range(px)] for c in range(co)]
     u = "np.uint64"
     lines = [
-        "def implicit_correlate(planes, pbase, offs, wt, out, npix, ohw, cy, gstride,",
+        "def implicit_correlate(planes, pbase, offs, wt, bias, out, npix, ohw, cy, gstride,",
         "                       groups, nblk):  # pragma: no cover - compiled",
         "    kk = offs.shape[0]",
         "    zero = out.dtype.type(0)",
@@ -93,6 +93,7 @@ def _forward_source(co: int, px: int) -> str:
         "        s = p0 // ohw  # sample and pixel of the tile's first pixel",
         "        r = p0 - s * ohw",
     ]
+    lines += [f"        {a} += bias[row + {c}]" for c in range(co) for a in acc[c]]
     for p in range(px):
         lines += [
             f"        if p0 + {p} < npix:",
@@ -188,13 +189,16 @@ def _planes(x: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
     return planes.reshape(-1)
 
 
-def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
-    """y = x (*) W (14.4's im2col product, with the column matrix read in place).
+def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
+              bias: np.ndarray | None = None) -> np.ndarray:
+    """y = x (*) W + bias (14.4's im2col product, with the column matrix read in place;
+    the bias added to the sums in registers before they are stored).
 
     Parameters
     ----------
     x : ndarray of shape (N, C_in, H, W), C-contiguous
     weight : ndarray of shape (C_out, C_in/groups, KH, KW), C-contiguous
+    bias : ndarray of shape (C_out,), optional
 
     Returns
     -------
@@ -207,9 +211,12 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool)
     y = output(spec.y_shape, x.dtype)
     out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * CO, ohw),
                                   x.dtype)
-    args = (planes, pixel_table(spec), _offsets(spec), wt, out.reshape(-1),
-            spec.n * ohw, ohw, out.shape[1], spec.c_in_g * spec.hp * spec.wp, spec.groups,
-            nblk)
+    tile_bias = np.zeros((spec.groups, nblk * CO), dtype=x.dtype)  # (G, blocks*CO)
+    if bias is not None:
+        tile_bias[:, :spec.c_out_g] = bias.reshape(spec.groups, spec.c_out_g)
+    args = (planes, pixel_table(spec), _offsets(spec), wt, tile_bias.reshape(-1),
+            out.reshape(-1), spec.n * ohw, ohw, out.shape[1],
+            spec.c_in_g * spec.hp * spec.wp, spec.groups, nblk)
     kernel = _FORWARD[parallel]
     _compile(kernel, args)
     kernel(*args)

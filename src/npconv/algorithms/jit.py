@@ -424,9 +424,16 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
-    if indexed(spec):  # adds the bias in the kernel
-        return _indexed.forward(_prepare(x), _prepare(weight), spec,
-                                None if bias is None else _prepare(bias))
+    bias = None if bias is None else _prepare(bias)
+    if indexed(spec):  # the index-table, implicit and tiled kernels add the bias themselves
+        return _indexed.forward(_prepare(x), _prepare(weight), spec, bias)
+    if implicit(spec, "forward", x.itemsize):
+        return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec),
+                                   bias)
+    if tiled(spec, "forward", x.itemsize):
+        return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
+                                  spec.padding[0], spec.padding[2], spec.dilation,
+                                  spec.groups, _parallel(spec), bias)
     y = _forward(x, weight, spec)
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
@@ -434,12 +441,8 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
 
 
 def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    if implicit(spec, "forward", x.itemsize):
-        return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec))
-    if tiled(spec, "forward", x.itemsize):
-        return _blocked.correlate(_prepare(x), _prepare(weight), (spec.oh, spec.ow),
-                                  spec.padding[0], spec.padding[2], spec.dilation,
-                                  spec.groups, _parallel(spec))
+    """The plane kernels' forward (the implicit and tiled paths are taken in
+    :func:`forward`)."""
     if _wide(spec):  # pads each plane inside the kernel
         y = output(spec.y_shape, x.dtype)
         cb = _block(spec, spec.c_out_g, spec.oh * spec.wp * x.itemsize)
