@@ -466,15 +466,21 @@ def peak_rss_mib() -> float:
 
 
 # --------------------------------------------------------------------------- output
-def print_suite(result: dict, console) -> None:
+def _table(title: str, cols, text_cols):
+    """A rich table of ``cols``, numbers right-aligned, ``text_cols`` left."""
     from rich.table import Table
 
-    table = Table(title=f"forward + dX + dW + dB, {result['dtype']}, {result['threads']} "
-                        f"threads, median of {result['repeat']}")
-    cols = ["layer", "algorithm", "ms", "torch ms", "GFLOP/s", "vs torch", "% sgemm peak",
-            "max abs err", "first call ms"]
+    table = Table(title=title)
     for c in cols:
-        table.add_column(c, justify="left" if c in ("layer", "algorithm") else "right")
+        table.add_column(c, justify="left" if c in text_cols else "right")
+    return table
+
+
+def print_suite(result: dict, console) -> None:
+    table = _table(f"forward + dX + dW + dB, {result['dtype']}, {result['threads']} threads, "
+                   f"median of {result['repeat']}",
+                   ["layer", "algorithm", "ms", "torch ms", "GFLOP/s", "vs torch",
+                    "% sgemm peak", "max abs err", "first call ms"], ("layer", "algorithm"))
     for r in result["rows"]:
         table.add_row(r["id"], r["algorithm"], f"{r['ms']:.2f}",
                       f"{r['torch_ms']:.2f}" if "torch_ms" in r else "-",
@@ -494,14 +500,10 @@ def print_suite(result: dict, console) -> None:
 
 
 def print_passes(result: dict, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"each pass alone, {result['dtype']}, {result['threads']} threads, "
-                        f"median of {result['repeat']}")
-    cols = ["layer", "pass", "algorithm", "ms", "share of step", "GFLOP/s", "torch ms",
-            "torch GFLOP/s", "vs torch"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("layer", "pass", "algorithm") else "right")
+    table = _table(f"each pass alone, {result['dtype']}, {result['threads']} threads, "
+                   f"median of {result['repeat']} rounds",
+                   ["layer", "pass", "algorithm", "ms", "share of step", "GFLOP/s",
+                    "torch ms", "torch GFLOP/s", "vs torch"], ("layer", "pass", "algorithm"))
     previous = None
     for r in result["rows"]:
         if previous is not None and r["id"] != previous:

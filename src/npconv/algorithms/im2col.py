@@ -336,37 +336,28 @@ def _group_rows(spec: ConvSpec, g: int) -> slice:
     return slice(g * k, (g + 1) * k)
 
 
-def _to_channel_major(src, dst, n0):  # pragma: no cover - compiled
-    """dst (C, nb*L) = samples n0 .. n0+nb of src (N, C, L), each sample's pixels side by
-    side: one task per (sample, channel), each one contiguous run."""
-    c, width = dst.shape
-    length = src.shape[2]
+def _channel_major_copy(batch, cm, n0, into):  # pragma: no cover - compiled
+    """Between samples n0 .. n0+nb of ``batch`` (N, C, L) and ``cm`` (C, nb*L), each
+    sample's pixels side by side: ``cm[c, b*L:(b+1)*L] = batch[n0 + b, c]`` when
+    ``into``, the other way round otherwise. One task per (sample, channel), each one
+    contiguous run."""
+    c, width = cm.shape
+    length = batch.shape[2]
     nb = width // length
     for task in prange(nb * c):
         b = task // c
         ch = task % c
-        s = src[n0 + b, ch]
-        d = dst[ch, b * length:(b + 1) * length]
-        for i in range(length):
-            d[i] = s[i]
+        rows = batch[n0 + b, ch]
+        run = cm[ch, b * length:(b + 1) * length]
+        if into:
+            for i in range(length):
+                run[i] = rows[i]
+        else:
+            for i in range(length):
+                rows[i] = run[i]
 
 
-def _from_channel_major(src, dst, n0):  # pragma: no cover - compiled
-    """Adjoint layout of :func:`_to_channel_major`: dst[n0 + b, c] = src[c, b*L:(b+1)*L]."""
-    c, width = src.shape
-    length = dst.shape[2]
-    nb = width // length
-    for task in prange(nb * c):
-        b = task // c
-        ch = task % c
-        s = src[ch, b * length:(b + 1) * length]
-        d = dst[n0 + b, ch]
-        for i in range(length):
-            d[i] = s[i]
-
-
-_TO_CM = serial_and_parallel(_to_channel_major)
-_FROM_CM = serial_and_parallel(_from_channel_major)
+_CM_COPY = serial_and_parallel(_channel_major_copy)
 # The channel-major copies run on the calling thread below this many elements per chunk
 # (waking the OpenMP workers costs more than the copy saves).
 CM_PARALLEL_MIN = 1 << 18
@@ -385,7 +376,7 @@ def _channel_major(a3, n0, n1, name: str) -> np.ndarray:
     """Samples n0:n1 of ``a3`` (N, C, L) as (C, nb*L), in the scratch buffer ``name``."""
     c, length = a3.shape[1:]
     out = scratch(name, (c, (n1 - n0) * length), a3.dtype)
-    _TO_CM[out.size >= CM_PARALLEL_MIN](a3, out, n0)
+    _CM_COPY[out.size >= CM_PARALLEL_MIN](a3, out, n0, True)
     return out  # (C, nb*L)
 
 
@@ -407,7 +398,7 @@ def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
             np.matmul(w_mat[g * cog:(g + 1) * cog], xt[g * cig:(g + 1) * cig],
                       out=yt[g * cog:(g + 1) * cog])  # (C_out/G, nb*L)
         if n1 - n0 > 1:
-            _FROM_CM[yt.size >= CM_PARALLEL_MIN](yt, y3, n0)
+            _CM_COPY[yt.size >= CM_PARALLEL_MIN](y3, yt, n0, False)
     return y
 
 
@@ -434,7 +425,7 @@ def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_wei
                 np.matmul(w_mat[g * cog:(g + 1) * cog].T, dzt[g * cog:(g + 1) * cog],
                           out=dxt[g * cig:(g + 1) * cig])  # (C_in/G, nb*L)
             if not one:
-                _FROM_CM[dxt.size >= CM_PARALLEL_MIN](dxt, dx3, n0)
+                _CM_COPY[dxt.size >= CM_PARALLEL_MIN](dx3, dxt, n0, False)
         if need_weight:
             xt = x3[n0] if one else _channel_major(x3, n0, n1, "pointwise x'")  # (C_in, nb*L)
             for g in range(spec.groups):
