@@ -425,7 +425,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     ndarray of shape (N, C_out, OH, OW)
     """
     bias = None if bias is None else _prepare(bias)
-    if indexed(spec):  # the index-table, implicit and tiled kernels add the bias themselves
+    if indexed(spec):  # the index-table, implicit and tiled paths take the bias along
         return _indexed.forward(_prepare(x), _prepare(weight), spec, bias)
     if implicit(spec, "forward", x.itemsize):
         return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec),
