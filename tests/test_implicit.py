@@ -61,7 +61,9 @@ CASES = {
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
-def test_kernels_match_the_loops(case, dtype, parallel):
+@pytest.mark.parametrize("tile", _implicit.FORWARD_TILES, ids=lambda t: f"{t[0]}x{t[1]}")
+def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
+    monkeypatch.setattr(_implicit, "forward_tile", lambda c_out_g: tile)  # every tile, every case
     x_shape, w_shape, kwargs = CASES[case]
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -105,3 +107,11 @@ def test_pixel_table_is_cached():
     assert table.shape == (spec.n * spec.oh * spec.ow,)
     assert table[1] - table[0] == 2  # the stride, along a row of the padded input
     assert table[spec.ow] - table[0] == 2 * spec.wp
+
+
+def test_the_forward_tile_pads_few_channels():
+    assert _implicit.forward_tile(16) == (16, 4)  # LeNet's second layer, exact
+    assert _implicit.forward_tile(128) == (16, 4)
+    assert _implicit.forward_tile(12) == (16, 4)  # 16 channels either way
+    assert _implicit.forward_tile(24) == (8, 8)  # 32 against 24: too many
+    assert _implicit.forward_tile(8) == (8, 8)

@@ -130,7 +130,8 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "implicit": f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, "
                     f"columns of K = {k}, and a strided or narrow output: the jit "
                     f"algorithm's implicit GEMM (im2col's product with the column matrix "
-                    f"read in place, 8 channels x 8 pixels in registers for the forward, 16 "
+                    f"read in place, 16 channels x 4 pixels in registers for the forward, "
+                    f"16 "
                     f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
                     f"BLAS",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "

@@ -21,9 +21,10 @@ The kernels are register-tiled the other way round from :mod:`._blocked`: a vect
 register holds consecutive *output channels* (loaded from the weights, laid out
 (blocks, K, CO)), and each input value is broadcast to it.
 
-* forward (:func:`correlate`): a tile is :data:`CO` output channels x :data:`PX` output
-  pixels, ``CO*PX`` sums in registers over all K; each k loads CO weights and PX
-  inputs for ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
+* forward (:func:`correlate`): a tile is CO output channels x PX output pixels
+  (:data:`FORWARD_TILES`: 16 x 4, or 8 x 8 where padding to 16 channels wastes too
+  much), ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs
+  for ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
   channels x :data:`WKT` (channel, tap) pairs; each pixel loads WCO values of dZ (laid
@@ -50,23 +51,31 @@ from .._scratch import output, scratch
 from ..spec import ConvSpec
 from ._blocked import _PLACE, _compile, _copy_parallel, _weight_tiles
 
-CO, PX = 8, 8  # forward tile: output channels (one AVX register of float32) x pixels
+# forward tiles (output channels, pixels): 16 x 4 (two AVX registers of float32 channels,
+# 4 broadcast inputs: 8 multiply-adds per 6 loads) where padding the channels to 16
+# costs little, else 8 x 8 (8 per 9 loads). Measured in one process: 16 x 4 against
+# 8 x 8 on the stride-2 ResNet layer 17-20 ms against 25, on LeNet's second layer 0.53
+# against 0.62-0.69, a 5x5 stride-2 layer 8.3-8.6 against 11-12.4, a 128-channel 3x3
+# layer 30 against 37 (16 x 3 and 8 x 12 tiles: LLVM's SLP vectoriser left them scalar,
+# 4-10x slower; 16 x 6 and 24 x 4 lost to register allocation)
+FORWARD_TILES = ((16, 4), (8, 8))
+# 16 x 4 is chosen while its channels padded to 16 are at most this much more than
+# padded to 8 (24 channels: 32 against 24, too many)
+WIDE_TILE_MAX_PADDING = 1.25
 WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
 SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
 CHUNK = 128  # pixels a weight-gradient slice keeps in cache at a time
-# measured on LeNet's second layer, the stride-2 ResNet layer and a 1x1 layer: 8 x 8
-# forward tiles ran at 80-120 GFLOP/s, 16 x 6 weight-gradient tiles at 65-105
-# (16 x 4 and 8 x 8: 30-80; 16 x 6 forward tiles and 24 x 4 lose to LLVM's register
-# allocation or to padding 16 channels to 24)
+# measured on LeNet's second layer, the stride-2 ResNet layer and a 1x1 layer: 16 x 6
+# weight-gradient tiles at 65-105 GFLOP/s (16 x 4 and 8 x 8: 30-80)
 
 
-def _forward_source(co: int, px: int) -> str:
-    """Source of ``implicit_correlate`` for a (co output channels, px pixels) tile."""
+def _forward_source(co: int, px: int, name: str) -> str:
+    """Source of the forward kernel ``name`` for a (co output channels, px pixels) tile."""
     acc = [[f"a{c}_{p}" for p in range(px)] for c in range(co)]
     u = "np.uint64"
     lines = [
-        "def implicit_correlate(planes, pbase, offs, wt, out, npix, ohw, cy, gstride,",
-        "                       groups, nblk):  # pragma: no cover - compiled",
+        f"def {name}(planes, pbase, offs, wt, out, npix, ohw, cy, gstride, groups,",
+        "        nblk):  # pragma: no cover - compiled",
         "    kk = offs.shape[0]",
         "    zero = out.dtype.type(0)",
         f"    ntiles = (npix + {px - 1}) // {px}",
@@ -142,8 +151,22 @@ def _weight_source(co: int, kt: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-_FORWARD = serial_and_parallel(
-    generated(_forward_source(CO, PX), "implicit_correlate", globals()), fastmath={"contract"})
+# one (serial, parallel) pair per tile, each its own function (and Numba cache entry)
+_FORWARD = {
+    (co, px): serial_and_parallel(
+        generated(_forward_source(co, px, f"implicit_correlate{co}x{px}"),
+                  f"implicit_correlate{co}x{px}", globals()), fastmath={"contract"})
+    for co, px in FORWARD_TILES
+}
+
+
+def forward_tile(c_out_g: int) -> tuple[int, int]:
+    """The forward tile (output channels, pixels) for ``c_out_g`` channels per group."""
+    def padded(co):
+        return -(-c_out_g // co) * co
+
+    wide, narrow = FORWARD_TILES
+    return wide if padded(wide[0]) <= WIDE_TILE_MAX_PADDING * padded(narrow[0]) else narrow
 _WEIGHT = serial_and_parallel(
     generated(_weight_source(WCO, WKT), "implicit_weight_grad", globals()),
     fastmath={"contract"})
@@ -203,21 +226,22 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     ndarray of shape (N, C_out, OH, OW)
     """
     planes = _planes(x, spec, parallel)
-    wt, nblk = _weight_tiles(weight, spec.groups, CO)  # (G*blocks*K*CO,)
+    co, px = forward_tile(spec.c_out_g)
+    wt, nblk = _weight_tiles(weight, spec.groups, co)  # (G*blocks*K*co,)
     ohw = spec.oh * spec.ow
-    exact = spec.c_out_g % CO == 0  # the tiles are y's own channels: write y directly
+    exact = spec.c_out_g % co == 0  # the tiles are y's own channels: write y directly
     y = output(spec.y_shape, x.dtype)
-    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * CO, ohw),
+    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * co, ohw),
                                   x.dtype)
     args = (planes, pixel_table(spec), _offsets(spec), wt, out.reshape(-1),
             spec.n * ohw, ohw, out.shape[1], spec.c_in_g * spec.hp * spec.wp, spec.groups,
             nblk)
-    kernel = _FORWARD[parallel]
+    kernel = _FORWARD[co, px][parallel]
     _compile(kernel, args)
     kernel(*args)
     if not exact:  # drop each group's padding channels
         y.reshape(spec.n, spec.groups, spec.c_out_g, ohw)[...] = out.reshape(
-            spec.n, spec.groups, nblk * CO, ohw)[:, :, :spec.c_out_g]
+            spec.n, spec.groups, nblk * co, ohw)[:, :, :spec.c_out_g]
     if bias is not None:
         # a separate pass: added to the sums inside the kernel, the bias changed how
         # LLVM's SLP vectoriser packed the whole tile (forward 3x slower on the down
