@@ -91,3 +91,15 @@ def test_the_passes_grid_without_torch_shows_each_pass_share(tmp_path):
     png = tmp_path / "grid.png"
     save_passes_plot(dict(rows=rows, dtype="float32", threads=2), str(png))
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_passes_autotune_measures_and_switches_back(tmp_path, torch):
+    from npconv import tuning
+
+    out = tmp_path / "passes.json"
+    assert main(["bench", "passes", "--layers", "book", "--repeat", "1", "--autotune",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["autotune"] is True
+    assert all(r["algorithm"] in tuning.CANDIDATES for r in result["rows"])
+    assert not tuning.autotune_enabled()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,6 +250,20 @@ def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: f
     return row
 
 
+@contextmanager
+def _autotuned(enabled: bool):
+    """Autotuning on inside the block when ``enabled`` (and back off after it, unless it
+    was on already)."""
+    switch = enabled and not tuning.autotune_enabled()
+    if switch:
+        tuning.set_autotune(True)
+    try:
+        yield
+    finally:
+        if switch:
+            tuning.set_autotune(False)
+
+
 def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
               algorithm: str = "auto", progress=None, autotune: bool = False) -> dict:
     """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict.
@@ -259,17 +274,13 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
     torch = TorchSide.start(threads)
     peak = sgemm_peak(dtype)
     rows = []
-    switch = autotune and not tuning.autotune_enabled()
-    if switch:
-        tuning.set_autotune(True)
     try:
-        for layer in layers:
-            rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
-            if progress:
-                progress(layer.id)
+        with _autotuned(autotune):
+            for layer in layers:
+                rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
+                if progress:
+                    progress(layer.id)
     finally:
-        if switch:
-            tuning.set_autotune(False)
         if torch is not None:
             torch.close()
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
@@ -335,22 +346,24 @@ def _time_passes(layer: Layer, torch, dtype, repeat: int) -> list[dict]:
 
 
 def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
-               progress=None) -> dict:
+               progress=None, autotune: bool = False) -> dict:
     """Where a step's time goes: each pass of each suite layer timed alone, npconv's
-    ``auto`` against PyTorch (``convolution_backward`` with one gradient asked for)."""
+    ``auto`` against PyTorch (``convolution_backward`` with one gradient asked for).
+    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`)."""
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads)
     rows = []
     try:
-        for layer in layers:
-            rows.extend(_time_passes(layer, torch, dtype, repeat))
-            if progress:
-                progress(layer.id)
+        with _autotuned(autotune):
+            for layer in layers:
+                rows.extend(_time_passes(layer, torch, dtype, repeat))
+                if progress:
+                    progress(layer.id)
     finally:
         if torch is not None:
             torch.close()
     return dict(kind="passes", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                repeat=repeat, torch=torch_backend(torch), rows=rows)
+                repeat=repeat, autotune=autotune, torch=torch_backend(torch), rows=rows)
 
 
 def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
@@ -636,7 +649,8 @@ def handle(args: argparse.Namespace) -> int:
                              f"{', '.join(layer.id for layer in SUITE)}")
         progress = lambda i: console.print(f"  timed {i}", style="dim")  # noqa: E731
         if args.which == "passes":
-            result = run_passes(args.threads, dtype, args.repeat, layers, progress=progress)
+            result = run_passes(args.threads, dtype, args.repeat, layers, progress=progress,
+                                autotune=args.autotune)
             print_passes(result, console)
         else:
             result = run_suite(args.threads, dtype, args.repeat, layers, progress=progress,
@@ -673,7 +687,8 @@ def register(subparsers) -> None:
                    help="book: runs of each method's loop, taking turns; the median counts")
     p.add_argument("--layers", help="comma-separated layer ids of the suite (suite, passes)")
     p.add_argument("--autotune", action="store_true",
-                   help="suite: let auto measure its choice per layer (set_autotune)")
+                   help="suite, passes: let auto measure its choice per layer "
+                        "(set_autotune)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--plot", help="bar chart of the suite, or the passes' grid of speed-ups "
                                   "(PNG; needs matplotlib)")
