@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from npconv.cli import main
 
@@ -34,15 +35,17 @@ def test_bench_rejects_unknown_layer(capsys):
     assert "no layer of the suite matches 'nope'" in capsys.readouterr().err
 
 
-def test_bench_suite_autotune_reports_the_measured_choice(tmp_path, torch):
+@pytest.mark.parametrize("which", ["suite", "passes"])
+def test_bench_autotune_reports_the_measured_choice(tmp_path, torch, which):
     from npconv import tuning
 
-    out = tmp_path / "suite.json"
-    assert main(["bench", "suite", "--layers", "book", "--repeat", "1", "--autotune",
+    out = tmp_path / f"{which}.json"
+    assert main(["bench", which, "--layers", "book", "--repeat", "1", "--autotune",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["autotune"] is True
-    assert all(a in tuning.CANDIDATES for a in result["rows"][0]["algorithm"].split("/"))
+    for row in result["rows"]:
+        assert all(a in tuning.CANDIDATES for a in row["algorithm"].split("/"))
     assert not tuning.autotune_enabled()  # switched back off afterwards
 
 
@@ -92,14 +95,3 @@ def test_the_passes_grid_without_torch_shows_each_pass_share(tmp_path):
     save_passes_plot(dict(rows=rows, dtype="float32", threads=2), str(png))
     assert png.read_bytes()[:4] == b"\x89PNG"
 
-
-def test_bench_passes_autotune_measures_and_switches_back(tmp_path, torch):
-    from npconv import tuning
-
-    out = tmp_path / "passes.json"
-    assert main(["bench", "passes", "--layers", "book", "--repeat", "1", "--autotune",
-                 "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["autotune"] is True
-    assert all(r["algorithm"] in tuning.CANDIDATES for r in result["rows"])
-    assert not tuning.autotune_enabled()
