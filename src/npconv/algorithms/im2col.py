@@ -282,13 +282,11 @@ def im2col(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers,
     Returns
     -------
     ndarray of shape (C_in*KH*KW, nb * rows * JW), rows ordered (c, u, v) and columns
-    (sample, output row, output column); in ``buf`` (or a view of x for a 1x1 kernel
-    on one sample).
+    (sample, output row, output column); in ``buf``. (Pointwise layers never come here:
+    :func:`_pointwise_forward` and :func:`_pointwise_backward` use x itself.)
     """
     nb, rows, jw = n1 - n0, i1 - i0, lay.width
     k = spec.c_in * spec.kh * spec.kw
-    if nb == 1 and _is_pointwise(spec):  # the sample itself is the matrix
-        return x[n0].reshape(spec.c_in, -1)[:, i0 * spec.ow:i1 * spec.ow]  # (C_in, rows*OW)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     if lay.wide:
         cols = buf.cols[:k * nb * rows * jw].reshape(k, nb * rows * jw)
@@ -392,13 +390,13 @@ def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
     y3 = y.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
     cig, cog = spec.c_in_g, spec.c_out_g
     for n0, n1 in _pointwise_chunks(spec, x.itemsize):
-        xt = x3[n0] if n1 - n0 == 1 else _channel_major(x3, n0, n1, "pointwise x'")
-        yt = (y3[n0] if n1 - n0 == 1
-              else scratch("pointwise y'", (spec.c_out, xt.shape[1]), x.dtype))
+        one = n1 - n0 == 1  # the sample itself is the matrix, and y[n0] the product
+        xt = x3[n0] if one else _channel_major(x3, n0, n1, "pointwise x'")  # (C_in, nb*L)
+        yt = y3[n0] if one else scratch("pointwise y'", (spec.c_out, xt.shape[1]), x.dtype)
         for g in range(spec.groups):
             np.matmul(w_mat[g * cog:(g + 1) * cog], xt[g * cig:(g + 1) * cig],
                       out=yt[g * cog:(g + 1) * cog])  # (C_out/G, nb*L)
-        if n1 - n0 > 1:
+        if not one:
             _CM_COPY[yt.size >= CM_PARALLEL_MIN](y3, yt, n0, False)
     return y
 
