@@ -42,8 +42,10 @@ from .spec import ConvSpec, backward_padding, output_size, same_padding
 from .tuning import (
     explain_choice,
     get_num_threads,
+    get_precision,
     set_autotune,
     set_num_threads,
+    set_precision,
     set_workspace_limit,
     workspace_limit,
 )
@@ -62,11 +64,13 @@ __all__ = [
     "empty_cache",
     "explain_choice",
     "get_num_threads",
+    "get_precision",
     "grad",
     "output_size",
     "same_padding",
     "set_autotune",
     "set_num_threads",
+    "set_precision",
     "set_workspace_limit",
     "workspace_limit",
 ]
