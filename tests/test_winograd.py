@@ -1,7 +1,13 @@
-"""The specialised Winograd F(2x2, 3x3) algorithm: parity with PyTorch on every curated
-case it supports, clear refusals for the others, chunking and thread independence."""
+"""The specialised Winograd algorithm, on both its tiles (F(2x2, 3x3) and, with
+precision 'high', F(4x4, 3x3)): parity with PyTorch on every curated case it supports,
+clear refusals for the others, chunking and thread independence."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,8 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import npconv
-from npconv import grad
-from npconv.algorithms import winograd
+from npconv import grad, tuning
+from npconv.algorithms import _winograd_source, winograd
 from npconv.spec import plan_conv2d
 from test_parity import DTYPES, case_arrays
 from test_properties import EXAMPLES, arrays
@@ -25,6 +31,21 @@ def _supported(case) -> bool:
 
 SUPPORTED = [c for c in CASES if _supported(c)]
 REFUSED = [c for c in CASES if not _supported(c)]
+TILES = pytest.mark.parametrize("m", [2, 4], ids=["F2", "F4"])
+
+
+@contextlib.contextmanager
+def tiles(m: int):
+    """Run winograd on F(m x m, 3x3): m = 4 with precision 'high' on every output size."""
+    old = winograd.F4_MIN_SIZE, npconv.get_precision()
+    if m == 4:
+        winograd.F4_MIN_SIZE = 1
+        npconv.set_precision("high")
+    try:
+        yield
+    finally:
+        winograd.F4_MIN_SIZE = old[0]
+        npconv.set_precision(old[1])
 
 
 def test_the_curated_cases_cover_both_sides():
@@ -35,13 +56,20 @@ def test_the_curated_cases_cover_both_sides():
     assert {"book", "1x1", "dilation", "same-stride2", "everything"} <= {c.id for c in REFUSED}
 
 
+@TILES
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("case", SUPPORTED, ids=[c.id for c in SUPPORTED])
-def test_matches_torch(torch, case, dtype):
+def test_matches_torch(torch, case, dtype, m):
+    with tiles(m):
+        _matches_torch(torch, case, dtype, m)
+
+
+def _matches_torch(torch, case, dtype, m):
     x, w, b, g, plan, pads = case_arrays(case, dtype)
     s = plan.spec
+    assert winograd.tile_size(s) == m
     ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
-    ctx = f"[winograd {case.id} {np.dtype(dtype)}]"
+    ctx = f"[winograd F{m} {case.id} {np.dtype(dtype)}]"
     y = npconv.conv2d(x, w, b, algorithm="winograd", **case.kwargs)
     assert_close(y, ref[0], "y", ctx)
     dx, dw, db = npconv.conv2d_backward(x, w, g, algorithm="winograd", **case.kwargs)
@@ -67,7 +95,8 @@ def test_unsupported_configurations_are_refused_with_the_reason(case):
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=((2, 0), (1, 3)), groups=2),
                                     dict(padding=0)],
                          ids=["pad1", "asymmetric-groups", "valid"])
-def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs):
+@TILES
+def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs, m):
     """Chunks of one sample or of all, serial or parallel kernels: y and dX are
     bit-identical (each sample's arithmetic is the same); dW, summed over chunks in a
     different order, agrees with the naive loops."""
@@ -81,8 +110,10 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs):
     for chunk_bytes, parallel_min in ((1, 0), (1 << 30, 0), (1 << 30, 10**12)):
         monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(winograd, "PARALLEL_MIN_MACS", parallel_min)
-        y = npconv.conv2d(x, w, algorithm="winograd", **kwargs)
-        dx, dw, _ = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
+        with tiles(m):
+            assert winograd.tile_size(spec) == m
+            y = npconv.conv2d(x, w, algorithm="winograd", **kwargs)
+            dx, dw, _ = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
         results.append((y, dx, dw))
         assert_close(y, npconv.conv2d(x, w, algorithm="naive", **kwargs), "y")
         assert_close(dx, naive[0], "dX")
@@ -92,18 +123,74 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs):
         np.testing.assert_array_equal(dx, results[0][1])
 
 
-def test_float64_matches_the_naive_loops_on_a_resnet_like_layer():
+@TILES
+def test_float64_matches_the_naive_loops_on_a_resnet_like_layer(m):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 64, 15, 13))
     w = rng.standard_normal((64, 64, 3, 3))
     g = rng.standard_normal((2, 64, 15, 13))
+    tol = 1e-12 if m == 2 else 1e-11  # F(4x4)'s transforms multiply by up to 8 and 1/24
     want = npconv.conv2d_backward(x, w, g, padding=1, algorithm="im2col")
-    got = npconv.conv2d_backward(x, w, g, padding=1, algorithm="winograd")
+    with tiles(m):
+        got = npconv.conv2d_backward(x, w, g, padding=1, algorithm="winograd")
+        y = npconv.conv2d(x, w, padding=1, algorithm="winograd")
     for name, a, b in zip(("dX", "dW", "dB"), got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
-    np.testing.assert_allclose(npconv.conv2d(x, w, padding=1, algorithm="winograd"),
-                               npconv.conv2d(x, w, padding=1, algorithm="im2col"),
-                               rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg=name)
+    np.testing.assert_allclose(y, npconv.conv2d(x, w, padding=1, algorithm="im2col"),
+                               rtol=tol, atol=tol)
+
+
+@TILES
+def test_float32_rounding_error_is_as_documented(m):
+    """The figures of :func:`npconv.set_precision`: the largest error against float64,
+    relative to the largest output, on a ResNet-like layer."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 64, 28, 28))
+    w = rng.standard_normal((64, 64, 3, 3)) / 24
+    g = rng.standard_normal((2, 64, 28, 28))
+    want = (npconv.conv2d(x, w, padding=1), *npconv.conv2d_backward(x, w, g, padding=1)[:2])
+    x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
+    with tiles(m):
+        got = (npconv.conv2d(x32, w32, padding=1, algorithm="winograd"),
+               *npconv.conv2d_backward(x32, w32, g32, padding=1, algorithm="winograd")[:2])
+    bound = 1e-6 if m == 2 else 2e-5
+    for name, a, b in zip(("y", "dX", "dW"), got, want, strict=True):
+        rel = np.abs(a - b).max() / np.abs(b).max()
+        assert rel < bound, f"F{m} {name}: {rel:.2e}"
+
+
+def test_the_tile_follows_the_precision_and_the_output_size(monkeypatch):
+    big = plan_conv2d((1, 8, 24, 30), (8, 8, 3, 3), padding=1).spec
+    small = plan_conv2d((1, 8, 23, 40), (8, 8, 3, 3), padding=1).spec
+    assert npconv.get_precision() == "highest"
+    assert winograd.tile_size(big) == winograd.tile_size(small) == 2
+    monkeypatch.setattr(tuning, "_precision", "high")
+    assert (winograd.tile_size(big), winograd.tile_size(small)) == (4, 2)
+    assert "F(4x4, 3x3)" in npconv.explain_choice(
+        plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec).reason
+    key = tuning._key(big, np.float32, "forward")
+    assert key.endswith("precision=high")  # autotune measures each precision apart
+
+
+def test_set_precision_checks_its_argument_and_reads_the_environment():
+    for bad in ("low", "HIGH", None, 1):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            npconv.set_precision(bad)
+    code = "import npconv; print(npconv.get_precision())"
+    env = dict(os.environ, NPCONV_PRECISION="high")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "high"
+    env["NPCONV_PRECISION"] = "fast"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "precision must be one of" in out.stderr
+
+
+def test_generated_sources_write_each_coefficient_once():
+    assert _winograd_source._combination([(1, "a"), (0, "b"), (-1, "c"), (2.5, "d")]) == (
+        "a - c + 2.5 * d")
+    assert _winograd_source._combination([(-4, "a"), (1, "b")]) == "-4.0 * a + b"
+    assert _winograd_source._combination([(0, "a")]) == "0.0"
 
 
 def test_transposed_convolution_runs_on_winograd():
@@ -117,7 +204,8 @@ def test_transposed_convolution_runs_on_winograd():
         npconv.conv_transpose2d(x, w, stride=2, algorithm="winograd")
 
 
-def test_a_non_finite_result_is_recomputed_directly(monkeypatch):
+@TILES
+def test_a_non_finite_result_is_recomputed_directly(monkeypatch, m):
     """inf - inf inside a tile's transform would give NaN where the direct sum gives
     inf: such results come from im2col instead (PyTorch's pattern, tests/test_errors)."""
     x = np.ones((1, 1, 8, 8))
@@ -131,11 +219,12 @@ def test_a_non_finite_result_is_recomputed_directly(monkeypatch):
         return real()
 
     monkeypatch.setattr(winograd, "_direct", counted)
-    y = npconv.conv2d(x, w, padding=1, algorithm="winograd")
-    assert calls and np.isinf(y).sum() == 9 and not np.isnan(y).any()
-    calls.clear()
-    npconv.conv2d(np.ones((1, 1, 8, 8)), w, padding=1, algorithm="winograd")
-    assert not calls  # finite results are kept
+    with tiles(m):
+        y = npconv.conv2d(x, w, padding=1, algorithm="winograd")
+        assert calls and np.isinf(y).sum() == 9 and not np.isnan(y).any()
+        calls.clear()
+        npconv.conv2d(np.ones((1, 1, 8, 8)), w, padding=1, algorithm="winograd")
+        assert not calls  # finite results are kept
 
 
 @st.composite
@@ -158,8 +247,13 @@ def supported_configurations(draw):
 
 @settings(max_examples=max(EXAMPLES // 3, 10), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(supported_configurations())
-def test_random_supported_configurations_match_torch(torch, config):
+@given(supported_configurations(), st.sampled_from([2, 4]))
+def test_random_supported_configurations_match_torch(torch, config, m):
+    with tiles(m):
+        _random_configuration_matches_torch(torch, config)
+
+
+def _random_configuration_matches_torch(torch, config):
     x_shape, w_shape, kwargs, seed = config
     x, w, b, g, plan = arrays(x_shape, w_shape, kwargs, seed)
     pads = tuple(a + p for a, p in zip(plan.mode_padding, plan.spec.padding, strict=True))
