@@ -49,6 +49,22 @@ def test_bench_autotune_reports_the_measured_choice(tmp_path, torch, which):
     assert not tuning.autotune_enabled()  # switched back off afterwards
 
 
+def test_bench_suite_at_precision_high_runs_winograd_f4(tmp_path, torch, capsys):
+    import npconv
+
+    out = tmp_path / "suite.json"
+    assert main(["bench", "suite", "--layers", "res28", "--repeat", "1", "--precision",
+                 "high", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert result["precision"] == "high" and row["algorithm"] == "winograd"
+    # dW sums 12,544 products per weight (values near 300): float32 sums of that length
+    # are off by 1e-3 to 1e-2 on any algorithm (F(2x2)'s too); a wrong answer by ~100
+    assert row["max_abs_err"] < 0.05
+    assert "precision high" in capsys.readouterr().out
+    assert npconv.get_precision() == "highest"  # set back afterwards
+
+
 def test_bench_passes_times_each_pass_and_draws_the_grid(tmp_path, torch):
     out, png = tmp_path / "passes.json", tmp_path / "passes.png"
     assert main(["bench", "passes", "--layers", "book,down", "--repeat", "1",

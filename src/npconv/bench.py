@@ -251,10 +251,12 @@ def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: f
 
 
 @contextmanager
-def _autotuned(enabled: bool):
-    """Autotuning on inside the block when ``enabled`` (and back off after it, unless it
-    was on already)."""
-    switch = enabled and not tuning.autotune_enabled()
+def _settings(autotune: bool, precision: str):
+    """Autotuning on inside the block when ``autotune`` (and back off after it, unless it
+    was on already), and the precision level ``precision`` (the previous one after it)."""
+    switch = autotune and not tuning.autotune_enabled()
+    before = tuning.get_precision()
+    tuning.set_precision(precision)
     if switch:
         tuning.set_autotune(True)
     try:
@@ -262,20 +264,23 @@ def _autotuned(enabled: bool):
     finally:
         if switch:
             tuning.set_autotune(False)
+        tuning.set_precision(before)
 
 
 def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
-              algorithm: str = "auto", progress=None, autotune: bool = False) -> dict:
+              algorithm: str = "auto", progress=None, autotune: bool = False,
+              precision: str = "highest") -> dict:
     """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict.
 
-    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`).
+    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`);
+    ``precision`` is :func:`npconv.set_precision`'s level while it runs.
     """
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads)
     peak = sgemm_peak(dtype)
     rows = []
     try:
-        with _autotuned(autotune):
+        with _settings(autotune, precision):
             for layer in layers:
                 rows.append(_time_layer(layer, torch, dtype, repeat, algorithm, peak))
                 if progress:
@@ -284,7 +289,8 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
         if torch is not None:
             torch.close()
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                  repeat=repeat, autotune=autotune, sgemm_peak_gflops=peak,
+                  repeat=repeat, autotune=autotune, precision=precision,
+                  sgemm_peak_gflops=peak,
                   torch=torch_backend(torch), rows=rows,
                   peak_rss_mib=peak_rss_mib())
     speedups = [r["speedup"] for r in rows if "speedup" in r]
@@ -346,15 +352,16 @@ def _time_passes(layer: Layer, torch, dtype, repeat: int) -> list[dict]:
 
 
 def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
-               progress=None, autotune: bool = False) -> dict:
+               progress=None, autotune: bool = False, precision: str = "highest") -> dict:
     """Where a step's time goes: each pass of each suite layer timed alone, npconv's
     ``auto`` against PyTorch (``convolution_backward`` with one gradient asked for).
-    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`)."""
+    With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`);
+    ``precision`` is :func:`npconv.set_precision`'s level while it runs."""
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads)
     rows = []
     try:
-        with _autotuned(autotune):
+        with _settings(autotune, precision):
             for layer in layers:
                 rows.extend(_time_passes(layer, torch, dtype, repeat))
                 if progress:
@@ -363,7 +370,8 @@ def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE
         if torch is not None:
             torch.close()
     return dict(kind="passes", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                repeat=repeat, autotune=autotune, torch=torch_backend(torch), rows=rows)
+                repeat=repeat, autotune=autotune, precision=precision,
+                torch=torch_backend(torch), rows=rows)
 
 
 def run_book(iterations: int = 1000, threads: int = 2, dtype=np.float32,
@@ -491,7 +499,7 @@ def _table(title: str, cols, text_cols):
 
 def print_suite(result: dict, console) -> None:
     table = _table(f"forward + dX + dW + dB, {result['dtype']}, {result['threads']} threads, "
-                   f"median of {result['repeat']}",
+                   f"median of {result['repeat']}{_precision_note(result)}",
                    ["layer", "algorithm", "ms", "torch ms", "GFLOP/s", "vs torch",
                     "% sgemm peak", "max abs err", "first call ms"], ("layer", "algorithm"))
     for r in result["rows"]:
@@ -507,14 +515,22 @@ def print_suite(result: dict, console) -> None:
     if "geomean_speedup" in result:
         console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
     if any(r["algorithm"] == "winograd" for r in result["rows"]):
+        share = ("4/9 (F(2x2, 3x3)) or 1/4 (F(4x4, 3x3), on outputs of at least 24x24)"
+                 if result.get("precision") == "high" else "4/9")
         console.print("GFLOP/s counts a direct convolution's FLOPs for every row; winograd "
-                      "executes 4/9 of its multiply-adds, so its GFLOP/s and % of peak are "
-                      "effective rates")
+                      f"executes {share} of its multiply-adds, so its GFLOP/s and % of peak "
+                      "are effective rates")
+
+
+def _precision_note(result: dict) -> str:
+    """``", precision high"`` in a title when the run was not at the default level."""
+    level = result.get("precision", "highest")
+    return "" if level == "highest" else f", precision {level}"
 
 
 def print_passes(result: dict, console) -> None:
     table = _table(f"each pass alone, {result['dtype']}, {result['threads']} threads, "
-                   f"median of {result['repeat']} rounds",
+                   f"median of {result['repeat']} rounds{_precision_note(result)}",
                    ["layer", "pass", "algorithm", "ms", "share of step", "GFLOP/s",
                     "torch ms", "torch GFLOP/s", "vs torch"], ("layer", "pass", "algorithm"))
     previous = None
@@ -650,11 +666,11 @@ def handle(args: argparse.Namespace) -> int:
         progress = lambda i: console.print(f"  timed {i}", style="dim")  # noqa: E731
         if args.which == "passes":
             result = run_passes(args.threads, dtype, args.repeat, layers, progress=progress,
-                                autotune=args.autotune)
+                                autotune=args.autotune, precision=args.precision)
             print_passes(result, console)
         else:
             result = run_suite(args.threads, dtype, args.repeat, layers, progress=progress,
-                               autotune=args.autotune)
+                               autotune=args.autotune, precision=args.precision)
             print_suite(result, console)
         if args.plot:
             (save_passes_plot if args.which == "passes" else save_plot)(result, args.plot)
@@ -689,6 +705,9 @@ def register(subparsers) -> None:
     p.add_argument("--autotune", action="store_true",
                    help="suite, passes: let auto measure its choice per layer "
                         "(set_autotune)")
+    p.add_argument("--precision", choices=tuning.PRECISIONS, default="highest",
+                   help="suite, passes: the rounding error auto may trade for speed "
+                        "(set_precision; high: Winograd F(4x4, 3x3) on large 3x3 layers)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--plot", help="bar chart of the suite, or the passes' grid of speed-ups "
                                   "(PNG; needs matplotlib)")
