@@ -64,6 +64,21 @@ def _header(name: str, args: str, planes: str, shape: str) -> list[str]:
             "        t0 = b * span"]
 
 
+def _phases(plane: str, flat: str, left: str, into_plane: bool, m: int) -> list[str]:
+    """Copy one row between a flat image row ``flat`` (x's, y's ...) and its phase-split
+    plane row ``plane`` (``plane[p]``: the columns ``m*J + p`` of the padded row, whose
+    first image column sits at ``left``), phase by phase: no division per element, and
+    one side of each copy is contiguous."""
+    copy = (f"dst[j0 + k] = {flat}[q0 + {m} * k]" if into_plane
+            else f"{flat}[q0 + {m} * k] = dst[j0 + k]")
+    return [f"            for p in range({m}):",
+            f"                dst = {plane}[p]",
+            f"                q0 = (p - {left}) % {m}  # the first image column in phase p",
+            f"                j0 = base + (q0 + {left}) // {m}",
+            f"                for k in range((ww - q0 + {m - 1}) // {m}):",
+            f"                    {copy}"]
+
+
 def input_tiles(name: str, bt: np.ndarray) -> str:
     """``v[k, c, t0 + f] = (B^T d B)[k]`` for the tiles d of x's zero-padded planes:
     x (nb, C, H, W) -> v (a*a, C, nb * th * (tw + 1)), with ``top`` and ``left`` padding."""
@@ -74,11 +89,8 @@ def input_tiles(name: str, bt: np.ndarray) -> str:
               "        for r in range(hh):  # the padded plane, phase-split",
               "            src = x[b, ch, r]",
               "            row = r + top",
-              f"            dst = plane[:, row % {m}]",
-              f"            base = (row // {m}) * wq",
-              "            for q in range(ww):",
-              "                col = q + left",
-              f"                dst[col % {m}, base + col // {m}] = src[q]"]
+              f"            base = (row // {m}) * wq"]
+    lines += _phases(f"plane[:, row % {m}]", "src", "left", True, m)
     for p in range(m):  # B^T d, one column phase at a time
         loads = [(f"d{r}", f"plane[{p}, {r % m}, {_at('f', r // m, 0)}]") for r in range(a)]
         stores = [(f"rows[{i}, {p}, f]", [(bt[i, r], f"d{r}") for r in range(a)])
@@ -111,11 +123,9 @@ def output_tiles(name: str, at: np.ndarray) -> str:
                   for q in range(m)]
         lines += _loop(loads, stores)
     lines += ["        for r in range(hh):",
-              "            dst = y[b, ch, r]",
-              f"            src = out[r % {m}]",
-              f"            base = (r // {m}) * wq",
-              "            for q in range(ww):",
-              f"                dst[q] = src[q % {m}, base + q // {m}]"]
+              "            yr = y[b, ch, r]",
+              f"            base = (r // {m}) * wq"]
+    lines += _phases(f"out[r % {m}]", "yr", "0", False, m)
     return "\n".join(lines) + "\n"
 
 
@@ -128,10 +138,8 @@ def grad_tiles(name: str, at: np.ndarray) -> str:
               f"        part = np.empty(({a}, {m}, span), dtype=dz.dtype)",
               "        for r in range(hh):",
               "            src = dz[b, ch, r]",
-              f"            dst = g[r % {m}]",
-              f"            base = (r // {m}) * wq",
-              "            for q in range(ww):",
-              f"                dst[q % {m}, base + q // {m}] = src[q]"]
+              f"            base = (r // {m}) * wq"]
+    lines += _phases(f"g[r % {m}]", "src", "0", True, m)
     for q in range(m):  # A g, one column phase at a time
         loads = [(f"s{r}", f"g[{r}, {q}, f]") for r in range(m)]
         stores = [(f"part[{i}, {q}, f]", [(at[r, i], f"s{r}") for r in range(m)])
@@ -148,12 +156,20 @@ def grad_tiles(name: str, at: np.ndarray) -> str:
 def input_grad_tiles(name: str, bt: np.ndarray) -> str:
     """dX = the sum over tiles of B dV B^T, each added at its a x a place in the padded
     plane, cropped to x: the adjoint of :func:`input_tiles`. dv's junk column must be
-    zero (it is: dZ's junk column is)."""
+    zero (it is: dZ's junk column is).
+
+    Each tile's a x a block is computed first (``block[r, q, pad + f]``, zero outside
+    the plane's tiles); then every element of the phase-split plane is the sum of the
+    (at most four) blocks' values that land on it, written once."""
     a, m = bt.shape[0], bt.shape[0] - 2
     lines = _header(name, "dv, dx, th, tw, top, left", "c", "dx")
-    lines += [f"        plane = np.zeros(({m}, {m}, (th + 2) * wq), dtype=dx.dtype)",
+    lines += ["        size = (th + 2) * wq",
+              "        pad = wq + 1  # the largest shift of a block value: one row, one column",
+              f"        plane = np.empty(({m}, {m}, size), dtype=dx.dtype)",
               f"        part = np.empty(({a}, {a}, span), dtype=dx.dtype)",
-              f"        block = np.empty(({a}, {a}, span), dtype=dx.dtype)"]
+              f"        block = np.empty(({a}, {a}, pad + size), dtype=dx.dtype)",
+              "        block[:, :, :pad] = 0  # zero outside the tiles, written below inside",
+              "        block[:, :, pad + span:] = 0"]
     for i in range(a):  # dV B^T, one row at a time
         loads = [(f"s{e}", f"dv[{i * a + e}, ch, t0 + f]") for e in range(a)]
         stores = [(f"part[{i}, {q}, f]", [(bt[e, q], f"s{e}") for e in range(a)])
@@ -161,22 +177,24 @@ def input_grad_tiles(name: str, bt: np.ndarray) -> str:
         lines += _loop(loads, stores)
     for q in range(a):  # B (dV B^T), one column at a time
         loads = [(f"s{i}", f"part[{i}, {q}, f]") for i in range(a)]
-        stores = [(f"block[{r}, {q}, f]", [(bt[i, r], f"s{i}") for i in range(a)])
+        stores = [(f"block[{r}, {q}, pad + f]", [(bt[i, r], f"s{i}") for i in range(a)])
                   for r in range(a)]
         lines += _loop(loads, stores)
-    lines += [f"        for r in range({a}):  # each tile's block added at its place",
-              f"            for q in range({a}):",
-              f"                dst = plane[q % {m}, r % {m}]",
-              f"                off = (r // {m}) * wq + q // {m}",
-              "                src = block[r, q]",
-              "                for f in range(span):",
-              "                    dst[f + off] += src[f]"]
+    for p in range(m):  # the plane, phase by phase: the blocks' values that land there
+        for s in range(m):
+            terms = [(1, f"block[{r}, {q}, {_back(r // m, q // m)}]")
+                     for r in range(s, a, m) for q in range(p, a, m)]
+            lines += ["        for f in range(size):",
+                      f"            plane[{p}, {s}, f] = " + _combination(terms)]
     lines += ["        for r in range(hh):",
-              "            dst = dx[b, ch, r]",
+              "            xr = dx[b, ch, r]",
               "            row = r + top",
-              f"            src = plane[:, row % {m}]",
-              f"            base = (row // {m}) * wq",
-              "            for q in range(ww):",
-              "                col = q + left",
-              f"                dst[q] = src[col % {m}, base + col // {m}]"]
+              f"            base = (row // {m}) * wq"]
+    lines += _phases(f"plane[:, row % {m}]", "xr", "left", False, m)
     return "\n".join(lines) + "\n"
+
+
+def _back(rows: int, cols: int) -> str:
+    """``f + pad`` moved back by ``rows`` tile rows and ``cols`` tile columns."""
+    return " - ".join(["f + pad", *([f"{rows} * wq"] if rows else []),
+                       *([str(cols)] if cols else [])])
