@@ -6,7 +6,7 @@
   algorithm's register-tiled kernels win every other unit-stride layer with a kernel
   larger than 1x1 and a few channels per group (LeNet's, CIFAR's, small 3x3 layers);
   Winograd's F(2x2, 3x3) wins 3x3 stride-1 layers with 64 or more channels per group
-  (ResNet's); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers,
+  (ResNet's; F(4x4, 3x3) on large outputs with :func:`set_precision` ``"high"``); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers,
   and the gradients of deep layers on small outputs).
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,

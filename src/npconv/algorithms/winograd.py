@@ -1,4 +1,5 @@
-"""Winograd's minimal filtering F(2x2, 3x3): a specialised algorithm for 3x3 kernels.
+"""Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3): a specialised algorithm
+for 3x3 kernels.
 
 Not one of the book's methods and not general: it covers 3x3 kernels with stride 1 and
 dilation 1 (any zero padding, groups, float32/float64; padding modes are applied before
@@ -33,6 +34,15 @@ forward's matrices). With Z[xi] = A dY_tile A^T (:func:`_grad_tiles`)::
 Z and V are computed once and shared by both gradients. Numerically, the transforms
 add and subtract at most 9 terms with coefficients 1 and 1/2: measured errors are of
 the same order as im2col's (relative 3e-7 to 9e-7 in float32 on ResNet layers).
+
+F(4x4, 3x3) is the same with 6x6 tiles d, 4x4 output blocks and the matrices BT4, G4
+and AT4 below: 36 GEMMs doing 36 / 144 = 1/4 of a direct convolution's multiply-adds.
+Its transforms multiply by up to 8 and divide by 24, so its rounding error is 10-20x
+F(2x2)'s (measured in float32: 3e-6 to 1.2e-5 of the largest output, against 3e-7 to
+8e-7), and it runs only where :func:`npconv.set_precision` ("high") allows it
+(:func:`tile_size`). Its transforms are generated from the matrices
+(:mod:`._winograd_source`) and run over all the tiles of a plane at once, numbered on a
+grid with one junk column (zero in dY's transform, so it adds nothing to dX or dW).
 
 Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES`
 (and the workspace limit), reusing per-thread scratch buffers from chunk to chunk.
