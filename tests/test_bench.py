@@ -49,20 +49,23 @@ def test_bench_autotune_reports_the_measured_choice(tmp_path, torch, which):
     assert not tuning.autotune_enabled()  # switched back off afterwards
 
 
-def test_bench_suite_at_precision_high_runs_winograd_f4(tmp_path, torch, capsys):
+@pytest.mark.parametrize("level", ["highest", "high"])
+def test_bench_suite_runs_at_the_float32_precision_asked_for(tmp_path, torch, capsys, level):
     import npconv
 
     out = tmp_path / "suite.json"
-    assert main(["bench", "suite", "--layers", "res28", "--repeat", "1", "--precision",
-                 "high", "--json", str(out)]) == 0
+    assert main(["bench", "suite", "--layers", "res28", "--repeat", "1",
+                 "--float32-precision", level, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     (row,) = result["rows"]
-    assert result["precision"] == "high" and row["algorithm"] == "winograd"
+    assert result["float32_precision"] == level and row["algorithm"] == "winograd"
     # dW sums 12,544 products per weight (values near 300): float32 sums of that length
     # are off by 1e-3 to 1e-2 on any algorithm (F(2x2)'s too); a wrong answer by ~100
     assert row["max_abs_err"] < 0.05
-    assert "precision high" in capsys.readouterr().out
-    assert npconv.get_precision() == "highest"  # set back afterwards
+    printed = capsys.readouterr().out
+    assert f"float32 precision {level}" in printed
+    assert ("1/4 (F(4x4, 3x3)" in printed) == (level == "high")
+    assert npconv.get_float32_precision() == "high"  # set back afterwards
 
 
 def test_bench_passes_times_each_pass_and_draws_the_grid(tmp_path, torch):

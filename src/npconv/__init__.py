@@ -41,11 +41,11 @@ from .functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpos
 from .spec import ConvSpec, backward_padding, output_size, same_padding
 from .tuning import (
     explain_choice,
+    get_float32_precision,
     get_num_threads,
-    get_precision,
     set_autotune,
+    set_float32_precision,
     set_num_threads,
-    set_precision,
     set_workspace_limit,
     workspace_limit,
 )
@@ -63,14 +63,14 @@ __all__ = [
     "conv_transpose2d_backward",
     "empty_cache",
     "explain_choice",
+    "get_float32_precision",
     "get_num_threads",
-    "get_precision",
     "grad",
     "output_size",
     "same_padding",
     "set_autotune",
+    "set_float32_precision",
     "set_num_threads",
-    "set_precision",
     "set_workspace_limit",
     "workspace_limit",
 ]

@@ -251,12 +251,13 @@ def _time_layer(layer: Layer, torch, dtype, repeat: int, algorithm: str, peak: f
 
 
 @contextmanager
-def _settings(autotune: bool, precision: str):
+def _settings(autotune: bool, precision: str | None):
     """Autotuning on inside the block when ``autotune`` (and back off after it, unless it
-    was on already), and the precision level ``precision`` (the previous one after it)."""
+    was on already), and float32 precision ``precision`` (None: as set; the previous
+    level after it)."""
     switch = autotune and not tuning.autotune_enabled()
-    before = tuning.get_precision()
-    tuning.set_precision(precision)
+    before = tuning.get_float32_precision()
+    tuning.set_float32_precision(precision or before)
     if switch:
         tuning.set_autotune(True)
     try:
@@ -264,16 +265,17 @@ def _settings(autotune: bool, precision: str):
     finally:
         if switch:
             tuning.set_autotune(False)
-        tuning.set_precision(before)
+        tuning.set_float32_precision(before)
 
 
 def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
               algorithm: str = "auto", progress=None, autotune: bool = False,
-              precision: str = "highest") -> dict:
+              precision: str | None = None) -> dict:
     """Time each layer of :data:`SUITE` in npconv and PyTorch; returns a JSON-able dict.
 
     With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`);
-    ``precision`` is :func:`npconv.set_precision`'s level while it runs.
+    ``precision`` is :func:`npconv.set_float32_precision`'s level while it runs (None:
+    the level set).
     """
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads)
@@ -289,7 +291,8 @@ def run_suite(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
         if torch is not None:
             torch.close()
     result = dict(kind="suite", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                  repeat=repeat, autotune=autotune, precision=precision,
+                  repeat=repeat, autotune=autotune,
+                  float32_precision=precision or tuning.get_float32_precision(),
                   sgemm_peak_gflops=peak,
                   torch=torch_backend(torch), rows=rows,
                   peak_rss_mib=peak_rss_mib())
@@ -352,11 +355,12 @@ def _time_passes(layer: Layer, torch, dtype, repeat: int) -> list[dict]:
 
 
 def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE,
-               progress=None, autotune: bool = False, precision: str = "highest") -> dict:
+               progress=None, autotune: bool = False, precision: str | None = None) -> dict:
     """Where a step's time goes: each pass of each suite layer timed alone, npconv's
     ``auto`` against PyTorch (``convolution_backward`` with one gradient asked for).
     With ``autotune`` the ``auto`` choice is measured (:func:`npconv.set_autotune`);
-    ``precision`` is :func:`npconv.set_precision`'s level while it runs."""
+    ``precision`` is :func:`npconv.set_float32_precision`'s level while it runs (None:
+    the level set)."""
     tuning.set_num_threads(threads)
     torch = TorchSide.start(threads)
     rows = []
@@ -370,7 +374,8 @@ def run_passes(threads: int = 2, dtype=np.float32, repeat: int = 5, layers=SUITE
         if torch is not None:
             torch.close()
     return dict(kind="passes", machine=machine(), threads=threads, dtype=np.dtype(dtype).name,
-                repeat=repeat, autotune=autotune, precision=precision,
+                repeat=repeat, autotune=autotune,
+                float32_precision=precision or tuning.get_float32_precision(),
                 torch=torch_backend(torch), rows=rows)
 
 
@@ -516,16 +521,21 @@ def print_suite(result: dict, console) -> None:
         console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
     if any(r["algorithm"] == "winograd" for r in result["rows"]):
         share = ("4/9 (F(2x2, 3x3)) or 1/4 (F(4x4, 3x3), on outputs of at least 24x24)"
-                 if result.get("precision") == "high" else "4/9")
+                 if _f4(result) else "4/9")
         console.print("GFLOP/s counts a direct convolution's FLOPs for every row; winograd "
                       f"executes {share} of its multiply-adds, so its GFLOP/s and % of peak "
                       "are effective rates")
 
 
+def _f4(result: dict) -> bool:
+    """Whether the run's winograd rows may have used F(4x4, 3x3)."""
+    return result["dtype"] == "float32" and result.get("float32_precision") == "high"
+
+
 def _precision_note(result: dict) -> str:
-    """``", precision high"`` in a title when the run was not at the default level."""
-    level = result.get("precision", "highest")
-    return "" if level == "highest" else f", precision {level}"
+    """``", float32 precision highest"`` in a title, for float32 runs."""
+    level = result.get("float32_precision")
+    return f", float32 precision {level}" if result["dtype"] == "float32" and level else ""
 
 
 def print_passes(result: dict, console) -> None:
@@ -705,9 +715,11 @@ def register(subparsers) -> None:
     p.add_argument("--autotune", action="store_true",
                    help="suite, passes: let auto measure its choice per layer "
                         "(set_autotune)")
-    p.add_argument("--precision", choices=tuning.PRECISIONS, default="highest",
-                   help="suite, passes: the rounding error auto may trade for speed "
-                        "(set_precision; high: Winograd F(4x4, 3x3) on large 3x3 layers)")
+    p.add_argument("--float32-precision", choices=tuning.PRECISIONS, dest="precision",
+                   help="suite, passes: the rounding error float32 may trade for speed "
+                        "(set_float32_precision; default: as set, 'high' unless "
+                        "NPCONV_FLOAT32_PRECISION says otherwise; 'high' lets Winograd use "
+                        "F(4x4, 3x3) on large 3x3 layers)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--plot", help="bar chart of the suite, or the passes' grid of speed-ups "
                                   "(PNG; needs matplotlib)")

@@ -6,7 +6,8 @@
   algorithm's register-tiled kernels win every other unit-stride layer with a kernel
   larger than 1x1 and a few channels per group (LeNet's, CIFAR's, small 3x3 layers);
   Winograd's F(2x2, 3x3) wins 3x3 stride-1 layers with 64 or more channels per group
-  (ResNet's; F(4x4, 3x3) on large outputs with :func:`set_precision` ``"high"``); im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers,
+  (ResNet's; F(4x4, 3x3) on large float32 outputs, see :func:`set_float32_precision`);
+  im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers,
   and the gradients of deep layers on small outputs).
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
@@ -50,34 +51,36 @@ DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
 
-# How much rounding error ``auto`` and ``winograd`` may trade for speed (like PyTorch's
-# ``torch.set_float32_matmul_precision``): "highest" keeps every algorithm's error that
-# of a direct sum (within a few times); "high" also lets Winograd use F(4x4, 3x3).
+# How much rounding error float32 convolutions may trade for speed, as PyTorch's
+# ``torch.set_float32_matmul_precision``: "highest" keeps every algorithm's error that of
+# a direct sum (within a few times); "high" (the default) lets Winograd use F(4x4, 3x3).
 PRECISIONS = ("highest", "high")
 
 
 def _check_precision(level) -> str:
     if not isinstance(level, str) or level not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {level!r}")
+        raise ValueError(f"float32 precision must be one of {PRECISIONS}, got {level!r}")
     return level
 
 
-_precision = _check_precision(os.environ.get("NPCONV_PRECISION") or "highest")
+_precision = _check_precision(os.environ.get("NPCONV_FLOAT32_PRECISION") or "high")
 
 
-def set_precision(level: str) -> None:
-    """How much rounding error the fast paths may add (``NPCONV_PRECISION`` at import).
+def set_float32_precision(level: str) -> None:
+    """How much rounding error float32 convolutions may trade for speed
+    (``NPCONV_FLOAT32_PRECISION`` at import). float64 always runs at "highest".
 
     Parameters
     ----------
-    level : {"highest", "high"}
-        ``"highest"`` (the default): every algorithm's rounding error is of the order of
-        a direct sum's; Winograd uses F(2x2, 3x3) (measured: 3e-7 to 8e-7 of the largest
-        output in float32 on ResNet layers, like im2col). ``"high"``: Winograd uses
-        F(4x4, 3x3) on outputs of at least ``winograd.F4_MIN_SIZE`` pixels a side, with
-        4x fewer multiply-adds than a direct convolution instead of 2.25x, and 10-20x
-        the rounding error (4e-6 to 1.2e-5 of the largest output in float32; 1e-13 in
-        float64).
+    level : {"high", "highest"}
+        ``"high"`` (the default): Winograd (``auto``'s choice for 3x3 stride-1 layers
+        with many channels) uses F(4x4, 3x3) on outputs of at least
+        ``winograd.F4_MIN_SIZE`` pixels a side: 1/4 of a direct convolution's
+        multiply-adds, and float32 errors of 0.7e-6 to 3e-6 of the largest output on
+        ResNet-like layers (y, dX and dW), 2-8x those of F(2x2, 3x3) and im2col, and an
+        order of magnitude inside the parity tests' tolerance. ``"highest"``: Winograd
+        uses only F(2x2, 3x3) (4/9 of the multiply-adds; errors 2e-7 to 8e-7, like
+        im2col's).
 
     Raises
     ------
@@ -88,8 +91,8 @@ def set_precision(level: str) -> None:
     _precision = _check_precision(level)
 
 
-def get_precision() -> str:
-    """The precision level set by :func:`set_precision`."""
+def get_float32_precision() -> str:
+    """The level set by :func:`set_float32_precision`."""
     return _precision
 
 
@@ -165,7 +168,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "winograd": f"3x3 kernel, stride 1, dilation 1, at least {WINOGRAD_MIN_CHANNELS} "
                     f"channels per group and outputs of at least "
                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: "
-                    + _winograd_reason(spec),
+                    + _winograd_reason(spec, dtype),
         "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
                 f"the register-tiled gradients",
@@ -186,12 +189,12 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
     return Choice(_ALGORITHM[case], reason)
 
 
-def _winograd_reason(spec: ConvSpec) -> str:
+def _winograd_reason(spec: ConvSpec, dtype) -> str:
     from .algorithms import winograd
 
-    if winograd.tile_size(spec) == 4:
-        return ("Winograd F(4x4, 3x3) (precision 'high') does 1/4 of the multiply-adds, "
-                "in 36 GEMMs")
+    if winograd.tile_size(spec, dtype) == 4:
+        return ("Winograd F(4x4, 3x3) (float32 precision 'high') does 1/4 of the "
+                "multiply-adds, in 36 GEMMs")
     return "Winograd F(2x2, 3x3) does 4/9 of the multiply-adds, in 16 GEMMs"
 
 
@@ -241,7 +244,7 @@ def autotune_enabled() -> bool:
 def _key(spec: ConvSpec, dtype, op: str) -> str:
     fields = ",".join(f"{k}={v}" for k, v in asdict(spec).items())
     return (f"{fields};{np.dtype(dtype).name};{op};threads={get_num_threads()}"
-            f";precision={_precision}")
+            f";float32_precision={_precision}")
 
 
 def _load_cache() -> None:

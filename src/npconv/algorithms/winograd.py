@@ -39,8 +39,8 @@ F(4x4, 3x3) is the same with 6x6 tiles d, 4x4 output blocks and the matrices BT4
 and AT4 below: 36 GEMMs doing 36 / 144 = 1/4 of a direct convolution's multiply-adds.
 Its transforms multiply by up to 8 and divide by 24, so its rounding error is 10-20x
 F(2x2)'s (measured in float32: 3e-6 to 1.2e-5 of the largest output, against 3e-7 to
-8e-7), and it runs only where :func:`npconv.set_precision` ("high") allows it
-(:func:`tile_size`). Its transforms are generated from the matrices
+8e-7), and it runs only on float32 where :func:`npconv.set_float32_precision` allows
+it (the default, "high"; :func:`tile_size`). Its transforms are generated from the matrices
 (:mod:`._winograd_source`) and run over all the tiles of a plane at once, numbered on a
 grid with one junk column (zero in dY's transform, so it adds nothing to dX or dW).
 
@@ -49,6 +49,8 @@ Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 from numba import prange
@@ -64,15 +66,47 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-# F(4x4, 3x3) (interpolation points 0, 1, -1, 2, -2 and infinity): 4x4 outputs from
-# 6x6 tiles, 36 products per 16 outputs (4x fewer than direct, against 2.25x).
-BT4 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
-               dtype=np.float64)
-G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
-AT4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
-                [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+def toom_cook(m: int, r: int, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B^T, G, A^T) of Winograd's F(m, r) from its m + r - 2 finite interpolation points
+    (and infinity), computed exactly in fractions, as float64 (Lavin and Gray, section 4;
+    the construction of the Toom-Cook method).
+
+    With n = m + r - 1: ``A^T[i, j] = a_j^i`` (the outputs as the product polynomial's
+    values), ``G[j, k] = a_j^k / prod_{l != j} (a_j - a_l)`` (the filter polynomial's
+    values, with Lagrange's denominators), and row j of ``B^T`` the coefficients of
+    ``prod_{l != j} (x - a_l)``; the point at infinity adds the leading coefficients
+    (the last row and column). Then ``y = A^T [(G g) * (B^T d)]`` is the correlation of
+    d (length n) with g (length r)."""
+    n = m + r - 1
+    a = [Fraction(p) for p in points]
+    if len(a) != n - 1 or len(set(a)) != len(a):
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points, got {points}")
+
+    def product(roots):  # coefficients, lowest first, of prod (x - root)
+        poly = [Fraction(1)]
+        for root in roots:
+            poly = [(poly[i - 1] if i else 0) - root * (poly[i] if i < len(poly) else 0)
+                    for i in range(len(poly) + 1)]
+        return poly
+
+    at = [[a[j] ** i for j in range(n - 1)] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g, bt = [], []
+    for j in range(n - 1):
+        others = a[:j] + a[j + 1:]
+        denominator = np.prod([a[j] - o for o in others])
+        g.append([a[j] ** k / denominator for k in range(r)])
+        bt.append([*product(others), Fraction(0)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt.append(product(a))
+    return tuple(np.array(x, dtype=np.float64) for x in (bt, g, at))
+
+
+# F(4x4, 3x3): 4x4 outputs from 6x6 tiles, 36 products per 16 outputs (4x fewer than a
+# direct convolution, against 2.25x). The points 0, 1, -1, -1/2, 2 make every entry of
+# B^T and A^T a power of two times a small integer (exact), and gave 2.1e-6 to 2.3e-6
+# float32 error (of the largest output) on random 64-channel tiles, against 5.6e-6 to
+# 6e-6 for the usual 0, 1, -1, 2, -2 and 9e-6 with Lavin and Gray's scaling of those.
+BT4, G4, AT4 = toom_cook(4, 3, (0, 1, -1, Fraction(-1, 2), 2))
 G_OF = {2: G, 4: G4}
 
 CHUNK_BYTES = 32 << 20  # transformed tiles per chunk of samples (each buffer)
@@ -308,11 +342,12 @@ _JUNK_COLUMNS = {2: 0, 4: 1}
 F4_MIN_SIZE = 24
 
 
-def tile_size(spec: ConvSpec) -> int:
-    """m of the F(m x m, 3x3) that runs ``spec``: 4 where the precision setting allows it
-    (:func:`npconv.set_precision`) and the output is at least :data:`F4_MIN_SIZE` pixels
-    a side, else 2."""
-    if tuning.get_precision() == "high" and min(spec.oh, spec.ow) >= F4_MIN_SIZE:
+def tile_size(spec: ConvSpec, dtype) -> int:
+    """m of the F(m x m, 3x3) that runs ``spec`` in ``dtype``: 4 for float32 where
+    :func:`npconv.set_float32_precision` allows it and the output is at least
+    :data:`F4_MIN_SIZE` pixels a side, else 2 (float64 always)."""
+    if (np.dtype(dtype) == np.float32 and tuning.get_float32_precision() == "high"
+            and min(spec.oh, spec.ow) >= F4_MIN_SIZE):
         return 4
     return 2
 
@@ -368,7 +403,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     means a non-finite input tile, and the direct result has one too there.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # such a result is recomputed
-        y = _forward(x, weight, spec, tile_size(spec))
+        y = _forward(x, weight, spec, tile_size(spec, x.dtype))
     return y if _finite(spec, y) else _direct().forward(x, weight, spec)
 
 
@@ -397,7 +432,7 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     with an inf or a NaN are recomputed by im2col, as in :func:`forward`."""
     with np.errstate(invalid="ignore", over="ignore"):  # such results are recomputed
         dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight,
-                           tile_size(spec))
+                           tile_size(spec, grad_output.dtype))
     if _finite(spec, dx, dw):
         return dx, dw
     return _direct().backward(x, weight, grad_output, spec, need_input, need_weight)
