@@ -79,6 +79,27 @@ def _phases(plane: str, flat: str, left: str, into_plane: bool, m: int) -> list[
             f"                    {copy}"]
 
 
+def _gather_rows(source: str, count: int) -> list[str]:
+    """Copy this plane's ``count`` rows of the argument ``source`` (k, planes, tiles) into
+    the local ``tiles`` (k, span), one loop per row. The transforms' loops then touch
+    local arrays only: with an argument array's rows among their loads or stores, LLVM
+    needs more run-time alias checks than it allows (8) and leaves the loop scalar."""
+    return [f"        for k in range({count}):",
+            f"            src = {source}[k, ch, t0:t0 + span]",
+            "            dst = tiles[k]",
+            "            for f in range(span):",
+            "                dst[f] = src[f]"]
+
+
+def _scatter_rows(target: str, count: int) -> list[str]:
+    """The way back: ``tiles`` (k, span) into this plane's rows of ``target``."""
+    return [f"        for k in range({count}):",
+            "            src = tiles[k]",
+            f"            dst = {target}[k, ch, t0:t0 + span]",
+            "            for f in range(span):",
+            "                dst[f] = src[f]"]
+
+
 def input_tiles(name: str, bt: np.ndarray) -> str:
     """``v[k, c, t0 + f] = (B^T d B)[k]`` for the tiles d of x's zero-padded planes:
     x (nb, C, H, W) -> v (a*a, C, nb * th * (tw + 1)), with ``top`` and ``left`` padding."""
@@ -86,6 +107,7 @@ def input_tiles(name: str, bt: np.ndarray) -> str:
     lines = _header(name, "x, v, th, tw, top, left", "c", "x")
     lines += [f"        plane = np.zeros(({m}, {m}, (th + 2) * wq), dtype=x.dtype)",
               f"        rows = np.empty(({a}, {m}, span + 1), dtype=x.dtype)",
+              f"        tiles = np.empty(({a * a}, span), dtype=x.dtype)",
               "        for r in range(hh):  # the padded plane, phase-split",
               "            src = x[b, ch, r]",
               "            row = r + top",
@@ -99,9 +121,10 @@ def input_tiles(name: str, bt: np.ndarray) -> str:
     lines.append("        rows[:, :, span] = 0  # read by the junk column's last tile only")
     for i in range(a):  # (B^T d) B, one row at a time
         loads = [(f"s{q}", f"rows[{i}, {q % m}, {_at('f', 0, q // m)}]") for q in range(a)]
-        stores = [(f"v[{i * a + e}, ch, t0 + f]", [(bt[e, q], f"s{q}") for q in range(a)])
+        stores = [(f"tiles[{i * a + e}, f]", [(bt[e, q], f"s{q}") for q in range(a)])
                   for e in range(a)]
         lines += _loop(loads, stores)
+    lines += _scatter_rows("v", a * a)
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +134,11 @@ def output_tiles(name: str, at: np.ndarray) -> str:
     m, a = at.shape
     lines = _header(name, "mm, y, th, tw", "co", "y")
     lines += [f"        part = np.empty(({m}, {a}, span), dtype=y.dtype)",
-              f"        out = np.empty(({m}, {m}, span), dtype=y.dtype)"]
+              f"        out = np.empty(({m}, {m}, span), dtype=y.dtype)",
+              f"        tiles = np.empty(({a * a}, span), dtype=y.dtype)"]
+    lines += _gather_rows("mm", a * a)
     for e in range(a):  # A^T M, one column at a time
-        loads = [(f"s{i}", f"mm[{i * a + e}, ch, t0 + f]") for i in range(a)]
+        loads = [(f"s{i}", f"tiles[{i * a + e}, f]") for i in range(a)]
         stores = [(f"part[{r}, {e}, f]", [(at[r, i], f"s{i}") for i in range(a)])
                   for r in range(m)]
         lines += _loop(loads, stores)
@@ -136,6 +161,7 @@ def grad_tiles(name: str, at: np.ndarray) -> str:
     lines = _header(name, "dz, z, th, tw", "co", "dz")
     lines += [f"        g = np.zeros(({m}, {m}, span), dtype=dz.dtype)",
               f"        part = np.empty(({a}, {m}, span), dtype=dz.dtype)",
+              f"        tiles = np.empty(({a * a}, span), dtype=dz.dtype)",
               "        for r in range(hh):",
               "            src = dz[b, ch, r]",
               f"            base = (r // {m}) * wq"]
@@ -147,9 +173,10 @@ def grad_tiles(name: str, at: np.ndarray) -> str:
         lines += _loop(loads, stores)
     for i in range(a):  # (A g) A^T, one row at a time
         loads = [(f"s{q}", f"part[{i}, {q}, f]") for q in range(m)]
-        stores = [(f"z[{i * a + e}, ch, t0 + f]", [(at[q, e], f"s{q}") for q in range(m)])
+        stores = [(f"tiles[{i * a + e}, f]", [(at[q, e], f"s{q}") for q in range(m)])
                   for e in range(a)]
         lines += _loop(loads, stores)
+    lines += _scatter_rows("z", a * a)
     return "\n".join(lines) + "\n"
 
 
@@ -169,9 +196,11 @@ def input_grad_tiles(name: str, bt: np.ndarray) -> str:
               f"        part = np.empty(({a}, {a}, span), dtype=dx.dtype)",
               f"        block = np.empty(({a}, {a}, pad + size), dtype=dx.dtype)",
               "        block[:, :, :pad] = 0  # zero outside the tiles, written below inside",
-              "        block[:, :, pad + span:] = 0"]
+              "        block[:, :, pad + span:] = 0",
+              f"        tiles = np.empty(({a * a}, span), dtype=dx.dtype)"]
+    lines += _gather_rows("dv", a * a)
     for i in range(a):  # dV B^T, one row at a time
-        loads = [(f"s{e}", f"dv[{i * a + e}, ch, t0 + f]") for e in range(a)]
+        loads = [(f"s{e}", f"tiles[{i * a + e}, f]") for e in range(a)]
         stores = [(f"part[{i}, {q}, f]", [(bt[e, q], f"s{e}") for e in range(a)])
                   for q in range(a)]
         lines += _loop(loads, stores)
