@@ -20,29 +20,31 @@ at each of the 16 tile positions xi is a matrix product over channels::
 
 so a layer's multiply-adds go to 16 GEMMs with 16 / 36 = 4 / 9 of a direct
 convolution's (2.25x fewer), plus cheap, memory-bound transforms of the input tiles
-(:func:`_input_tiles`) and the output tiles (:func:`_output_tiles`).
+(V) and the output tiles (M to y).
 
 The backward pass is the exact adjoint of those linear maps, so it needs no second
 derivation (the same pattern as the book's 17.3: dX and dW are the transposes of the
-forward's matrices). With Z[xi] = A dY_tile A^T (:func:`_grad_tiles`)::
+forward's matrices). With Z[xi] = A dY_tile A^T::
 
     dV[xi] = U[xi]^T @ Z[xi]     dX tile = B dV B^T, overlapping tiles added
     dU[xi] = Z[xi] @ V[xi]^T     dW = G^T dU G
 
-(:func:`_input_grad_tiles` does the overlap-add).
-
 Z and V are computed once and shared by both gradients. Numerically, the transforms
 add and subtract at most 9 terms with coefficients 1 and 1/2: measured errors are of
-the same order as im2col's (relative 3e-7 to 9e-7 in float32 on ResNet layers).
+the same order as im2col's (relative 2e-7 to 8e-7 in float32 on ResNet layers).
 
 F(4x4, 3x3) is the same with 6x6 tiles d, 4x4 output blocks and the matrices BT4, G4
-and AT4 below: 36 GEMMs doing 36 / 144 = 1/4 of a direct convolution's multiply-adds.
-Its transforms multiply by up to 8 and divide by 24, so its rounding error is 10-20x
-F(2x2)'s (measured in float32: 3e-6 to 1.2e-5 of the largest output, against 3e-7 to
-8e-7), and it runs only on float32 where :func:`npconv.set_float32_precision` allows
-it (the default, "high"; :func:`tile_size`). Its transforms are generated from the matrices
-(:mod:`._winograd_source`) and run over all the tiles of a plane at once, numbered on a
-grid with one junk column (zero in dY's transform, so it adds nothing to dX or dW).
+and AT4 below (the Toom-Cook construction, :func:`toom_cook`): 36 GEMMs doing 36 / 144
+= 1/4 of a direct convolution's multiply-adds. Its transforms multiply by up to 8 and
+divide by 15, so its rounding error is several times F(2x2)'s (measured in float32:
+0.7e-6 to 3e-6 of the largest output, against 2e-7 to 8e-7), and it runs only on
+float32 where :func:`npconv.set_float32_precision` allows it (the default, "high";
+:func:`tile_size`).
+
+The four transforms of each tile size (x's, y's, dY's and dX's) are generated from its
+matrices (:mod:`._winograd_source`) and run over all the tiles of a plane at once,
+numbered on a grid with one junk column per tile row (zero in dY's transform, so it
+adds nothing to dX or dW).
 
 Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES`
 (and the workspace limit), reusing per-thread scratch buffers from chunk to chunk.
@@ -53,7 +55,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import tuning
 from .._numba import generated, serial_and_parallel
@@ -125,185 +127,6 @@ def unsupported(spec: ConvSpec) -> str | None:
 
 
 # ------------------------------------------------------------------------------ kernels
-def _input_tiles(x, v, th, tw, top, left):  # pragma: no cover - compiled
-    """v[xi, c, t] = (B^T d B)[xi] for every 4x4 tile d of x's zero-padded planes.
-
-    x (nb, C, H, W) -> v (16, C, nb*th*tw); tile t = (b*th + i)*tw + j reads the padded
-    rows 2i..2i+3 and columns 2j..2j+3 (x sits at row ``top``, column ``left``).
-    """
-    n, c, h, w = x.shape
-    hp, wp = 2 * th + 2, 2 * tw + 2
-    for task in prange(n * c):
-        b = task // c
-        ch = task % c
-        plane = np.zeros((hp, wp), dtype=x.dtype)  # (2*th + 2, 2*tw + 2), zero padded
-        for r in range(h):
-            src = x[b, ch, r]
-            dst = plane[r + top]
-            for q in range(w):
-                dst[left + q] = src[q]
-        ev = np.empty((4, tw + 1), dtype=x.dtype)  # B^T d on the even columns
-        od = np.empty((4, tw + 1), dtype=x.dtype)  # and on the odd ones
-        for i in range(th):
-            r0 = plane[2 * i]
-            r1 = plane[2 * i + 1]
-            r2 = plane[2 * i + 2]
-            r3 = plane[2 * i + 3]
-            for j in range(tw + 1):  # rows of B^T d, column by column
-                q = 2 * j
-                ev[0, j] = r0[q] - r2[q]
-                ev[1, j] = r1[q] + r2[q]
-                ev[2, j] = r2[q] - r1[q]
-                ev[3, j] = r1[q] - r3[q]
-                q += 1
-                od[0, j] = r0[q] - r2[q]
-                od[1, j] = r1[q] + r2[q]
-                od[2, j] = r2[q] - r1[q]
-                od[3, j] = r1[q] - r3[q]
-            t0 = (b * th + i) * tw
-            for a in range(4):  # (B^T d) B: columns 2j..2j+3 = even j, odd j, even j+1, odd j+1
-                e = ev[a]
-                o = od[a]
-                v0 = v[4 * a, ch, t0:t0 + tw]
-                v1 = v[4 * a + 1, ch, t0:t0 + tw]
-                v2 = v[4 * a + 2, ch, t0:t0 + tw]
-                v3 = v[4 * a + 3, ch, t0:t0 + tw]
-                for j in range(tw):
-                    v0[j] = e[j] - e[j + 1]
-                    v1[j] = o[j] + e[j + 1]
-                    v2[j] = e[j + 1] - o[j]
-                    v3[j] = o[j] - o[j + 1]
-
-
-def _output_tiles(m, y, th, tw):  # pragma: no cover - compiled
-    """y's 2x2 blocks = A^T M A: m (16, C_out, nb*th*tw) -> y (nb, C_out, OH, OW)."""
-    n, co, oh, ow = y.shape
-    for task in prange(n * co):
-        b = task // co
-        o = task % co
-        rows = np.empty((2, 2 * tw), dtype=y.dtype)
-        for i in range(th):
-            t0 = (b * th + i) * tw
-            t1 = t0 + tw
-            m0, m1, m2, m3 = m[0, o, t0:t1], m[1, o, t0:t1], m[2, o, t0:t1], m[3, o, t0:t1]
-            m4, m5, m6, m7 = m[4, o, t0:t1], m[5, o, t0:t1], m[6, o, t0:t1], m[7, o, t0:t1]
-            m8, m9, m10, m11 = m[8, o, t0:t1], m[9, o, t0:t1], m[10, o, t0:t1], m[11, o, t0:t1]
-            m12, m13, m14, m15 = (m[12, o, t0:t1], m[13, o, t0:t1], m[14, o, t0:t1],
-                                  m[15, o, t0:t1])
-            y0 = rows[0]
-            y1 = rows[1]
-            for j in range(tw):
-                p0 = m0[j] + m4[j] + m8[j]  # A^T M: row 0
-                p1 = m1[j] + m5[j] + m9[j]
-                p2 = m2[j] + m6[j] + m10[j]
-                p3 = m3[j] + m7[j] + m11[j]
-                s0 = m4[j] - m8[j] - m12[j]  # row 1
-                s1 = m5[j] - m9[j] - m13[j]
-                s2 = m6[j] - m10[j] - m14[j]
-                s3 = m7[j] - m11[j] - m15[j]
-                y0[2 * j] = p0 + p1 + p2  # (A^T M) A
-                y0[2 * j + 1] = p1 - p2 - p3
-                y1[2 * j] = s0 + s1 + s2
-                y1[2 * j + 1] = s1 - s2 - s3
-            for par in range(2):  # the last tile row or column may stick out of y
-                if 2 * i + par < oh:
-                    dst = y[b, o, 2 * i + par]
-                    src = rows[par]
-                    for q in range(ow):
-                        dst[q] = src[q]
-
-
-def _grad_tiles(dz, z, th, tw):  # pragma: no cover - compiled
-    """z[xi, o, t] = (A g A^T)[xi] for every 2x2 block g of dz (zero past its edge).
-
-    dz (nb, C_out, OH, OW) -> z (16, C_out, nb*th*tw): the adjoint of
-    :func:`_output_tiles`.
-    """
-    n, co, oh, ow = dz.shape
-    for task in prange(n * co):
-        b = task // co
-        o = task % co
-        rows = np.zeros((4, 2 * tw), dtype=dz.dtype)  # A g: rows g0, g0 + g1, g0 - g1, -g1
-        for i in range(th):
-            g0 = dz[b, o, 2 * i]
-            if 2 * i + 1 < oh:
-                g1 = dz[b, o, 2 * i + 1]
-                for q in range(ow):
-                    rows[0, q] = g0[q]
-                    rows[1, q] = g0[q] + g1[q]
-                    rows[2, q] = g0[q] - g1[q]
-                    rows[3, q] = -g1[q]
-            else:
-                for q in range(ow):
-                    rows[0, q] = g0[q]
-                    rows[1, q] = g0[q]
-                    rows[2, q] = g0[q]
-                    rows[3, q] = 0
-            t0 = (b * th + i) * tw
-            for a in range(4):  # (A g) A^T: columns e, e + o, e - o, -o
-                r = rows[a]
-                z0 = z[4 * a, o, t0:t0 + tw]
-                z1 = z[4 * a + 1, o, t0:t0 + tw]
-                z2 = z[4 * a + 2, o, t0:t0 + tw]
-                z3 = z[4 * a + 3, o, t0:t0 + tw]
-                for j in range(tw):
-                    e = r[2 * j]
-                    od = r[2 * j + 1]
-                    z0[j] = e
-                    z1[j] = e + od
-                    z2[j] = e - od
-                    z3[j] = -od
-
-
-def _input_grad_tiles(dv, dx, th, tw, top, left):  # pragma: no cover - compiled
-    """dX = the sum over tiles of B dV B^T, each added at its 4x4 place in the padded
-    plane (tiles overlap by 2), cropped to x: the adjoint of :func:`_input_tiles`.
-
-    dv (16, C_in, nb*th*tw) -> dx (nb, C_in, H, W). The padded plane is kept as its
-    even and its odd columns, so every loop below runs over contiguous memory.
-    """
-    n, ci, h, w = dx.shape
-    for task in prange(n * ci):
-        b = task // ci
-        c = task % ci
-        even = np.zeros((2 * th + 2, tw + 1), dtype=dx.dtype)  # padded columns 0, 2, 4..
-        odd = np.zeros((2 * th + 2, tw + 1), dtype=dx.dtype)  # padded columns 1, 3, 5..
-        e = np.empty((4, tw + 1), dtype=dx.dtype)
-        o = np.empty((4, tw + 1), dtype=dx.dtype)
-        for i in range(th):
-            t0 = (b * th + i) * tw
-            t1 = t0 + tw
-            for k in range(4):  # row k of dV B^T: columns 2j..2j+3 of tile j are
-                d0 = dv[4 * k, c, t0:t1]  # d0, d1 - d2 + d3, d1 + d2 - d0, -d3
-                d1 = dv[4 * k + 1, c, t0:t1]
-                d2 = dv[4 * k + 2, c, t0:t1]
-                d3 = dv[4 * k + 3, c, t0:t1]
-                ek = e[k]
-                ok = o[k]
-                ek[0] = d0[0]
-                ok[0] = d1[0] - d2[0] + d3[0]
-                for j in range(1, tw):  # tile j's first two plus tile j-1's last two
-                    ek[j] = d0[j] + d1[j - 1] + d2[j - 1] - d0[j - 1]
-                    ok[j] = d1[j] - d2[j] + d3[j] - d3[j - 1]
-                ek[tw] = d1[tw - 1] + d2[tw - 1] - d0[tw - 1]
-                ok[tw] = -d3[tw - 1]
-            for half, part in ((even, e), (odd, o)):  # B (dV B^T): rows 2i..2i+3
-                p0, p1, p2, p3 = part[0], part[1], part[2], part[3]
-                q0, q1, q2, q3 = half[2 * i], half[2 * i + 1], half[2 * i + 2], half[2 * i + 3]
-                for j in range(tw + 1):
-                    q0[j] += p0[j]
-                    q1[j] += p1[j] - p2[j] + p3[j]
-                    q2[j] += p1[j] + p2[j] - p0[j]
-                    q3[j] -= p3[j]
-        for r in range(h):
-            dst = dx[b, c, r]
-            src_e = even[r + top]
-            src_o = odd[r + top]
-            for q in range(w):
-                col = q + left
-                dst[q] = src_e[col // 2] if col % 2 == 0 else src_o[col // 2]
-
-
 def _nonfinite(a):  # pragma: no cover - compiled
     """How many elements of the flat array ``a`` are inf or NaN."""
     count = 0
@@ -318,24 +141,30 @@ _NONFINITE = serial_and_parallel(_nonfinite)
 
 
 def _generated(make, name: str, matrix: np.ndarray):
-    return serial_and_parallel(generated(make(name, matrix), name, globals()), **_OPTIONS)
+    """(serial, parallel) dispatchers of the generated kernel ``name``; its plane
+    function, ``{name}_plane``, is compiled once for both and stays a module global
+    (the kernels call it by that name, also when loaded from Numba's cache)."""
+    kernel = generated(make(name, matrix), name, globals())
+    plane = f"{name}_plane"
+    globals()[plane] = njit(cache=True, **_OPTIONS)(globals()[plane])
+    return serial_and_parallel(kernel, **_OPTIONS)
 
 
-# The transforms of each tile size, each a (serial, parallel) pair. F(2x2, 3x3): the
-# hand-written kernels above, on a th x tw grid of tiles per sample. F(4x4, 3x3):
-# generated from the matrices (:mod:`._winograd_source`), on a th x (tw + 1) grid whose
-# last column is junk (it lets every pass run over all of a plane's tiles at once).
+# The transforms of each tile size, each a (serial, parallel) pair, generated from the
+# matrices (:mod:`._winograd_source`): they number a plane's tiles on a th x (tw + 1)
+# grid whose last column is junk, so that every pass runs over all of a plane's tiles.
+# Against the hand-written F(2x2) transforms they replaced (one tile row at a time),
+# measured in one process, taking turns (res56 / res28, ms): x's 8.7 -> 6.5 / 5.5 ->
+# 3.5, y's 9.4 -> 5.3 / 5.2 -> 3.6, dY's 5.7 -> 5.8 / 4.3 -> 3.2, dX's 9.3 -> 7.1 /
+# 7.6 -> 4.6; the junk column adds 3.6% / 7% to the GEMMs.
 _KERNELS = {
-    2: dict(input=serial_and_parallel(_input_tiles, **_OPTIONS),
-            output=serial_and_parallel(_output_tiles, **_OPTIONS),
-            grad=serial_and_parallel(_grad_tiles, **_OPTIONS),
-            input_grad=serial_and_parallel(_input_grad_tiles, **_OPTIONS)),
-    4: dict(input=_generated(source.input_tiles, "winograd4_input_tiles", BT4),
-            output=_generated(source.output_tiles, "winograd4_output_tiles", AT4),
-            grad=_generated(source.grad_tiles, "winograd4_grad_tiles", AT4),
-            input_grad=_generated(source.input_grad_tiles, "winograd4_input_grad_tiles", BT4)),
+    m: dict(input=_generated(source.input_tiles, f"winograd{m}_input_tiles", bt),
+            output=_generated(source.output_tiles, f"winograd{m}_output_tiles", at),
+            grad=_generated(source.grad_tiles, f"winograd{m}_grad_tiles", at),
+            input_grad=_generated(source.input_grad_tiles, f"winograd{m}_input_grad_tiles",
+                                  bt))
+    for m, bt, at in ((2, BT, AT), (4, BT4, AT4))
 }
-_JUNK_COLUMNS = {2: 0, 4: 1}
 
 # F(4x4, 3x3) only pays where a plane has enough tiles: measured 1.3-1.6x faster
 # forward than F(2x2) on 56x56 and 28x28 outputs with 64 and 128 channels.
@@ -354,10 +183,10 @@ def tile_size(spec: ConvSpec, dtype) -> int:
 
 # ------------------------------------------------------------------------------ drivers
 def _tiles(spec: ConvSpec, m: int) -> tuple[int, int, int]:
-    """(tile rows th, tile columns tw, tiles per sample on the grid): m x m output
-    blocks covering (OH, OW)."""
+    """(tile rows th, tile columns tw, tiles per sample on the grid, with its junk
+    column): m x m output blocks covering (OH, OW)."""
     th, tw = -(-spec.oh // m), -(-spec.ow // m)
-    return th, tw, th * (tw + _JUNK_COLUMNS[m])
+    return th, tw, th * (tw + 1)
 
 
 def _chunk(spec: ConvSpec, channels: int, itemsize: int, m: int) -> int:
@@ -456,7 +285,7 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
     for s in range(0, spec.n, step):
         nb = min(step, spec.n - s)
         t = nb * per_sample
-        # z is zero on F(4x4)'s junk tiles, so they add nothing to dU or dV
+        # z is zero on the junk tiles, so they add nothing to dU or dV
         z = scratch("winograd m", (k, g, cog, t), grad_output.dtype)
         kernels["grad"][par](grad_output[s:s + nb], z.reshape(k, spec.c_out, t), th, tw)
         if need_weight:
