@@ -206,6 +206,27 @@ def test_set_float32_precision_checks_its_argument_and_reads_the_environment():
     assert out.returncode != 0 and "precision must be one of" in out.stderr
 
 
+@pytest.mark.parametrize(("m", "points"), [(2, (0, 1, -1)), (3, (0, 1, -1, 2)),
+                                           (4, (0, 1, -1, -0.5, 2)),
+                                           (6, (0, 1, -1, 2, -2, 0.5, -0.5))])
+def test_toom_cook_matrices_compute_the_correlation(m, points):
+    """y = A^T [(G g) * (B^T d)] is the 1-D correlation of d with g, for any points."""
+    bt, g_mat, at = winograd.toom_cook(m, 3, points)
+    rng = np.random.default_rng(m)
+    d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+    want = np.array([d[i:i + 3] @ g for i in range(m)])
+    np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="distinct finite points"):
+        winograd.toom_cook(m, 3, points[:-1] + points[:1])
+
+
+def test_f4_input_and_output_matrices_are_exact_in_binary():
+    """B^T and A^T of F(4x4) hold small integers times powers of two (the data's
+    transforms add no rounding of their coefficients); G's 1/3 and 1/15 are applied to
+    the weights in float64."""
+    assert np.all((winograd.BT4 * 2) % 1 == 0) and np.all((winograd.AT4 * 8) % 1 == 0)
+
+
 def test_generated_sources_write_each_coefficient_once():
     assert _winograd_source._combination([(1, "a"), (0, "b"), (-1, "c"), (2.5, "d")]) == (
         "a - c + 2.5 * d")
