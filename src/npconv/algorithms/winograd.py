@@ -52,6 +52,7 @@ Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES
 
 from __future__ import annotations
 
+import hashlib
 from fractions import Fraction
 
 import numpy as np
@@ -144,7 +145,15 @@ _NONFINITE = serial_and_parallel(_nonfinite)
 def _generated(make, name: str, matrix: np.ndarray):
     """(serial, parallel) dispatchers of the generated kernel ``name``; its plane
     function, ``{name}_plane``, is compiled once for both and stays a module global
-    (the kernels call it by that name, also when loaded from Numba's cache)."""
+    (the kernels call it by that name, also when loaded from Numba's cache).
+
+    The names carry a digest of the generated source. Numba's disk cache is checked
+    against this file's time stamp and the function's bytecode, which a change of the
+    generator (another module) or of a coefficient (a constant, not bytecode) leaves
+    alone, and a kernel's cache entry holds the plane function it calls: without the
+    digest a stale kernel could be loaded."""
+    digest = hashlib.sha256(make(name, matrix).encode()).hexdigest()[:12]
+    name = f"{name}_{digest}"
     kernel = generated(make(name, matrix), name, globals())
     plane = f"{name}_plane"
     globals()[plane] = njit(cache=True, **_OPTIONS)(globals()[plane])
