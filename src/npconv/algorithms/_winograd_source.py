@@ -1,7 +1,8 @@
 """Source of the Winograd F(m x m, 3x3) tile transforms, generated from their matrices.
 
-:mod:`npconv.algorithms.winograd` compiles these for its larger tile, F(4x4, 3x3), whose
-6x6 transforms would be long to write out by hand. Each transform is two passes of
+:mod:`npconv.algorithms.winograd` compiles these for both its tiles, F(2x2, 3x3) and
+F(4x4, 3x3) (whose 6x6 transforms would be long to write out by hand; the generated
+ones also beat F(2x2)'s hand-written kernels they replaced). Each transform is two passes of
 constant linear combinations (B^T d then (B^T d) B, and likewise for A), and every pass
 is one loop per row or column of the tile over *all* the tiles of a plane, so that
 LLVM vectorises it across tiles: a plane's tile rows are too short for that (14 tiles
