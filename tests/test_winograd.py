@@ -50,10 +50,10 @@ def tiles(m: int):
 
 def test_the_curated_cases_cover_both_sides():
     ids = {c.id for c in SUPPORTED}
-    # groups, depthwise, every padding form and mode, one sample, one channel
+    # groups, depthwise, every padding form and mode, dilation, one sample, one channel
     assert {"groups", "depthwise", "pad-explicit", "same", "reflect", "circular-full-wrap",
-            "n1", "c1"} <= ids
-    assert {"book", "1x1", "dilation", "same-stride2", "everything"} <= {c.id for c in REFUSED}
+            "dilation", "n1", "c1"} <= ids
+    assert {"book", "1x1", "same-dilated", "same-stride2", "everything"} <= {c.id for c in REFUSED}
 
 
 @pytest.mark.parametrize(("dtype", "m"), [(DTYPES[0], 2), (DTYPES[1], 2), (DTYPES[1], 4)],
@@ -93,15 +93,16 @@ def test_unsupported_configurations_are_refused_with_the_reason(case):
 
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(padding=((2, 0), (1, 3)), groups=2),
-                                    dict(padding=0)],
-                         ids=["pad1", "asymmetric-groups", "valid"])
+                                    dict(padding=0), dict(padding=(3, 1), dilation=(2, 3))],
+                         ids=["pad1", "asymmetric-groups", "valid", "dilated"])
 @TILES
 def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs, m):
     """Chunks of one sample or of all, serial or parallel kernels: y and dX are
     bit-identical (each sample's arithmetic is the same); dW, summed over chunks in a
     different order, agrees with the naive loops."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((5, 4, 9, 8)).astype(np.float32)
+    x = rng.standard_normal((5, 4, 9, 8) if "dilation" not in kwargs else (5, 4, 17, 15)
+                            ).astype(np.float32)
     w = rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)).astype(np.float32)
     spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
@@ -192,6 +193,36 @@ def test_the_tile_follows_dtype_precision_and_output_size(monkeypatch):
     assert tuning._key(big, f32, "forward").endswith("float32_precision=highest")
 
 
+def test_a_dilated_layer_runs_on_its_phase_sub_images(monkeypatch):
+    """Dilation (2, 3): 2 x 3 phases, each with the output size of the largest one
+    (ceil(OH / 2) x ceil(OW / 3)), stacked along the batch as one undilated layer; the
+    tile follows the phases' size, not the layer's."""
+    spec = plan_conv2d((3, 8, 50, 75), (8, 8, 3, 3), padding=(2, 3), dilation=(2, 3)).spec
+    assert (spec.oh, spec.ow) == (50, 75)
+    assert winograd.phase_size(spec) == (25, 25)
+    sub = winograd._phase_spec(spec)
+    assert (sub.n, sub.h, sub.w, sub.padding, sub.dilation) == (18, 27, 27, (0,) * 4, (1, 1))
+    assert winograd.tile_size(spec, np.float32) == 4
+    narrow = plan_conv2d((3, 8, 46, 75), (8, 8, 3, 3), padding=(2, 3), dilation=(2, 3)).spec
+    assert winograd.phase_size(narrow) == (23, 25) and winograd.tile_size(narrow, np.float32) == 2
+    # every x pixel lands in exactly one phase and comes back from it
+    x = np.arange(np.prod(spec.x_shape), dtype=np.float64).reshape(spec.x_shape)
+    phases = winograd._split(x, spec, sub, "x", "test phases")
+    assert np.count_nonzero(phases) == x.size - 1  # x[0, 0, 0, 0] is the zero
+    np.testing.assert_array_equal(winograd._merge(phases, spec, sub, "x", spec.x_shape), x)
+
+
+def test_auto_runs_dilated_layers_with_many_channels_on_winograd():
+    wide = plan_conv2d((4, 256, 32, 32), (256, 256, 3, 3), padding=2, dilation=2).spec
+    for op in tuning.OPS:
+        choice = npconv.explain_choice(wide, np.float32, op)
+        assert choice.algorithm == "winograd" and "4 phase sub-images" in choice.reason
+    # the suite's dilated layer (32 channels) and phases under 12x12 stay on the jit kernels
+    for shape, d in (((16, 32, 32, 32), 2), ((4, 256, 32, 32), 4)):
+        spec = plan_conv2d(shape, (shape[1], shape[1], 3, 3), padding=d, dilation=d).spec
+        assert npconv.explain_choice(spec).algorithm == "jit"
+
+
 def test_set_float32_precision_checks_its_argument_and_reads_the_environment():
     for bad in ("low", "HIGH", None, 1):
         with pytest.raises(ValueError, match="precision must be one of"):
@@ -270,14 +301,15 @@ def test_a_non_finite_result_is_recomputed_directly(monkeypatch, m):
 
 @st.composite
 def supported_configurations(draw):
-    """A random configuration winograd runs: 3x3, stride 1, dilation 1, any padding."""
+    """A random configuration winograd runs: 3x3, stride 1, any dilation and padding."""
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     c_in, c_out = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
     h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
     pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
     mode = draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    dilation = (draw(st.sampled_from([1, 1, 2, 3])), draw(st.sampled_from([1, 1, 2, 4])))
     kwargs = dict(padding=((pads[0], pads[1]), (pads[2], pads[3])), groups=groups,
-                  padding_mode=mode)
+                  padding_mode=mode, dilation=dilation)
     x_shape, w_shape = (draw(st.integers(1, 3)), c_in, h, w), (c_out, c_in // groups, 3, 3)
     try:
         plan_conv2d(x_shape, w_shape, **kwargs)
@@ -300,7 +332,8 @@ def _random_configuration_matches_torch(torch, config, dtype):
     x_shape, w_shape, kwargs, seed = config
     x, w, b, g, plan = arrays(x_shape, w_shape, kwargs, seed, dtype)
     pads = tuple(a + p for a, p in zip(plan.mode_padding, plan.spec.padding, strict=True))
-    ref = torch_conv2d(torch, x, w, b, g, (1, 1), pads, (1, 1), plan.spec.groups, plan.mode)
+    ref = torch_conv2d(torch, x, w, b, g, (1, 1), pads, plan.spec.dilation, plan.spec.groups,
+                       plan.mode)
     ctx = f"[winograd x{x_shape} w{w_shape} {kwargs}]"
     assert_close(npconv.conv2d(x, w, b, algorithm="winograd", **kwargs), ref[0], "y", ctx)
     got = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)

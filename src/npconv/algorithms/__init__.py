@@ -18,7 +18,7 @@ and ``backward(..., need_input, need_weight, need_bias)`` returns ``(dx, dw, db)
 Outputs have the dtype of the inputs. Only :mod:`npconv.functional` calls these.
 
 The four of :data:`ALGORITHMS` run every configuration. :data:`SPECIALISED` ones run
-only some (``winograd``: 3x3 kernels, stride 1, dilation 1); each has
+only some (``winograd``: 3x3 kernels, stride 1); each has
 ``unsupported(spec)`` returning the reason it cannot run a configuration (or None),
 checked by :func:`npconv.functional.resolve_algorithm` before any work is done.
 """

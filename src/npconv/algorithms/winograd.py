@@ -1,9 +1,10 @@
 """Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3): a specialised algorithm
 for 3x3 kernels.
 
-Not one of the book's methods and not general: it covers 3x3 kernels with stride 1 and
-dilation 1 (any zero padding, groups, float32/float64; padding modes are applied before
-it like for every algorithm). :func:`unsupported` says why a configuration is refused,
+Not one of the book's methods and not general: it covers 3x3 kernels with stride 1 (any
+dilation, zero padding and groups, float32/float64; padding modes are applied before it
+like for every algorithm; a dilated layer runs as an undilated one on its phase
+sub-images, below). :func:`unsupported` says why a configuration is refused,
 and ``algorithm="winograd"`` on one raises a ``ValueError`` with that reason;
 ``algorithm="auto"`` uses it only where it is faster (:mod:`npconv.tuning`).
 
@@ -52,6 +53,7 @@ Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from fractions import Fraction
 
@@ -123,8 +125,6 @@ def unsupported(spec: ConvSpec) -> str | None:
         return f"it needs a 3x3 kernel, got {spec.kh}x{spec.kw}"
     if spec.stride != (1, 1):
         return f"it needs stride 1, got stride {spec.stride}"
-    if spec.dilation != (1, 1):
-        return f"it needs dilation 1, got dilation {spec.dilation}"
     return None
 
 
@@ -184,12 +184,90 @@ F4_MIN_SIZE = 24
 
 def tile_size(spec: ConvSpec, dtype) -> int:
     """m of the F(m x m, 3x3) that runs ``spec`` in ``dtype``: 4 for float32 where
-    :func:`npconv.set_float32_precision` allows it and the output is at least
-    :data:`F4_MIN_SIZE` pixels a side, else 2 (float64 always)."""
+    :func:`npconv.set_float32_precision` allows it and the output (of each phase
+    sub-image, for a dilated layer: :func:`phase_size`) is at least :data:`F4_MIN_SIZE`
+    pixels a side, else 2 (float64 always)."""
     if (np.dtype(dtype) == np.float32 and tuning.get_float32_precision() == "high"
-            and min(spec.oh, spec.ow) >= F4_MIN_SIZE):
+            and min(phase_size(spec)) >= F4_MIN_SIZE):
         return 4
     return 2
+
+
+# ------------------------------------------------------------------------------ dilation
+# A dilated 3x3 correlation is an undilated one on each phase sub-image: output pixel
+# (a + D_h*i, b + D_w*j) reads padded pixels (a + D_h*(i + u), b + D_w*(j + v)), so the
+# outputs of phase (a, b) (their row mod D_h, column mod D_w) are the undilated
+# correlation of the padded input's phase (a, b), x_pad[a::D_h, b::D_w], with the same
+# 3x3 kernel. The D_h*D_w phases are stacked along the batch, run as one undilated
+# layer (no padding: each phase carries its own zeros) and put back; the phases of the
+# padded input are disjoint, so dX needs no overlap-add, and dW, the undilated layer's,
+# is already summed over phases and samples. Every phase has the output size of the
+# largest one (phase (0, 0)); the others' extra outputs are junk, cropped (and their dY
+# is zero, so they add nothing to dX or dW).
+def phase_size(spec: ConvSpec) -> tuple[int, int]:
+    """(OH', OW'): the output size of each phase sub-image, ceil(OH / D_h) x ceil(OW /
+    D_w) (the output size itself without dilation)."""
+    (dh, dw) = spec.dilation
+    return -(-spec.oh // dh), -(-spec.ow // dw)
+
+
+def _phase_spec(spec: ConvSpec) -> ConvSpec:
+    """The undilated layer that runs every phase of ``spec``: batch D_h*D_w*N, inputs
+    (OH' + 2) x (OW' + 2), no padding, outputs OH' x OW'."""
+    (dh, dw), (ohp, owp) = spec.dilation, phase_size(spec)
+    return dataclasses.replace(spec, n=dh * dw * spec.n, h=ohp + 2, w=owp + 2,
+                               padding=(0, 0, 0, 0), dilation=(1, 1))
+
+
+def _phase_ranges(size: int, before: int, d: int, count: int) -> list:
+    """Along one axis, per phase a < d: ``(r0, r1, src)`` where phase positions r0 <= r
+    < r1 hold the positions ``src`` (a slice) of an axis of ``size`` placed after
+    ``before`` zeros (position a + d*r of the placed axis), or None when none does."""
+    ranges = []
+    for a in range(d):
+        r0 = max(0, -(-(before - a) // d))  # first phase position inside the axis
+        r1 = min(count, -(-(size + before - a) // d))
+        start = a + d * r0 - before
+        ranges.append((r0, r1, slice(start, start + d * (r1 - r0 - 1) + 1, d))
+                      if r1 > r0 else None)
+    return ranges
+
+
+def _phase_maps(spec: ConvSpec, sub: ConvSpec, image: str) -> tuple[list, list]:
+    """Row and column ranges (:func:`_phase_ranges`) between ``spec``'s x (``image`` =
+    "x", placed after its padding) or y (``image`` = "y") and the phases of ``sub``."""
+    (dh, dw), top, left = spec.dilation, spec.padding[0], spec.padding[2]
+    if image == "x":
+        return (_phase_ranges(spec.h, top, dh, sub.h), _phase_ranges(spec.w, left, dw, sub.w))
+    return (_phase_ranges(spec.oh, 0, dh, sub.oh), _phase_ranges(spec.ow, 0, dw, sub.ow))
+
+
+def _split(a: np.ndarray, spec: ConvSpec, sub: ConvSpec, image: str, name: str) -> np.ndarray:
+    """``a`` (x (N, C_in, H, W) or dY (N, C_out, OH, OW)) as its phases stacked along the
+    batch, (D_h*D_w*N, C, rows, columns) of ``sub``, zero where no pixel of ``a`` lies."""
+    (dh, dw), (rows, cols) = spec.dilation, _phase_maps(spec, sub, image)
+    h, w = (sub.h, sub.w) if image == "x" else (sub.oh, sub.ow)
+    out = scratch(name, (dh, dw, *a.shape[:2], h, w), a.dtype)
+    out[...] = 0
+    for i, r in enumerate(rows):
+        for j, q in enumerate(cols):
+            if r is not None and q is not None:
+                out[i, j, :, :, r[0]:r[1], q[0]:q[1]] = a[:, :, r[2], q[2]]
+    return out.reshape(dh * dw * a.shape[0], a.shape[1], h, w)  # (D_h*D_w*N, C, h, w)
+
+
+def _merge(phases: np.ndarray, spec: ConvSpec, sub: ConvSpec, image: str,
+           shape: tuple) -> np.ndarray:
+    """The inverse of :func:`_split`: y (``image`` "y") or dX ("x") of ``shape`` from its
+    stacked phases (D_h*D_w*N, C, rows, columns); junk positions are dropped."""
+    (dh, dw), (rows, cols) = spec.dilation, _phase_maps(spec, sub, image)
+    phases = phases.reshape(dh, dw, shape[0], *phases.shape[1:])  # (D_h, D_w, N, C, h, w)
+    out = output(shape, phases.dtype)
+    for i, r in enumerate(rows):
+        for j, q in enumerate(cols):
+            if r is not None and q is not None:
+                out[:, :, r[2], q[2]] = phases[i, j, :, :, r[0]:r[1], q[0]:q[1]]
+    return out
 
 
 # ------------------------------------------------------------------------------ drivers
@@ -243,7 +321,13 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     means a non-finite input tile, and the direct result has one too there.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # such a result is recomputed
-        y = _forward(x, weight, spec, tile_size(spec, x.dtype))
+        m = tile_size(spec, x.dtype)
+        if spec.dilation == (1, 1):
+            y = _forward(x, weight, spec, m)
+        else:  # the phase sub-images as one undilated layer
+            sub = _phase_spec(spec)
+            y = _forward(_split(x, spec, sub, "x", "winograd phases x"), weight, sub, m)
+            y = _merge(y, spec, sub, "y", spec.y_shape)
     return y if _finite(spec, y) else _direct().forward(x, weight, spec)
 
 
@@ -271,8 +355,16 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
     the transformed x for dW) chunk by chunk; either may be skipped (None). Results
     with an inf or a NaN are recomputed by im2col, as in :func:`forward`."""
     with np.errstate(invalid="ignore", over="ignore"):  # such results are recomputed
-        dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight,
-                           tile_size(spec, grad_output.dtype))
+        m = tile_size(spec, grad_output.dtype)
+        if spec.dilation == (1, 1):
+            dx, dw = _backward(x, weight, grad_output, spec, need_input, need_weight, m)
+        else:  # the phase sub-images as one undilated layer
+            sub = _phase_spec(spec)
+            xs = _split(x, spec, sub, "x", "winograd phases x") if need_weight else None
+            dzs = _split(grad_output, spec, sub, "y", "winograd phases dy")
+            dx, dw = _backward(xs, weight, dzs, sub, need_input, need_weight, m)
+            if need_input:
+                dx = _merge(dx, spec, sub, "x", spec.x_shape)
     if _finite(spec, dx, dw):
         return dx, dw
     return _direct().backward(x, weight, grad_output, spec, need_input, need_weight)
