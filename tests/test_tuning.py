@@ -96,7 +96,13 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "grad_weight", "jit"),
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
-    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "jit"),  # deep, small
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "im2col"),  # deep, small
+    ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "forward", "jit"),
+    ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "backward", "im2col"),
+    ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "forward", "im2col"),  # deep
+    ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "backward", "im2col"),
+    ((8, 256, 14, 14), (32, 256, 5, 5), dict(padding=2), "backward", "jit"),  # thin GEMMs
+    ((8, 192, 28, 28), (64, 192, 5, 5), dict(padding=2), "backward", "jit"),
     ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "backward", "jit"),
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "backward", "jit"),  # LeNet's first
