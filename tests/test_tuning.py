@@ -113,12 +113,24 @@ def test_set_num_threads_validated():
     ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),
     ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
     ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
+    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # narrow, small
+    ((16, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "forward", "winograd"),
+    ((32, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "winograd"),
+    ((32, 128, 12, 12), (128, 128, 3, 3), dict(padding=1), "forward", "winograd"),
 ])
 def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
     choice = npconv.explain_choice(spec, np.float32, op)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
+
+
+def test_float64_keeps_winograd_on_narrow_layers():
+    """The register-tiled kernels caught up with F(2x2) on narrow float32 layers only."""
+    spec = plan_conv2d((32, 64, 16, 16), (64, 64, 3, 3), padding=1).spec
+    assert tuning.choose(spec, np.float32, "forward") == "jit"
+    choice = npconv.explain_choice(spec, np.float64, "forward")
+    assert choice.algorithm == "winograd" and "F(2x2, 3x3)" in choice.reason
 
 
 def test_auto_keeps_tiled_copies_within_the_workspace_limit(small_workspace):

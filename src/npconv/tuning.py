@@ -6,7 +6,8 @@
   algorithm's register-tiled kernels win every other unit-stride layer with a kernel
   larger than 1x1 and a few channels per group (LeNet's, CIFAR's, small 3x3 layers);
   Winograd's F(2x2, 3x3) wins 3x3 stride-1 layers with 64 or more channels per group
-  (ResNet's; F(4x4, 3x3) on large float32 outputs, see :func:`set_float32_precision`);
+  (ResNet's; F(4x4, 3x3) on large float32 outputs, see :func:`set_float32_precision`;
+  dilated layers, on their phase sub-images, from 128 channels);
   im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers, layers
   with 256 or more input channels per group, and the gradients of deep layers on
   small outputs).
@@ -44,6 +45,14 @@ SMALL_PROBLEM_MACS = 8_000_000
 # 7x7 outputs (tiles padded to 8x8, few tiles per GEMM).
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_SIZE = 12
+# In float32 the register-tiled kernels have since caught up with F(2x2) on narrow
+# layers: with 64 channels, forward + backward, the tiled kernels against winograd were
+# 1.3x (12x12 outputs), 1.2x (16x16), 1.03x (14x14) and 1.0x (20x20) as fast; with 80
+# channels 1.03x (14x14); from 24x24 (F(4x4)) winograd won (1.07-1.35x), and with 96 or
+# more channels on every size (1.16-1.36x on 10x10-14x14). float64 keeps the general
+# threshold (64 channels, 28x28: winograd 2x faster).
+WINOGRAD_NARROW_CHANNELS = 96
+WINOGRAD_NARROW_MIN_SIZE = 20
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -128,10 +137,11 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     from .algorithms import jit, winograd
 
     channels, size = min(spec.c_in_g, spec.c_out_g), min(spec.oh, spec.ow)
-    dilated = spec.dilation != (1, 1)
+    dilated, phases = spec.dilation != (1, 1), min(winograd.phase_size(spec))
+    narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
     if (winograd.unsupported(spec) is None
             and channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
-            and min(winograd.phase_size(spec)) >= WINOGRAD_MIN_SIZE):
+            and phases >= (WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE)):
         return "winograd"
 
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
@@ -188,7 +198,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      if _jit_indexed(spec) else ""),
         "winograd": (f"3x3 kernel, stride 1, dilation 1, at least {WINOGRAD_MIN_CHANNELS} "
                      f"channels per group and outputs of at least "
-                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: "
+                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE} (with fewer than "
+                     f"{WINOGRAD_NARROW_CHANNELS} channels in float32: "
+                     f"{WINOGRAD_NARROW_MIN_SIZE}x{WINOGRAD_NARROW_MIN_SIZE}): "
                      if spec.dilation == (1, 1) else
                      f"3x3 kernel, stride 1, dilation {spec.dilation}, at least "
                      f"{DILATED_WINOGRAD_MIN_CHANNELS} channels per group: an undilated "
