@@ -217,6 +217,14 @@ def test_auto_runs_dilated_layers_with_many_channels_on_winograd():
     for op in tuning.OPS:
         choice = npconv.explain_choice(wide, np.float32, op)
         assert choice.algorithm == "winograd" and "4 phase sub-images" in choice.reason
+    # x's and dY's phases: 16 samples of 256 channels on 18x18 and of 256 on 16x16
+    assert winograd.phase_bytes(wide, 4) == 16 * 256 * (18 * 18 + 16 * 16) * 4
+    before = npconv.workspace_limit()
+    try:  # the phase copies must fit the workspace limit
+        npconv.set_workspace_limit(winograd.phase_bytes(wide, 4) - 1)
+        assert npconv.explain_choice(wide).algorithm != "winograd"
+    finally:
+        npconv.set_workspace_limit(before)
     # not with 32 channels (the suite's dilated layer), nor on phases under 12x12
     for shape, d, algorithm in (((16, 32, 32, 32), 2, "jit"), ((16, 96, 32, 32), 2, "jit"),
                                 ((4, 256, 32, 32), 4, "im2col")):

@@ -139,14 +139,15 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     channels, size = min(spec.c_in_g, spec.c_out_g), min(spec.oh, spec.ow)
     dilated, phases = spec.dilation != (1, 1), min(winograd.phase_size(spec))
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
+    itemsize = np.dtype(dtype).itemsize
     if (winograd.unsupported(spec) is None
             and channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
-            and phases >= (WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE)):
+            and phases >= (WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE)
+            and winograd.phase_bytes(spec, itemsize) <= workspace_limit()):
         return "winograd"
 
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
-    itemsize = np.dtype(dtype).itemsize
     if op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize):
         return "implicit"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run

@@ -203,12 +203,23 @@ def tile_size(spec: ConvSpec, dtype) -> int:
 # padded input are disjoint, so dX needs no overlap-add, and dW, the undilated layer's,
 # is already summed over phases and samples. Every phase has the output size of the
 # largest one (phase (0, 0)); the others' extra outputs are junk, cropped (and their dY
-# is zero, so they add nothing to dX or dW).
+# is zero, so they add nothing to dX or dW). The stacked copies of x and dY are about
+# their size (:func:`phase_bytes`); ``auto`` runs a dilated layer here only when they
+# fit the workspace limit.
 def phase_size(spec: ConvSpec) -> tuple[int, int]:
     """(OH', OW'): the output size of each phase sub-image, ceil(OH / D_h) x ceil(OW /
     D_w) (the output size itself without dilation)."""
     (dh, dw) = spec.dilation
     return -(-spec.oh // dh), -(-spec.ow // dw)
+
+
+def phase_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """Bytes of the stacked phases of x and dY that a dilated layer copies (0 without
+    dilation)."""
+    if spec.dilation == (1, 1):
+        return 0
+    sub = _phase_spec(spec)
+    return sub.n * (sub.c_in * sub.h * sub.w + sub.c_out * sub.oh * sub.ow) * itemsize
 
 
 def _phase_spec(spec: ConvSpec) -> ConvSpec:
