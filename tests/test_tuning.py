@@ -7,6 +7,7 @@ import pytest
 
 import npconv
 from npconv import tuning
+from npconv.algorithms import winograd
 from npconv.spec import plan_conv2d
 
 from reference import assert_close
@@ -117,12 +118,29 @@ def test_set_num_threads_validated():
     ((16, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "forward", "winograd"),
     ((32, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "winograd"),
     ((32, 128, 12, 12), (128, 128, 3, 3), dict(padding=1), "forward", "winograd"),
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # 210 tiles
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),  # one sample
+    ((2, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),  # 420
+    ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "jit"),
+    ((3, 64, 28, 28), (64, 64, 5, 5), dict(padding=2), "backward", "jit"),
 ])
 def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     spec = plan_conv2d(x, w, **kwargs).spec
     choice = npconv.explain_choice(spec, np.float32, op)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
+
+
+def test_winograd_counts_the_tiles_of_its_gemms():
+    f32 = np.float32
+    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
+    assert winograd.gemm_width(res56, f32) == 16 * 14 * 15  # F(4x4): 14 x (14 + 1 junk)
+    assert winograd.gemm_width(res56, np.float64) == 16 * 28 * 29  # F(2x2)
+    one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    assert winograd.gemm_width(one, f32) == 7 * 8 < tuning.WINOGRAD_MIN_TILES
+    assert npconv.explain_choice(one).algorithm == "jit"
+    dilated = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
+    assert winograd.gemm_width(dilated, f32) == 4 * 2 * 8 * 9  # phases x samples x tiles
 
 
 def test_float64_keeps_winograd_on_narrow_layers():

@@ -53,6 +53,16 @@ WINOGRAD_MIN_SIZE = 12
 # threshold (64 channels, 28x28: winograd 2x faster).
 WINOGRAD_NARROW_CHANNELS = 96
 WINOGRAD_NARROW_MIN_SIZE = 20
+# Its GEMMs need enough columns (tiles: samples x tiles per sample). Measured per pass
+# against the better of the register-tiled kernels and im2col: 210 tiles (one 56x56
+# sample, F(4x4)) 1.2-1.6x slower, 56 (one 28x28 sample) 2.3-4.5x, 280 (five 14x14
+# samples with 256 channels, F(2x2)) 1.2-1.4x slower; from 420-560 level or faster on
+# every pass (64, 128 and 256 channels), 840-1120 1.1-1.3x faster.
+WINOGRAD_MIN_TILES = 400
+# The register-tiled weight gradient has little work per task with one or two samples:
+# im2col's dW was 1.2-2.5x faster there (64-192 channels, 3x3 and 5x5, 28x28-56x56),
+# while the tiled kernels won again from three samples; their dX and im2col's are level.
+FEW_SAMPLES = 2
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -134,18 +144,11 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "depthwise"
     if spec.flops // 2 <= SMALL_PROBLEM_MACS:
         return "small"
-    from .algorithms import jit, winograd
+    from .algorithms import jit
 
-    channels, size = min(spec.c_in_g, spec.c_out_g), min(spec.oh, spec.ow)
-    dilated, phases = spec.dilation != (1, 1), min(winograd.phase_size(spec))
-    narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
-    itemsize = np.dtype(dtype).itemsize
-    if (winograd.unsupported(spec) is None
-            and channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
-            and phases >= (WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE)
-            and winograd.phase_bytes(spec, itemsize) <= workspace_limit()):
+    size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
+    if _winograd_wins(spec, dtype):
         return "winograd"
-
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
     if op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize):
@@ -156,12 +159,29 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "deep"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
-        return "tiled"
+        return "few" if op != "forward" and "grad_weight" in parts and spec.n <= FEW_SAMPLES \
+            else "tiled"
     return "gemm"
 
 
+def _winograd_wins(spec: ConvSpec, dtype) -> bool:
+    """Whether ``spec`` is in the winograd part of the rule (the thresholds above)."""
+    from .algorithms import winograd
+
+    if winograd.unsupported(spec) is not None:
+        return False
+    channels = min(spec.c_in_g, spec.c_out_g)
+    dilated = spec.dilation != (1, 1)
+    narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
+    return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
+            and min(winograd.phase_size(spec)) >= (WINOGRAD_NARROW_MIN_SIZE if narrow
+                                                   else WINOGRAD_MIN_SIZE)
+            and winograd.gemm_width(spec, dtype) >= WINOGRAD_MIN_TILES
+            and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
+
+
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
-              "implicit": "jit", "tiled": "jit", "gemm": "im2col"}
+              "implicit": "jit", "tiled": "jit", "few": "im2col", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -197,18 +217,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      "; the jit algorithm runs it as one compiled call per pass "
                      "(im2col through a cached index table, fused with its GEMM)"
                      if _jit_indexed(spec) else ""),
-        "winograd": (f"3x3 kernel, stride 1, dilation 1, at least {WINOGRAD_MIN_CHANNELS} "
-                     f"channels per group and outputs of at least "
-                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE} (with fewer than "
-                     f"{WINOGRAD_NARROW_CHANNELS} channels in float32: "
-                     f"{WINOGRAD_NARROW_MIN_SIZE}x{WINOGRAD_NARROW_MIN_SIZE}): "
-                     if spec.dilation == (1, 1) else
-                     f"3x3 kernel, stride 1, dilation {spec.dilation}, at least "
-                     f"{DILATED_WINOGRAD_MIN_CHANNELS} channels per group: an undilated "
-                     f"layer on each of the {spec.dilation[0] * spec.dilation[1]} phase "
-                     f"sub-images (outputs {_phase(spec)}, at least "
-                     f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}), where ")
-                    + _winograd_reason(spec, dtype),
+        "winograd": _winograd_because(spec, dtype),
         "deep": (f"{spec.c_in_g} input channels per group on outputs smaller than "
                  f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
                  f"the register-tiled gradients"
@@ -222,6 +231,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                     f"16 "
                     f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
                     f"BLAS",
+        "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}): the "
+               f"register-tiled weight gradient has too little work per task, and im2col's "
+               f"GEMMs (K = {k}) win",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
@@ -230,6 +242,22 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+def _winograd_because(spec: ConvSpec, dtype) -> str:
+    from .algorithms import winograd
+
+    channels = min(spec.c_in_g, spec.c_out_g)
+    if spec.dilation == (1, 1):
+        layer = (f"3x3 kernel at stride 1, {channels} channels per group, "
+                 f"{spec.oh}x{spec.ow} outputs")
+    else:
+        dh, dw = spec.dilation
+        layer = (f"3x3 kernel at stride 1 and dilation {spec.dilation}, {channels} channels "
+                 f"per group: an undilated layer on each of its {dh * dw} phase sub-images "
+                 f"({_phase(spec)} outputs)")
+    return (f"{layer}, {winograd.gemm_width(spec, dtype):,} tiles per GEMM (the thresholds: "
+            f"npconv.tuning.WINOGRAD_*): " + _winograd_reason(spec, dtype))
 
 
 def _winograd_reason(spec: ConvSpec, dtype) -> str:

@@ -222,6 +222,13 @@ def phase_bytes(spec: ConvSpec, itemsize: int) -> int:
     return sub.n * (sub.c_in * sub.h * sub.w + sub.c_out * sub.oh * sub.ow) * itemsize
 
 
+def gemm_width(spec: ConvSpec, dtype) -> int:
+    """Columns of each of the (m+2)^2 GEMMs over channels, unchunked: the tiles of all
+    the samples (of all the phases, for a dilated layer), junk column included."""
+    sub = _phase_spec(spec) if spec.dilation != (1, 1) else spec
+    return sub.n * _tiles(sub, tile_size(spec, dtype))[2]
+
+
 def _phase_spec(spec: ConvSpec) -> ConvSpec:
     """The undilated layer that runs every phase of ``spec``: batch D_h*D_w*N, inputs
     (OH' + 2) x (OW' + 2), no padding, outputs OH' x OW'."""
