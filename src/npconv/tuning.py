@@ -9,8 +9,9 @@
   (ResNet's; F(4x4, 3x3) on large float32 outputs, see :func:`set_float32_precision`;
   dilated layers, on their phase sub-images, from 128 channels);
   im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers, layers
-  with 256 or more input channels per group, and the gradients of deep layers on
-  small outputs).
+  with 256 or more input channels per group, the gradients of deep layers on small
+  outputs, and the weight gradient of one or two samples).
+  ``benchmarks/auto_rule.py`` measures the rule against the fastest algorithm.
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
   like cuDNN's benchmark mode: the first call of each new (geometry, dtype, operation,
