@@ -122,6 +122,8 @@ def test_set_num_threads_validated():
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),  # one sample
     ((2, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),  # 420
     ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "jit"),
+    ((6, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),  # 336
+    ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "im2col"),  # F2: 280
     ((3, 64, 28, 28), (64, 64, 5, 5), dict(padding=2), "backward", "jit"),
 ])
 def test_auto_choice_is_explained(x, w, kwargs, op, expected):
@@ -137,7 +139,7 @@ def test_winograd_counts_the_tiles_of_its_gemms():
     assert winograd.gemm_width(res56, f32) == 16 * 14 * 15  # F(4x4): 14 x (14 + 1 junk)
     assert winograd.gemm_width(res56, np.float64) == 16 * 28 * 29  # F(2x2)
     one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
-    assert winograd.gemm_width(one, f32) == 7 * 8 < tuning.WINOGRAD_MIN_TILES
+    assert winograd.gemm_width(one, f32) == 7 * 8 < tuning.WINOGRAD_MIN_TILES[4]
     assert npconv.explain_choice(one).algorithm == "jit"
     dilated = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert winograd.gemm_width(dilated, f32) == 4 * 2 * 8 * 9  # phases x samples x tiles

@@ -54,12 +54,14 @@ WINOGRAD_MIN_SIZE = 12
 # threshold (64 channels, 28x28: winograd 2x faster).
 WINOGRAD_NARROW_CHANNELS = 96
 WINOGRAD_NARROW_MIN_SIZE = 20
-# Its GEMMs need enough columns (tiles: samples x tiles per sample). Measured per pass
-# against the better of the register-tiled kernels and im2col: 210 tiles (one 56x56
-# sample, F(4x4)) 1.2-1.6x slower, 56 (one 28x28 sample) 2.3-4.5x, 280 (five 14x14
-# samples with 256 channels, F(2x2)) 1.2-1.4x slower; from 420-560 level or faster on
-# every pass (64, 128 and 256 channels), 840-1120 1.1-1.3x faster.
-WINOGRAD_MIN_TILES = 400
+# Its GEMMs need enough columns (tiles: samples x tiles per sample), F(2x2)'s more than
+# F(4x4)'s, whose tiles carry 4 times the outputs. Measured per pass against the better
+# of the register-tiled kernels and im2col: F(4x4) with 56 tiles (one 28x28 sample)
+# 2.3-4.5x slower, 210 (one 56x56 sample) 1.2-1.6x slower, 224 (four 28x28 samples, 128
+# channels) 0.85-1.15x, 336 (six) 1.3-1.5x faster, 420 (two 56x56 samples) level or
+# faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
+# 560 level or faster on every pass (64, 128 and 256 channels).
+WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # The register-tiled weight gradient has little work per task with one or two samples:
 # im2col's dW was 1.2-2.5x faster there (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # while the tiled kernels won again from three samples; their dX and im2col's are level.
@@ -177,7 +179,8 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= (WINOGRAD_NARROW_MIN_SIZE if narrow
                                                    else WINOGRAD_MIN_SIZE)
-            and winograd.gemm_width(spec, dtype) >= WINOGRAD_MIN_TILES
+            and (winograd.gemm_width(spec, dtype)
+                 >= WINOGRAD_MIN_TILES[winograd.tile_size(spec, dtype)])
             and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
 
 
@@ -257,8 +260,8 @@ def _winograd_because(spec: ConvSpec, dtype) -> str:
         layer = (f"3x3 kernel at stride 1 and dilation {spec.dilation}, {channels} channels "
                  f"per group: an undilated layer on each of its {dh * dw} phase sub-images "
                  f"({_phase(spec)} outputs)")
-    return (f"{layer}, {winograd.gemm_width(spec, dtype):,} tiles per GEMM (the thresholds: "
-            f"npconv.tuning.WINOGRAD_*): " + _winograd_reason(spec, dtype))
+    return (f"{layer}, {winograd.gemm_width(spec, dtype):,} tiles per GEMM (enough, by the "
+            f"thresholds in npconv.tuning): " + _winograd_reason(spec, dtype))
 
 
 def _winograd_reason(spec: ConvSpec, dtype) -> str:
