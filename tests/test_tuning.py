@@ -118,8 +118,11 @@ def test_set_num_threads_validated():
     ((16, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "forward", "winograd"),
     ((32, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "winograd"),
     ((32, 128, 12, 12), (128, 128, 3, 3), dict(padding=1), "forward", "winograd"),
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # 210 tiles
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),  # one sample
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "im2col"),  # one sample
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_input", "jit"),
+    ((2, 8, 128, 128), (8, 8, 5, 5), dict(padding=2), "backward", "jit"),  # few channels
+    ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),
     ((2, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),  # 420
     ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "jit"),
     ((6, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),  # 336
@@ -140,7 +143,7 @@ def test_winograd_counts_the_tiles_of_its_gemms():
     assert winograd.gemm_width(res56, np.float64) == 16 * 28 * 29  # F(2x2)
     one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
     assert winograd.gemm_width(one, f32) == 7 * 8 < tuning.WINOGRAD_MIN_TILES[4]
-    assert npconv.explain_choice(one).algorithm == "jit"
+    assert npconv.explain_choice(one, op="grad_input").algorithm == "jit"
     dilated = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert winograd.gemm_width(dilated, f32) == 4 * 2 * 8 * 9  # phases x samples x tiles
 

@@ -10,7 +10,7 @@
   dilated layers, on their phase sub-images, from 128 channels);
   im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers, layers
   with 256 or more input channels per group, the gradients of deep layers on small
-  outputs, and the weight gradient of one or two samples).
+  outputs, and the forward pass and weight gradient of one or two samples).
   ``benchmarks/auto_rule.py`` measures the rule against the fastest algorithm.
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
@@ -62,10 +62,17 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
-# The register-tiled weight gradient has little work per task with one or two samples:
-# im2col's dW was 1.2-2.5x faster there (64-192 channels, 3x3 and 5x5, 28x28-56x56),
-# while the tiled kernels won again from three samples; their dX and im2col's are level.
+# With one or two samples im2col's GEMMs beat the register-tiled kernels: the weight
+# gradient (little work per task) 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
+# the forward pass 1.1-1.4x on 6 of 7 layers (3x3, dilated 3x3, 5x5; the seventh, 192
+# channels 5x5 on one sample, 1.2x slower); dX level. From three samples the tiled
+# kernels won again, and with few channels on every batch (one or two samples, 8-32
+# output channels: the tiled kernels 1.1-3x faster), so this needs 64 output channels
+# per group and columns of K = 288 (channel, tap) pairs (32 channels x 3x3: im2col
+# 1.2-1.3x faster).
 FEW_SAMPLES = 2
+FEW_MIN_CHANNELS = 64
+FEW_MIN_K = 288
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -162,8 +169,10 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "deep"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
-        return "few" if op != "forward" and "grad_weight" in parts and spec.n <= FEW_SAMPLES \
-            else "tiled"
+        few = (op != "grad_input" and spec.n <= FEW_SAMPLES
+               and spec.c_out_g >= FEW_MIN_CHANNELS
+               and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
+        return "few" if few else "tiled"
     return "gemm"
 
 
@@ -235,9 +244,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                     f"16 "
                     f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
                     f"BLAS",
-        "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}): the "
-               f"register-tiled weight gradient has too little work per task, and im2col's "
-               f"GEMMs (K = {k}) win",
+        "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}) with "
+               f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) beat "
+               f"the register-tiled kernels, whose weight gradient has too little work "
+               f"per task",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
