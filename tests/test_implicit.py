@@ -34,6 +34,11 @@ def test_which_problems_take_the_implicit_path():
     assert not jit.implicit(deep, "forward", f4)  # K = 2304: BLAS's blocking wins
     book = plan_conv2d((8, 3, 7, 6), (2, 3, 4, 5)).spec
     assert not jit.implicit(book, "forward", f4)  # one thread's work: the index tables
+    shortcut = plan_conv2d((16, 128, 28, 28), (256, 128, 1, 1), stride=2).spec
+    assert jit.implicit(shortcut, "forward", f4)
+    assert not jit.implicit(shortcut, "grad_weight", f4)  # im2col's GEMM on a strided sample
+    wide = plan_conv2d((16, 256, 28, 28), (512, 256, 1, 1), stride=2).spec
+    assert not jit.implicit(wide, "forward", f4)  # K = 256
 
 
 def test_workspace_limit_sends_large_copies_elsewhere():
