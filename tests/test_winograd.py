@@ -193,7 +193,7 @@ def test_the_tile_follows_dtype_precision_and_output_size(monkeypatch):
     assert tuning._key(big, f32, "forward").endswith("float32_precision=highest")
 
 
-def test_a_dilated_layer_runs_on_its_phase_sub_images(monkeypatch):
+def test_a_dilated_layer_runs_on_its_phase_sub_images():
     """Dilation (2, 3): 2 x 3 phases, each with the output size of the largest one
     (ceil(OH / 2) x ceil(OW / 3)), stacked along the batch as one undilated layer; the
     tile follows the phases' size, not the layer's."""
