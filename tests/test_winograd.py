@@ -281,6 +281,9 @@ def test_transposed_convolution_runs_on_winograd():
     want = npconv.conv_transpose2d(x, w, padding=1, algorithm="naive")
     got = npconv.conv_transpose2d(x, w, padding=1, algorithm="winograd")
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    want = npconv.conv_transpose2d(x, w, padding=(1, 2), dilation=(2, 3), algorithm="naive")
+    got = npconv.conv_transpose2d(x, w, padding=(1, 2), dilation=(2, 3), algorithm="winograd")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="stride 1"):
         npconv.conv_transpose2d(x, w, stride=2, algorithm="winograd")
 

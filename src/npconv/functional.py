@@ -94,7 +94,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         ``C_in`` and ``C_out`` must both be divisible by it.
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
     algorithm : {"auto", "naive", "transpose", "im2col", "jit", "winograd"}
-        ``"winograd"`` runs only 3x3 kernels with stride 1 and dilation 1.
+        ``"winograd"`` runs only 3x3 kernels with stride 1 (any dilation).
 
     Returns
     -------
@@ -187,7 +187,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         Extra rows/columns on the bottom/right; smaller than stride or dilation.
     groups : int
     algorithm : {"auto", "naive", "transpose", "im2col", "jit", "winograd"}
-        ``"winograd"`` runs only 3x3 kernels with stride 1 and dilation 1.
+        ``"winograd"`` runs only 3x3 kernels with stride 1 (any dilation).
 
     Returns
     -------

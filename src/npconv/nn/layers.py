@@ -58,7 +58,7 @@ class Conv2d(Module):
     bias : bool
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
     algorithm : {"auto", "naive", "transpose", "im2col", "jit", "winograd"}
-        ``"winograd"`` runs only 3x3 kernels with stride 1 and dilation 1.
+        ``"winograd"`` runs only 3x3 kernels with stride 1 (any dilation).
         Passed to the functional API for the forward and backward passes.
     grad_convention : {"pytorch", "book"}
         "book" divides dW and dB by the batch size N (see the module docstring).
