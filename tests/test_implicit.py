@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import npconv
+from npconv import tuning
 from npconv.algorithms import _implicit, jit, naive
 from npconv.spec import plan_conv2d
 
@@ -34,11 +35,16 @@ def test_which_problems_take_the_implicit_path():
     assert not jit.implicit(deep, "forward", f4)  # K = 2304: BLAS's blocking wins
     book = plan_conv2d((8, 3, 7, 6), (2, 3, 4, 5)).spec
     assert not jit.implicit(book, "forward", f4)  # one thread's work: the index tables
+    # 1x1 strided: the jit algorithm runs them implicitly (its plane kernels' strided
+    # loops are scalar), but auto sends dW, and the forward pass above 192 input
+    # channels, to im2col's GEMM on a strided sample of x
     shortcut = plan_conv2d((16, 128, 28, 28), (256, 128, 1, 1), stride=2).spec
-    assert jit.implicit(shortcut, "forward", f4)
-    assert not jit.implicit(shortcut, "grad_weight", f4)  # im2col's GEMM on a strided sample
     wide = plan_conv2d((16, 256, 28, 28), (512, 256, 1, 1), stride=2).spec
-    assert not jit.implicit(wide, "forward", f4)  # K = 256
+    assert all(jit.implicit(s, op, f4) for s in (shortcut, wide)
+               for op in ("forward", "grad_weight"))
+    assert tuning.choose(shortcut, np.float32, "forward") == "jit"
+    assert tuning.choose(shortcut, np.float32, "grad_weight") == "im2col"
+    assert tuning.choose(wide, np.float32, "forward") == "im2col"
 
 
 def test_workspace_limit_sends_large_copies_elsewhere():

@@ -91,6 +91,12 @@ DEEP_MIN_CHANNELS = 128
 # still won (5x5 on 28x28 and 14x14: 1.1-1.5x).
 DEEP_ALL_CHANNELS = 256
 DEEP_ALL_MIN_OUT_CHANNELS = 64
+# 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
+# strided sample of x, go to im2col rather than the jit algorithm's implicit GEMM for dW
+# (im2col 1.6-3.2x faster with 128-512 input channels, level with 160 and 64 outputs)
+# and for the forward pass above this many input channels (im2col 1.6x faster with 512,
+# 1.05-1.33x with 256 in five runs; the implicit GEMM won with 128-160, 1.1-1.7x).
+IMPLICIT_POINTWISE_MAX_K = 192
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -161,7 +167,10 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "winograd"
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
-    if op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize):
+    pointwise_gemm = spec.kh * spec.kw == 1 and (op == "grad_weight"
+                                                 or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K)
+    if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
+            and not pointwise_gemm):
         return "implicit"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_in_g >= DEEP_ALL_CHANNELS

@@ -376,12 +376,6 @@ IMPLICIT_MIN_CHANNELS = 16
 IMPLICIT_MIN_K = 100
 IMPLICIT_MAX_K = 640
 IMPLICIT_MIN_JUNK = 0.2
-# 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
-# strided sample of x: im2col's dW was 1.6-3.2x faster than the implicit kernel's with
-# 128-512 input channels (level with 160 and 64 outputs), and its forward 1.6x faster
-# with 512 input channels and 1.05-1.33x with 256 (five runs); the implicit forward won
-# with 128-160 (1.1-1.7x).
-IMPLICIT_POINTWISE_MAX_K = 192
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
@@ -389,17 +383,13 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     :mod:`._implicit`: a parallel-sized problem with at least
     :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
     :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs, strided, or
-    with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
-    (for a 1x1 kernel: the forward pass only, with at most
-    :data:`IMPLICIT_POINTWISE_MAX_K` input channels); its copies (the padded input, and
-    dZ for the weight gradient) must fit the workspace limit."""
+    with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk;
+    its copies (the padded input, and dZ for the weight gradient) must fit the
+    workspace limit."""
     if op not in ("forward", "grad_weight") or not _parallel(spec):
         return False
     if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
             or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= IMPLICIT_MAX_K):
-        return False
-    if spec.kh * spec.kw == 1 and (op == "grad_weight"
-                                   or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K):
         return False
     if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp:
         return False
