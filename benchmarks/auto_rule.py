@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 
 # npconv first: it sets up the thread pools' environment (OMP_WAIT_POLICY,
 # OPENBLAS_THREAD_TIMEOUT) before NumPy loads OpenBLAS, as the npconv command does
@@ -36,6 +35,7 @@ import numpy as np
 from npconv import functional as F
 from npconv import tuning
 from npconv.algorithms import winograd
+from npconv.bench import _median_time
 from npconv.fileio import json_text, write_text
 from npconv.spec import plan_conv2d
 
@@ -83,16 +83,6 @@ def sample(count: int, seed: int = 0) -> list[tuple]:
     return layers
 
 
-def _time(fn, calls: int) -> float:
-    fn()  # warm-up (and compilation, on the first round)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def audit(layer, dtype, rounds: int, calls: int) -> list[dict]:
     x_shape, w_shape, kwargs = layer
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
@@ -112,7 +102,8 @@ def audit(layer, dtype, rounds: int, calls: int) -> list[dict]:
         times: dict[str, list[float]] = {a: [] for a in candidates}
         for _ in range(rounds):
             for a in candidates:
-                times[a].append(_time(lambda a=a, run=run: run(a), calls))
+                # one untimed call first (and compilation, on the first round)
+                times[a].append(_median_time(lambda a=a, run=run: run(a), calls))
         medians = {a: statistics.median(t) for a, t in times.items()}
         best = min(medians, key=medians.get)
         rule = tuning.choose(spec, dtype, op)

@@ -364,3 +364,30 @@ def test_autotune_rejects_a_cache_file_of_the_wrong_shape(autotune_off, tmp_path
     npconv.set_autotune(True, cache)
     with pytest.raises(ValueError, match="not an npconv autotune file"):
         npconv.explain_choice(plan_conv2d((1, 1, 5, 5), (1, 1, 3, 3)).spec)
+
+
+def _auto_rule_script():
+    """benchmarks/auto_rule.py, loaded as a module."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "auto_rule.py"
+    spec = importlib.util.spec_from_file_location("auto_rule", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_rule_audit_samples_valid_layers_and_measures_the_rules_choice(tmp_path):
+    script = _auto_rule_script()
+    layers = script.sample(30, seed=3)
+    assert len(layers) == 30
+    for x, w, kwargs in layers:
+        spec = plan_conv2d(x, w, **kwargs).spec  # every sampled layer is valid
+        assert 1 <= spec.n <= 64
+    rows = script.audit(((2, 8, 12, 12), (8, 8, 3, 3), dict(padding=1)), np.float32, 1, 1)
+    assert [r["op"] for r in rows] == ["forward", "backward"]
+    for r in rows:
+        assert set(r["ms"]) == {"transpose", "im2col", "jit", "winograd"}
+        assert r["rule"] in r["ms"] and r["best"] == min(r["ms"], key=r["ms"].get)
+        assert r["regret"] >= 1.0
