@@ -10,6 +10,7 @@ import pytest
 
 import npconv
 from npconv.book import GRID, Case, check, exit_status, summarize
+from npconv.book.check import skipped
 from npconv.cli import main
 
 SMALL = [case for case in GRID if case.id in ("book", "stride-remainder", "transposed")]
@@ -37,6 +38,20 @@ def test_rows_and_summary():
         ("naive", "naive", "float32"), ("naive", "finite-diff", "float64"),
         ("im2col", "naive", "float32")]
     assert all(s["passed"] for s in summary)
+
+
+def test_winograd_is_checked_on_the_cases_it_can_run(capsys):
+    cases = [case for case in GRID if case.id in ("book", "dilation", "padding-1")]
+    assert skipped(("jit", "winograd"), cases) == {"winograd": ["book"]}  # a 4x5 kernel
+    rows = check(("winograd",), cases=cases, torch=False)
+    assert rows and exit_status(rows) == 0
+    assert {r.case for r in rows} == {"dilation", "padding-1"}
+    assert {r.reference for r in rows} == {"naive", "finite-diff"}
+    assert main(["check", "--algorithm", "winograd", "--cases", "book,dilation", "--no-torch",
+                 "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "winograd cannot run 1 of the cases (left out for it): book" in out
+    assert "PASS: all" in out
 
 
 def test_torch_is_a_reference_when_installed(torch):

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..algorithms import ALGORITHMS
+from .. import algorithms as _algorithms
+from ..algorithms import ALGORITHMS, SPECIALISED
 from ..functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from ..spec import plan_conv2d, plan_conv_transpose2d
 
@@ -201,17 +202,30 @@ def validate(case: Case) -> tuple[int, int, int, int]:
     ValueError, TypeError
         As :func:`npconv.conv2d` / :func:`npconv.conv_transpose2d` would.
     """
+    s = _spec(case)
+    return s.y_shape if case.op == "conv2d" else (s.n, s.c_in, s.h, s.w)
+
+
+def _spec(case: Case):
+    """The conv2d a case computes (for a transposed convolution: the conv2d whose input
+    gradient it is)."""
     who = f"case {case.id!r}"
     if case.op == "conv2d":
-        return plan_conv2d(case.x, case.weight, **case.kwargs, who=who).spec.y_shape
+        return plan_conv2d(case.x, case.weight, **case.kwargs, who=who).spec
     if case.op != "conv_transpose2d":
         raise ValueError(f"{who}: unknown op {case.op!r}")
     kw = case.kwargs
-    plan = plan_conv_transpose2d(case.x, case.weight, kw.get("stride", 1), kw.get("padding", 0),
+    return plan_conv_transpose2d(case.x, case.weight, kw.get("stride", 1), kw.get("padding", 0),
                                  kw.get("output_padding", 0), kw.get("groups", 1),
-                                 kw.get("dilation", 1), who)
-    s = plan.spec  # the conv2d whose input gradient this transposed convolution is
-    return (s.n, s.c_in, s.h, s.w)
+                                 kw.get("dilation", 1), who).spec
+
+
+def skipped(algorithms, cases) -> dict[str, list[str]]:
+    """The cases each specialised algorithm (:data:`npconv.algorithms.SPECIALISED`) of
+    ``algorithms`` cannot run, by id: :func:`check` leaves them out for it."""
+    return {name: [case.id for case in cases
+                   if _algorithms.unsupported(_algorithms.get(name), _spec(case)) is not None]
+            for name in algorithms if name in SPECIALISED}
 
 
 def _case_inputs(case: Case, y_shape, rng):
@@ -236,6 +250,8 @@ def _check_case(case: Case, y_shape, algorithms, dtypes, torch_module, finite_di
                              float(err), float(rel), rtol, bool(passed), note))
 
     x, w, b, g = _case_inputs(case, y_shape, rng)
+    refused = skipped(algorithms, [case])
+    algorithms = [a for a in algorithms if case.id not in refused.get(a, ())]
     references = {}
     try:
         references["naive"] = _run(case, "naive", x, w, b, g)
@@ -294,7 +310,9 @@ def check(algorithms=ALGORITHMS, dtypes=DTYPES, cases=GRID, *, torch="auto",
     Parameters
     ----------
     algorithms : sequence of str
-        Which of :data:`npconv.ALGORITHMS` to check (default all).
+        Which of :data:`npconv.ALGORITHMS` to check (default all), or of the specialised
+        ones (``"winograd"``), which are checked on the cases they can run
+        (:func:`skipped` names the others).
     dtypes : sequence of {"float32", "float64"}
     cases : sequence of Case
         Default :data:`GRID`: stride (with remainder), every padding form ("same" and
@@ -322,9 +340,9 @@ def check(algorithms=ALGORITHMS, dtypes=DTYPES, cases=GRID, *, torch="auto",
     """
     algorithms, dtypes, cases = tuple(algorithms), tuple(dtypes), tuple(cases)
     for name in algorithms:
-        if name not in ALGORITHMS:
+        if name not in ALGORITHMS + SPECIALISED:
             raise ValueError(f"check: unknown algorithm {name!r}; choose from "
-                             f"{', '.join(ALGORITHMS)}")
+                             f"{', '.join(ALGORITHMS + SPECIALISED)}")
     for dtype in dtypes:
         if dtype not in DTYPES:
             raise ValueError(f"check: dtype must be float32 or float64, got {dtype!r}")

@@ -195,6 +195,7 @@ def _check(args) -> int:
         check,
         exit_status,
         render,
+        skipped,
     )
 
     cases = [] if args.no_grid else list(GRID)
@@ -220,6 +221,10 @@ def _check(args) -> int:
     console.print(f"[bold]npconv check[/]: {len(algorithms)} algorithm(s) x {len(cases)} "
                   f"case(s) x {', '.join(dtypes)}, against {', '.join(references)} "
                   f"(references in float64)")
+    for name, ids in skipped(algorithms, cases).items():
+        if ids:
+            console.print(f"{name} cannot run {len(ids)} of the cases (left out for it): "
+                          f"{', '.join(ids)}")
     if not args.no_torch and "torch" not in references:
         console.print("PyTorch is not installed: compared with the naive loops and finite "
                       "differences only.")
@@ -240,13 +245,14 @@ def _check(args) -> int:
 
 # --------------------------------------------------------------------------- register
 def _algorithms(text: str) -> list[str]:
-    from ..algorithms import ALGORITHMS
+    from ..algorithms import ALGORITHMS, SPECIALISED
 
     names = [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
-        if name not in ALGORITHMS:
+        if name not in ALGORITHMS + SPECIALISED:
             raise argparse.ArgumentTypeError(
-                f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+                f"unknown algorithm {name!r}; choose from "
+                f"{', '.join(ALGORITHMS + SPECIALISED)}")
     return names
 
 
@@ -305,7 +311,8 @@ def register(subparsers) -> None:
         epilog=CHECK_EPILOG.format(cases=", ".join(c.id for c in GRID)),
         formatter_class=_FORMATTER)
     p.add_argument("--algorithm", type=_algorithms, metavar="NAME[,NAME]",
-                   help=f"algorithms to check (default all: {', '.join(ALGORITHMS)})")
+                   help=f"algorithms to check (default all: {', '.join(ALGORITHMS)}; "
+                        f"also winograd, on the cases it can run)")
     p.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     p.add_argument("--cases", metavar="ID[,ID]", help="only these cases of the grid")
     _options.add_layer_options(p)
