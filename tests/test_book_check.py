@@ -52,6 +52,10 @@ def test_winograd_is_checked_on_the_cases_it_can_run(capsys):
     out = capsys.readouterr().out
     assert "winograd cannot run 1 of the cases (left out for it): book" in out
     assert "PASS: all" in out
+    with pytest.raises(ValueError, match="nothing to check: winograd cannot run any"):
+        check(("winograd",), cases=cases[:1], torch=False)
+    assert main(["check", "--algorithm", "winograd", "--cases", "book", "--no-torch"]) != 0
+    assert "nothing to check" in capsys.readouterr().err
 
 
 def test_torch_is_a_reference_when_installed(torch):

@@ -349,6 +349,10 @@ def check(algorithms=ALGORITHMS, dtypes=DTYPES, cases=GRID, *, torch="auto",
     if not algorithms or not dtypes or not cases:
         raise ValueError("check: nothing to check (no algorithm, dtype or case)")
     shapes = [validate(case) for case in cases]
+    refused = skipped(algorithms, cases)
+    if all(len(refused.get(name, ())) == len(cases) for name in algorithms):
+        raise ValueError(f"check: nothing to check: {', '.join(algorithms)} cannot run "
+                         f"any of the cases ({', '.join(case.id for case in cases)})")
     torch_module = _import_torch(torch)
     rng = np.random.default_rng(seed)
     rows: list[CheckRow] = []
