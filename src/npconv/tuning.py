@@ -175,7 +175,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_in_g >= DEEP_ALL_CHANNELS
             and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS):
-        return "deep"
+        return "deep_all"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
         few = (op != "grad_input" and spec.n <= FEW_SAMPLES
@@ -203,7 +203,8 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
-              "implicit": "jit", "tiled": "jit", "few": "im2col", "gemm": "im2col"}
+              "deep_all": "im2col", "implicit": "jit", "tiled": "jit", "few": "im2col",
+              "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -240,12 +241,11 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      "(im2col through a cached index table, fused with its GEMM)"
                      if _jit_indexed(spec) else ""),
         "winograd": _winograd_because(spec, dtype),
-        "deep": (f"{spec.c_in_g} input channels per group on outputs smaller than "
-                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
-                 f"the register-tiled gradients"
-                 if min(spec.oh, spec.ow) < WINOGRAD_MIN_SIZE and op != "forward" else
-                 f"{spec.c_in_g} input and {spec.c_out_g} output channels per group: "
-                 f"im2col's GEMMs (K = {k}) beat the register-tiled kernels"),
+        "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
+                f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
+                f"the register-tiled gradients",
+        "deep_all": f"{spec.c_in_g} input and {spec.c_out_g} output channels per group: "
+                    f"im2col's GEMMs (K = {k}) beat the register-tiled kernels",
         "implicit": f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, "
                     f"columns of K = {k}, and a strided or narrow output: the jit "
                     f"algorithm's implicit GEMM (im2col's product with the column matrix "
