@@ -28,6 +28,10 @@ KEEP_MAX_BYTES = 64 * 2**20
 OUTPUT_MIN_BYTES = 2**20
 OUTPUT_POOL_BYTES = 256 * 2**20
 _local = threading.local()
+# The scratch buffers of npconv's own worker threads (:mod:`npconv._workers`), which
+# :func:`release` lets go of too.
+WORKER_PREFIX = "npconv-worker"
+_worker_buffers: list[dict] = []
 
 
 def _refs_of_a_list_item() -> int:
@@ -48,7 +52,11 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     nbytes = prod(shape) * dtype.itemsize
     if nbytes > KEEP_MAX_BYTES:
         return np.empty(shape, dtype=dtype)
-    buffers = _local.__dict__.setdefault("buffers", {})
+    buffers = _local.__dict__.get("buffers")
+    if buffers is None:
+        buffers = _local.buffers = {}
+        if threading.current_thread().name.startswith(WORKER_PREFIX):
+            _worker_buffers.append(buffers)
     buf = buffers.get(name)
     if buf is None or buf.nbytes < nbytes:
         buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
@@ -97,8 +105,11 @@ def output(shape: tuple[int, ...], dtype, zero: bool = False) -> np.ndarray:
 
 
 def release() -> None:
-    """Let go of the calling thread's scratch buffers and recycled results (public as
-    ``npconv.empty_cache()``): results the caller still holds are untouched; the rest
-    is freed, and later calls allocate afresh."""
+    """Let go of the calling thread's scratch buffers and recycled results, and of the
+    scratch buffers of npconv's worker threads (public as ``npconv.empty_cache()``):
+    results the caller still holds are untouched; the rest is freed, and later calls
+    allocate afresh."""
     _local.__dict__.pop("buffers", None)
     _local.__dict__.pop("outputs", None)
+    for buffers in _worker_buffers:
+        buffers.clear()

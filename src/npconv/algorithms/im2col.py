@@ -46,12 +46,14 @@ view. The GEMMs go to BLAS.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 from numpy.lib.stride_tricks import as_strided
 
-from .. import tuning
+from .. import _workers, tuning
 from .._numba import serial_and_parallel
 from .._scratch import output, scratch
 from ..spec import ConvSpec
@@ -64,7 +66,6 @@ CACHE_BYTES = 8 * 2**20
 WIDE_MAX_WASTE = 0.5
 
 
-@njit(parallel=True, cache=True)
 def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
             left):  # pragma: no cover - compiled
     """Adjoint of the packing: dx[n0+b, c, row, col] += dcols[(c,u,v), (b*rows + i)*jw + j].
@@ -100,7 +101,6 @@ def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
                             dst_s[j] += src[j]
 
 
-@njit(parallel=True, cache=True)
 def _pack_wide(x, cols, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp, ow,
                zero_junk):  # pragma: no cover - compiled
     """Wide-row im2col, one task per (sample, channel)::
@@ -139,7 +139,6 @@ def _pack_wide(x, cols, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp, ow,
                             junk[t] = 0
 
 
-@njit(parallel=True, cache=True)
 def _unpack_wide(dcols, dx, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp,
                  ow):  # pragma: no cover - compiled
     """Adjoint of :func:`_pack_wide`, one task per (sample, channel).
@@ -175,6 +174,14 @@ def _unpack_wide(dcols, dx, n0, nb, r0, rows, top, left, kh, kw, dh, dw, wp,
                     dst[q] += src[q]
 
 
+# Each kernel twice (:func:`npconv._numba.serial_and_parallel`): the parallel variant, one
+# task per (sample, channel), when the call runs on all threads; the serial one, without
+# the GIL, inside a thread's share of a split call (:mod:`npconv._workers`).
+_UNPACK = serial_and_parallel(_unpack, nogil=True)
+_PACK_WIDE = serial_and_parallel(_pack_wide, nogil=True)
+_UNPACK_WIDE = serial_and_parallel(_unpack_wide, nogil=True)
+
+
 @dataclass(frozen=True)
 class Layout:
     """How the column matrix of one convolution is laid out (see the module docstring).
@@ -208,28 +215,55 @@ def _input_rows(spec: ConvSpec, lay: Layout, rows: int) -> int:
     return (rows - 1) * spec.stride[0] + spec.dilation[0] * (spec.kh - 1) + 1
 
 
-def chunks(spec: ConvSpec, itemsize: int):
+def chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None,
+           share: int = 1):
     """``(n0, n1, i0, i1)``: samples n0:n1 and output rows i0:i1 of each chunk.
 
     A chunk's buffers (column matrix, GEMM output or dZ', padded input) fit in
-    ``min(CACHE_BYTES, workspace_limit())``: whole samples when one fits, else rows of
-    one sample (at least one row).
+    ``min(CACHE_BYTES, workspace_limit()) / share``: whole samples when one fits, else
+    rows of one sample (at least one row). Only samples ``n_lo:n_hi`` (all by default)
+    are chunked; ``share`` threads chunking their own samples side by side divide the
+    budget between them.
     """
+    n_hi = spec.n if n_hi is None else n_hi
     lay = layout(spec)
     wp = spec.w + spec.padding[2] + spec.padding[3]
     per_row = (spec.c_in * spec.kh * spec.kw + spec.c_out) * lay.width * itemsize
     input_row = spec.c_in * wp * itemsize if lay.copy_input else 0
-    budget = min(CACHE_BYTES, tuning.workspace_limit())
+    budget = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // share)
     per_sample = per_row * spec.oh + input_row * _input_rows(spec, lay, spec.oh)
     if per_sample <= budget:
-        step = max(1, min(spec.n, budget // per_sample))
-        for n0 in range(0, spec.n, step):
-            yield n0, min(spec.n, n0 + step), 0, spec.oh
+        step = max(1, min(n_hi - n_lo, budget // per_sample))
+        for n0 in range(n_lo, n_hi, step):
+            yield n0, min(n_hi, n0 + step), 0, spec.oh
         return
     rows = max(1, min(spec.oh, budget // (per_row + input_row * spec.stride[0])))
-    for n0 in range(spec.n):
+    for n0 in range(n_lo, n_hi):
         for i0 in range(0, spec.oh, rows):
             yield n0, n0 + 1, i0, min(spec.oh, i0 + rows)
+
+
+# A call is split between the threads by samples (:mod:`npconv._workers`) from this many
+# multiply-adds on; below it the split costs more than it saves.
+SPLIT_MIN_MACS = 32_000_000
+
+
+def shares(spec: ConvSpec) -> list[tuple[int, int]]:
+    """``(n_lo, n_hi)``: the samples each thread takes when a call is split by samples
+    between the threads (as evenly as they divide), or ``[(0, N)]`` when it runs on
+    all threads together: one thread, fewer samples than threads, or a small layer."""
+    t = min(_workers.threads(), spec.n)
+    if t <= 1 or spec.flops < 2 * SPLIT_MIN_MACS:
+        return [(0, spec.n)]
+    bounds = [spec.n * i // t for i in range(t + 1)]
+    return list(pairwise(bounds))
+
+
+def work(spec: ConvSpec, itemsize: int) -> list[list[tuple[int, int, int, int]]]:
+    """The chunks of one call, as each thread runs them: one list per share of
+    :func:`shares` (a single list when the call is not split)."""
+    parts = shares(spec)
+    return [list(chunks(spec, itemsize, lo, hi, len(parts))) for lo, hi in parts]
 
 
 class _Buffers:
@@ -272,7 +306,7 @@ def _padded_input(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers)
 
 
 def im2col(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers,
-           zero_junk: bool = False) -> np.ndarray:
+           zero_junk: bool = False, parallel: bool = True) -> np.ndarray:
     """Column matrix of samples ``n0:n1`` and output rows ``i0:i1`` of x (14.4).
 
     Parameters
@@ -283,15 +317,16 @@ def im2col(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers,
     -------
     ndarray of shape (C_in*KH*KW, nb * rows * JW), rows ordered (c, u, v) and columns
     (sample, output row, output column); in ``buf``. (Pointwise layers never come here:
-    :func:`_pointwise_forward` and :func:`_pointwise_backward` use x itself.)
+    :func:`_pointwise_forward` and :func:`_pointwise_backward` use x itself.) Wide rows
+    are packed on all threads with ``parallel``, else on the calling one.
     """
     nb, rows, jw = n1 - n0, i1 - i0, lay.width
     k = spec.c_in * spec.kh * spec.kw
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     if lay.wide:
         cols = buf.cols[:k * nb * rows * jw].reshape(k, nb * rows * jw)
-        _pack_wide(x, cols, n0, nb, i0, rows, spec.padding[0], spec.padding[2], spec.kh,
-                   spec.kw, dh, dw, jw, spec.ow, zero_junk)
+        _PACK_WIDE[parallel](x, cols, n0, nb, i0, rows, spec.padding[0], spec.padding[2],
+                             spec.kh, spec.kw, dh, dw, jw, spec.ow, zero_junk)
         return cols  # (C_in*KH*KW, nb*rows*Wp)
     xp = _padded_input(x, spec, lay, n0, n1, i0, i1, buf)  # (nb, C_in, rows_in, Wp)
     s_n, s_c, s_r, s_q = xp.strides
@@ -303,19 +338,23 @@ def im2col(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers,
     return cols.reshape(k, nb * rows * jw)  # (C_in*KH*KW, nb*rows*JW)
 
 
-def col2im(dcols, dx, spec: ConvSpec, lay: Layout, n0, n1, i0, i1) -> None:
+def col2im(dcols, dx, spec: ConvSpec, lay: Layout, n0, n1, i0, i1,
+           parallel: bool = True) -> None:
     """Add the column-matrix gradient ``dcols`` back onto ``dx`` in place (14.5).
 
     Parameters
     ----------
     dcols : ndarray of shape (C_in*KH*KW, nb * rows * JW)
     dx : ndarray of shape (N, C_in, H, W), C-contiguous; samples ``n0:n1`` receive it.
+    parallel : bool
+        Unpack on all threads, else on the calling one.
     """
     if lay.wide:
-        _unpack_wide(dcols, dx, n0, n1 - n0, i0, i1 - i0, spec.padding[0], spec.padding[2],
-                     spec.kh, spec.kw, *spec.dilation, lay.width, spec.ow)
+        _UNPACK_WIDE[parallel](dcols, dx, n0, n1 - n0, i0, i1 - i0, spec.padding[0],
+                               spec.padding[2], spec.kh, spec.kw, *spec.dilation, lay.width,
+                               spec.ow)
         return
-    _unpack(dcols, dx, n0, n1 - n0, i0, i1 - i0, lay.width, spec.ow, spec.kh, spec.kw,
+    _UNPACK[parallel](dcols, dx, n0, n1 - n0, i0, i1 - i0, lay.width, spec.ow, spec.kh, spec.kw,
             *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2])
 
 
@@ -355,27 +394,39 @@ def _channel_major_copy(batch, cm, n0, into):  # pragma: no cover - compiled
                 rows[i] = run[i]
 
 
-_CM_COPY = serial_and_parallel(_channel_major_copy)
+_CM_COPY = serial_and_parallel(_channel_major_copy, nogil=True)
 # The channel-major copies run on the calling thread below this many elements per chunk
 # (waking the OpenMP workers costs more than the copy saves).
 CM_PARALLEL_MIN = 1 << 18
 
 
-def _pointwise_chunks(spec: ConvSpec, itemsize: int):
+def _pointwise_chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None,
+                      share: int = 1):
     """``(n0, n1)``: samples per chunk whose channel-major copies of the input and the
-    output (or dZ) fit in ``min(CACHE_BYTES, workspace_limit())`` (one sample at least)."""
+    output (or dZ) fit in ``min(CACHE_BYTES, workspace_limit()) / share`` (one sample at
+    least), over samples ``n_lo:n_hi`` (all by default)."""
+    n_hi = spec.n if n_hi is None else n_hi
     per_sample = (spec.c_in + spec.c_out) * spec.oh * spec.ow * itemsize
-    step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // per_sample)
-    for n0 in range(0, spec.n, step):
-        yield n0, min(spec.n, n0 + step)
+    step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // share // per_sample)
+    for n0 in range(n_lo, n_hi, step):
+        yield n0, min(n_hi, n0 + step)
 
 
-def _channel_major(a3, n0, n1, name: str) -> np.ndarray:
+def _channel_major(a3, n0, n1, name: str, parallel: bool) -> np.ndarray:
     """Samples n0:n1 of ``a3`` (N, C, L) as (C, nb*L), in the scratch buffer ``name``."""
     c, length = a3.shape[1:]
     out = scratch(name, (c, (n1 - n0) * length), a3.dtype)
-    _CM_COPY[out.size >= CM_PARALLEL_MIN](a3, out, n0, True)
+    _CM_COPY[parallel and out.size >= CM_PARALLEL_MIN](a3, out, n0, True)
     return out  # (C, nb*L)
+
+
+def _sum_partials(partials: list) -> np.ndarray:
+    """The threads' partial weight gradients added in a fixed order (so the result does
+    not depend on which thread finished first)."""
+    total = partials[0]
+    for part in partials[1:]:
+        total += part
+    return total
 
 
 def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
@@ -384,67 +435,90 @@ def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
     is one long GEMM, y' = W @ x' (C_out, nb*L), copied back to y: one BLAS call per
     chunk instead of one short one per sample, each of which wakes BLAS's threads (the
     pointwise suite layer, with pauses between calls: 1.3-1.8 ms against 1.7-2.2; level
-    in hot loops)."""
+    in hot loops). Split between the threads by samples (:func:`shares`)."""
     x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
     y = output(spec.y_shape, x.dtype)
     y3 = y.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
+    parts = shares(spec)
+    _workers.run([partial(_pointwise_forward_share, x3, w_mat, y3, spec, lo, hi, len(parts))
+                  for lo, hi in parts])
+    return y
+
+
+def _pointwise_forward_share(x3, w_mat, y3, spec: ConvSpec, n_lo: int, n_hi: int,
+                             share: int) -> None:
+    """Samples n_lo:n_hi of :func:`_pointwise_forward`, on all threads when ``share`` is
+    1, else on the calling thread alone."""
     cig, cog = spec.c_in_g, spec.c_out_g
-    for n0, n1 in _pointwise_chunks(spec, x.itemsize):
+    parallel = share == 1
+    for n0, n1 in _pointwise_chunks(spec, x3.itemsize, n_lo, n_hi, share):
         one = n1 - n0 == 1  # the sample itself is the matrix, and y[n0] the product
-        xt = x3[n0] if one else _channel_major(x3, n0, n1, "pointwise x'")  # (C_in, nb*L)
-        yt = y3[n0] if one else scratch("pointwise y'", (spec.c_out, xt.shape[1]), x.dtype)
+        xt = (x3[n0] if one
+              else _channel_major(x3, n0, n1, "pointwise x'", parallel))  # (C_in, nb*L)
+        yt = y3[n0] if one else scratch("pointwise y'", (spec.c_out, xt.shape[1]), x3.dtype)
         for g in range(spec.groups):
             np.matmul(w_mat[g * cog:(g + 1) * cog], xt[g * cig:(g + 1) * cig],
                       out=yt[g * cog:(g + 1) * cog])  # (C_out/G, nb*L)
         if not one:
-            _CM_COPY[yt.size >= CM_PARALLEL_MIN](y3, yt, n0, False)
-    return y
+            _CM_COPY[parallel and yt.size >= CM_PARALLEL_MIN](y3, yt, n0, False)
 
 
 def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_weight: bool):
     """dX' = W.T @ dZ' (no col2im: every pixel is read once) and dW = sum over chunks of
     dZ' @ x'.T, with x', dZ' and dX' the chunk's samples side by side (channel-major
-    copies, as in :func:`_pointwise_forward`)."""
+    copies, as in :func:`_pointwise_forward`), split between the threads by samples."""
     dz3 = dz.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
-    cig, cog = spec.c_in_g, spec.c_out_g
-    dx = dw = None
+    dx = dx3 = x3 = None
     if need_input:
         dx = output(spec.x_shape, dz.dtype)
         dx3 = dx.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
     if need_weight:
         x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
-        dw = np.zeros((spec.c_out, cig), dtype=dz.dtype)
-    for n0, n1 in _pointwise_chunks(spec, dz.itemsize):
+    parts = shares(spec)
+    partials = _workers.run([partial(_pointwise_backward_share, x3, w_mat, dz3, dx3, spec,
+                                     lo, hi, len(parts)) for lo, hi in parts])
+    dw = _sum_partials(partials).reshape(spec.weight_shape) if need_weight else None
+    return dx, dw
+
+
+def _pointwise_backward_share(x3, w_mat, dz3, dx3, spec: ConvSpec, n_lo: int, n_hi: int,
+                              share: int):
+    """Samples n_lo:n_hi of :func:`_pointwise_backward`: their dX into ``dx3`` (unless it
+    is None) and their part of dW, returned (None when ``x3`` is None); on all threads
+    when ``share`` is 1, else on the calling thread alone."""
+    cig, cog = spec.c_in_g, spec.c_out_g
+    parallel = share == 1
+    dw = None if x3 is None else np.zeros((spec.c_out, cig), dtype=dz3.dtype)
+    for n0, n1 in _pointwise_chunks(spec, dz3.itemsize, n_lo, n_hi, share):
         one = n1 - n0 == 1
-        dzt = dz3[n0] if one else _channel_major(dz3, n0, n1, "pointwise dz'")  # (C_out, nb*L)
-        if need_input:
+        dzt = (dz3[n0] if one
+               else _channel_major(dz3, n0, n1, "pointwise dz'", parallel))  # (C_out, nb*L)
+        if dx3 is not None:
             dxt = (dx3[n0] if one
-                   else scratch("pointwise dx'", (spec.c_in, dzt.shape[1]), dz.dtype))
+                   else scratch("pointwise dx'", (spec.c_in, dzt.shape[1]), dz3.dtype))
             for g in range(spec.groups):
                 np.matmul(w_mat[g * cog:(g + 1) * cog].T, dzt[g * cog:(g + 1) * cog],
                           out=dxt[g * cig:(g + 1) * cig])  # (C_in/G, nb*L)
             if not one:
-                _CM_COPY[dxt.size >= CM_PARALLEL_MIN](dx3, dxt, n0, False)
-        if need_weight:
-            xt = x3[n0] if one else _channel_major(x3, n0, n1, "pointwise x'")  # (C_in, nb*L)
+                _CM_COPY[parallel and dxt.size >= CM_PARALLEL_MIN](dx3, dxt, n0, False)
+        if dw is not None:
+            xt = (x3[n0] if one
+                  else _channel_major(x3, n0, n1, "pointwise x'", parallel))  # (C_in, nb*L)
             for g in range(spec.groups):
                 dw[g * cog:(g + 1) * cog] += (dzt[g * cog:(g + 1) * cog]
                                               @ xt[g * cig:(g + 1) * cig].T)  # (C_out/G, C_in/G)
-    if need_weight:
-        dw = dw.reshape(spec.weight_shape)
-    return dx, dw
+    return dw
 
 
-def _plan(spec: ConvSpec, dtype):
-    """The chunks, the layout and the buffers of one call."""
-    parts = list(chunks(spec, np.dtype(dtype).itemsize))
-    n0, n1, i0, i1 = parts[0]  # the first chunk is the largest
-    lay = layout(spec)
-    return parts, lay, _Buffers(spec, lay, dtype, n1 - n0, i1 - i0)
+def _buffers(spec: ConvSpec, lay: Layout, dtype, parts: list) -> _Buffers:
+    """The calling thread's buffers for the chunks ``parts`` (the first is the largest)."""
+    n0, n1, i0, i1 = parts[0]
+    return _Buffers(spec, lay, dtype, n1 - n0, i1 - i0)
 
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """y = W @ im2col(x), one GEMM per group and chunk.
+    """y = W @ im2col(x), one GEMM per group and chunk, split between the threads by
+    samples (:func:`shares`).
 
     Parameters
     ----------
@@ -460,11 +534,24 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if _is_pointwise(spec):
         return _pointwise_forward(x, w_mat, spec)
     y = output(spec.y_shape, x.dtype)
+    lay, parts = layout(spec), shares(spec)
+    _workers.run([partial(_forward_share, x, w_mat, y, spec, lay, lo, hi, len(parts))
+                  for lo, hi in parts])
+    return y
+
+
+def _forward_share(x, w_mat, y, spec: ConvSpec, lay: Layout, n_lo: int, n_hi: int,
+                   share: int) -> None:
+    """Samples n_lo:n_hi of :func:`forward`, chunk by chunk: on all threads when
+    ``share`` is 1, else on the calling thread alone, in its own buffers."""
     cog, ow = spec.c_out_g, spec.ow
-    parts, lay, buf = _plan(spec, x.dtype)
+    parallel = share == 1
+    parts = list(chunks(spec, x.itemsize, n_lo, n_hi, share))
+    buf = _buffers(spec, lay, x.dtype, parts)
     for n0, n1, i0, i1 in parts:
         nb, rows = n1 - n0, i1 - i0
-        cols = im2col(x, spec, lay, n0, n1, i0, i1, buf)  # (K_all, nb*rows*JW)
+        cols = im2col(x, spec, lay, n0, n1, i0, i1, buf,
+                      parallel=parallel)  # (K_all, nb*rows*JW)
         direct = nb == 1 and lay.width == ow  # y[n0] rows i0:i1 is the GEMM's output
         if direct:
             out = y[n0, :, i0:i1].reshape(spec.c_out, rows * ow)  # (C_out, rows*OW), a view
@@ -476,12 +563,13 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
         if not direct:
             y[n0:n1, :, i0:i1] = out.reshape(spec.c_out, nb, rows, lay.width)[
                 ..., :ow].transpose(1, 0, 2, 3)  # (nb, C_out, rows, OW)
-    return y
 
 
 def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool,
              zero_junk: bool = False):
-    """Both gradients in one pass over the chunks (dZ is rearranged once per chunk).
+    """Both gradients in one pass over the chunks (dZ is rearranged once per chunk),
+    split between the threads by samples (:func:`shares`): each thread adds its own
+    samples' dX into their rows of dX and returns its part of dW.
 
     With wide rows the junk columns of dZ' are zero, so dW is exact as long as the junk
     of the column matrix is finite: x * 0. Only an inf or NaN in x can turn that into a
@@ -498,14 +586,31 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
                                    np.ascontiguousarray(weight).reshape(spec.c_out, -1)
                                    if need_input else None,
                                    dz_all, spec, need_input, need_weight)
-    cog, ow = spec.c_out_g, spec.ow
-    parts, lay, buf = _plan(spec, grad_output.dtype)
-    jw = lay.width
+    lay, parts = layout(spec), shares(spec)
+    w_mat = dx = None
     if need_input:
         w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, K_g)
         dx = output(spec.x_shape, grad_output.dtype, zero=True)
-    if need_weight:
-        x = _contiguous(x)
+    x = _contiguous(x) if need_weight else None
+    partials = _workers.run([partial(_backward_share, x, w_mat, dz_all, dx, spec, lay, lo, hi,
+                                     len(parts), zero_junk) for lo, hi in parts])
+    dw = _sum_partials(partials) if need_weight else None
+    if need_weight and lay.wide and not zero_junk and np.isnan(dw).any():
+        return dx, backward(x, None, grad_output, spec, False, True, zero_junk=True)[1]
+    return dx, dw.reshape(spec.weight_shape) if need_weight else None
+
+
+def _backward_share(x, w_mat, dz_all, dx, spec: ConvSpec, lay: Layout, n_lo: int, n_hi: int,
+                    share: int, zero_junk: bool):
+    """Samples n_lo:n_hi of :func:`backward`, chunk by chunk: dX added into ``dx``
+    (unless ``w_mat`` is None), dW's part returned (None when ``x`` is None). On all
+    threads when ``share`` is 1, else on the calling thread alone, in its own buffers."""
+    cog, ow, jw = spec.c_out_g, spec.ow, lay.width
+    parallel = share == 1
+    parts = list(chunks(spec, dz_all.itemsize, n_lo, n_hi, share))
+    buf = _buffers(spec, lay, dz_all.dtype, parts)
+    dw = dw_part = None
+    if x is not None:
         dw = np.zeros((spec.c_out, spec.c_in_g * spec.kh * spec.kw), dtype=x.dtype)
         dw_part = np.empty_like(dw)
     for n0, n1, i0, i1 in parts:
@@ -517,24 +622,21 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
             dz4[..., :ow] = dz_all[n0:n1, :, i0:i1].transpose(1, 0, 2, 3)
             dz4[..., ow:] = 0  # wide rows: the junk columns carry no gradient
             dz = dz4.reshape(spec.c_out, -1)  # (C_out, nb*rows*JW)
-        if need_weight:
-            cols = im2col(x, spec, lay, n0, n1, i0, i1, buf,
-                          zero_junk=zero_junk)  # (K_all, nb*rows*JW)
+        if dw is not None:
+            cols = im2col(x, spec, lay, n0, n1, i0, i1, buf, zero_junk=zero_junk,
+                          parallel=parallel)  # (K_all, nb*rows*JW)
             for g in range(spec.groups):
                 rows_g, dw_g = _group_rows(spec, g), slice(g * cog, (g + 1) * cog)
                 np.matmul(dz[dw_g], cols[rows_g].T, out=dw_part[dw_g])
             dw += dw_part
-        if need_input:
+        if w_mat is not None:
             k = spec.c_in * spec.kh * spec.kw
             dcols = buf.cols[:k * dz.shape[1]].reshape(k, -1)  # (K_all, nb*rows*JW)
             for g in range(spec.groups):
                 np.matmul(w_mat[g * cog:(g + 1) * cog].T, dz[g * cog:(g + 1) * cog],
                           out=dcols[_group_rows(spec, g)])
-            col2im(dcols, dx, spec, lay, n0, n1, i0, i1)
-    if need_weight and lay.wide and not zero_junk and np.isnan(dw).any():
-        dw = backward(x, None, grad_output, spec, False, True, zero_junk=True)[1]
-    return (dx if need_input else None,
-            dw.reshape(spec.weight_shape) if need_weight else None)
+            col2im(dcols, dx, spec, lay, n0, n1, i0, i1, parallel=parallel)
+    return dw
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -139,11 +139,13 @@ def _im2col_cache_bytes() -> int:
     return im2col.CACHE_BYTES
 
 
-def _workspace_chunks(spec, itemsize: int) -> int:
-    """Pieces im2col splits the column matrix into under the current workspace limit."""
+def _workspace_chunks(spec, itemsize: int) -> tuple[int, int]:
+    """Pieces im2col splits the column matrix into under the current workspace limit,
+    and the threads that share them out by samples."""
     from ..algorithms import im2col  # the chunking rule lives with the algorithm
 
-    return sum(1 for _ in im2col.chunks(spec, itemsize))
+    shares = im2col.work(spec, itemsize)
+    return sum(len(share) for share in shares), len(shares)
 
 
 def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0, dilation=1,
@@ -291,6 +293,7 @@ def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0
          "book": f"col_dZ ({length}, {c_out}) @ col_w.T ({c_out}, {k_all})"},
     ]
     itemsize = dtype.itemsize
+    pieces, threads = _workspace_chunks(s, itemsize)
     cols_bytes = c_in * kh * kw * length * itemsize
     x_bytes = n * c_in * h * w * itemsize
     im2col = {
@@ -299,7 +302,7 @@ def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0
                    "ratio": cols_bytes / x_bytes,
                    "workspace_limit_bytes": tuning.workspace_limit(),
                    "cache_bytes": _im2col_cache_bytes(),
-                   "chunks": _workspace_chunks(s, itemsize)},
+                   "chunks": pieces, "threads": threads},
     }
 
     # ---- FLOPs: useful work, and what the transpose method spends on inserted zeros
@@ -463,9 +466,11 @@ def render(report: dict, console) -> None:
     table.add_row("im2col column matrix", _human_bytes(mem["cols_bytes"]),
                   f"{mem['dtype']}, {mem['ratio']:.1f}x the input ({_human_bytes(mem['x_bytes'])})")
     limit = mem["workspace_limit_bytes"]
+    split = (f"; the samples split between {mem['threads']} threads, each with its own"
+             if mem["threads"] > 1 else "")
     table.add_row("im2col workspace", f"{mem['chunks']} chunk(s)",
-                  f"each within {_human_bytes(min(mem['cache_bytes'], limit))}"
-                  f" (cache-sized; limit {_human_bytes(limit)})")
+                  f"each within {_human_bytes(min(mem['cache_bytes'], limit) // mem['threads'])}"
+                  f" (cache-sized; limit {_human_bytes(limit)}{split})")
     console.print(table)
     choices = report["auto"]
     if len({(c["algorithm"], c["reason"]) for c in choices.values()}) == 1:
