@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import npconv
-from npconv import tuning
-from npconv.algorithms import winograd
+from npconv import _workers, tuning
+from npconv.algorithms import im2col, winograd
 from npconv.spec import plan_conv2d
 
 from reference import assert_close
@@ -94,7 +94,7 @@ def test_set_num_threads_validated():
     ((16, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_weight", "winograd"),
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1, dilation=2), "forward", "jit"),
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "forward", "jit"),  # implicit
-    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "grad_weight", "jit"),
+    ((1, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "grad_weight", "jit"),
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
     ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "im2col"),  # deep, small
@@ -134,6 +134,26 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     choice = npconv.explain_choice(spec, np.float32, op)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradient_alone_follows_the_im2col_split(threads):
+    """dW alone of a strided layer: the implicit GEMM on one thread, im2col once im2col
+    splits the samples between two."""
+    before = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(threads)
+        if npconv.get_num_threads() != threads:
+            pytest.skip(f"needs {threads} threads")
+        spec = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
+        splits = len(im2col.shares(spec)) > 1
+        assert splits == (threads > 1 and bool(_workers._blas_libraries()))
+        choice = npconv.explain_choice(spec, np.float32, "grad_weight")
+        assert choice.algorithm == ("im2col" if splits else "jit")
+        assert ("split" in choice.reason) == splits
+        assert tuning.choose(spec, np.float32, "forward") == "jit"  # the forward stays
+    finally:
+        npconv.set_num_threads(before)
 
 
 def test_winograd_counts_the_tiles_of_its_gemms():

@@ -10,7 +10,9 @@
   dilated layers, on their phase sub-images, from 128 channels);
   im2col with BLAS GEMMs wins everywhere else (strided and pointwise layers, layers
   with 256 or more input channels per group, the gradients of deep layers on small
-  outputs, and the forward pass and weight gradient of one or two samples).
+  outputs, the forward pass and weight gradient of one or two samples, and the weight
+  gradient alone of layers large enough for im2col to split their samples between the
+  threads).
   ``benchmarks/auto_rule.py`` measures the rule against the fastest algorithm.
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
@@ -97,6 +99,13 @@ DEEP_ALL_MIN_OUT_CHANNELS = 64
 # and for the forward pass above this many input channels (im2col 1.6x faster with 512,
 # 1.05-1.33x with 256 in five runs; the implicit GEMM won with 128-160, 1.1-1.7x).
 IMPLICIT_POINTWISE_MAX_K = 192
+# The weight gradient alone (a network's first layer needs no dX) of a layer on the
+# implicit GEMM goes to im2col when im2col splits the call between the threads by
+# samples (im2col.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
+# four strided layers (ResNet's stride-2 3x3 with 8 and 16 samples, its 7x7 stem, a
+# 32-channel stride-2 layer). The forward pass stays on the implicit GEMM (level or
+# faster: 10.8 against 13.1 ms, 8.7 against 10.8, 18.3 against 17.6), and so does a
+# layer too small to split (LeNet's second: 1.3 against 2.4 ms).
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -171,7 +180,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                                  or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K)
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
-        return "implicit"
+        return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_in_g >= DEEP_ALL_CHANNELS
             and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS):
@@ -183,6 +192,13 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
         return "few" if few else "tiled"
     return "gemm"
+
+
+def _im2col_splits(spec: ConvSpec) -> bool:
+    """Whether im2col splits ``spec``'s samples between the threads now."""
+    from .algorithms import im2col
+
+    return len(im2col.shares(spec)) > 1
 
 
 def _winograd_wins(spec: ConvSpec, dtype) -> bool:
@@ -203,8 +219,8 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
-              "deep_all": "im2col", "implicit": "jit", "tiled": "jit", "few": "im2col",
-              "gemm": "im2col"}
+              "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
+              "tiled": "jit", "few": "im2col", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -253,6 +269,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                     f"16 "
                     f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
                     f"BLAS",
+        "split_weight": f"the weight gradient alone of {spec.n} samples, which im2col splits "
+                        f"between {get_num_threads()} threads (each packs its own samples "
+                        f"and multiplies them with single-threaded BLAS): faster than the "
+                        f"jit algorithm's implicit GEMM",
         "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}) with "
                f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) beat "
                f"the register-tiled kernels, whose weight gradient has too little work "
