@@ -403,11 +403,15 @@ CM_PARALLEL_MIN = 1 << 18
 def _pointwise_chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None,
                       share: int = 1):
     """``(n0, n1)``: samples per chunk whose channel-major copies of the input and the
-    output (or dZ) fit in ``min(CACHE_BYTES, workspace_limit()) / share`` (one sample at
-    least), over samples ``n_lo:n_hi`` (all by default)."""
+    output (or dZ) fit in ``min(CACHE_BYTES, workspace_limit())`` (one sample at least),
+    over samples ``n_lo:n_hi`` (all by default). In a thread's share of a split call
+    (``share`` > 1) every sample is a chunk of its own, multiplied in place without
+    copies: the copies only pay for waking BLAS's threads once per chunk instead of once
+    per sample, and single-threaded BLAS wakes none (the pointwise suite layer's
+    forward pass: 1.6 ms against 1.9, its backward level)."""
     n_hi = spec.n if n_hi is None else n_hi
     per_sample = (spec.c_in + spec.c_out) * spec.oh * spec.ow * itemsize
-    step = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // share // per_sample)
+    step = 1 if share > 1 else max(1, min(CACHE_BYTES, tuning.workspace_limit()) // per_sample)
     for n0 in range(n_lo, n_hi, step):
         yield n0, min(n_hi, n0 + step)
 
