@@ -1,4 +1,4 @@
-"""Splitting im2col's work between threads by samples (npconv._workers)."""
+"""Splitting im2col's and winograd's work between threads by samples (npconv._workers)."""
 
 import threading
 
@@ -26,19 +26,19 @@ def two_threads():
 
 @pytest.fixture
 def always_split(monkeypatch, two_threads):
-    monkeypatch.setattr(im2col, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", 0)
 
 
 def test_shares_divide_the_samples(two_threads, monkeypatch):
     spec = plan_conv2d((5, 4, 9, 9), (6, 4, 3, 3)).spec
-    monkeypatch.setattr(im2col, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", 0)
     assert im2col.shares(spec) == [(0, 2), (2, 5)]
     one = plan_conv2d((1, 4, 9, 9), (6, 4, 3, 3)).spec
     assert im2col.shares(one) == [(0, 1)]  # fewer samples than threads: all threads together
-    monkeypatch.setattr(im2col, "SPLIT_MIN_MACS", spec.flops)  # a layer below the threshold
+    monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", spec.flops)  # a layer below the threshold
     assert im2col.shares(spec) == [(0, 5)]
     npconv.set_num_threads(1)
-    monkeypatch.setattr(im2col, "SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", 0)
     assert im2col.shares(spec) == [(0, 5)]
 
 
@@ -135,3 +135,24 @@ def test_empty_cache_releases_the_workers_buffers(always_split):
     assert any(_scratch._worker_buffers)  # the worker's share kept its column matrix
     npconv.empty_cache()
     assert not any(_scratch._worker_buffers)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((5, 6, 26, 26), (8, 6, 3, 3), dict(padding=1)),  # float32: F(4x4, 3x3)
+    ((3, 8, 13, 11), (6, 4, 3, 3), dict(padding=(1, 0), groups=2)),  # F(2x2, 3x3)
+    ((3, 4, 30, 29), (4, 4, 3, 3), dict(padding=2, dilation=(2, 3))),  # phase sub-images
+], ids=["f4", "grouped", "dilated"])
+def test_split_winograd_agrees_with_naive(always_split, dtype, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
+    assert len(_workers.shares(spec)) == 2
+    y_ref = npconv.conv2d(x, w, algorithm="naive", **kwargs)
+    g = rng.standard_normal(y_ref.shape).astype(dtype)
+    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    assert_close(npconv.conv2d(x, w, algorithm="winograd", **kwargs), y_ref, "y")
+    got = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
+    for name, a, b in zip(("dX", "dW", "dB"), got, ref, strict=True):
+        assert_close(a, b, name)

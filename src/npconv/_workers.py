@@ -1,14 +1,17 @@
 """Splitting one call's work between threads by samples, with BLAS single-threaded.
 
 A multi-threaded BLAS splits every GEMM between the cores, and a parallel Numba kernel
-every packing pass: each of a chunk's steps wakes the threads, splits, and waits for
-the slowest. For a batch of samples there is a cheaper split: give each thread its own
-share of the samples, and let it pack, multiply (single-threaded BLAS) and unpack its
-share on its own, with its own buffers (:mod:`npconv._scratch` keeps them per thread).
-The threads meet once per call instead of once per step, each thread's column matrix
-stays in its core's caches between being written and being read, and a single-threaded
-GEMM runs closer to the core's peak than half of a two-threaded one (OpenBLAS sgemm
-here: (128, 576) @ (576, 784) at 72 GFLOP/s on one thread, 87 on two).
+every packing pass: each of a chunk's steps wakes the threads (which npconv lets sleep
+between calls), splits, and waits for the slowest. For a batch of samples there is a
+cheaper split: give each thread its own share of the samples, and let it pack,
+multiply (single-threaded BLAS) and unpack its share on its own, with its own buffers
+(:mod:`npconv._scratch` keeps them per thread). The threads meet once per call instead
+of once per step, each thread's column matrix stays in its core's caches between being
+written and being read, and a single-threaded GEMM runs closer to the core's peak than
+half of a two-threaded one (OpenBLAS sgemm here: (128, 576) @ (576, 784) at 72
+GFLOP/s on one thread, 87 on two). im2col and winograd split their calls this way
+(:func:`shares`): im2col's passes on the suite's strided layer ran 1.5-1.6x faster,
+on its pointwise layer 1.1-1.5x; winograd's on ResNet's layers 1.04-1.2x.
 
 :func:`run` runs the shares: the first on the calling thread, the others on a small
 pool of worker threads, with the BLAS library held at one thread meanwhile (through
@@ -22,6 +25,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from itertools import pairwise
 
 from ._scratch import WORKER_PREFIX
 
@@ -46,6 +50,24 @@ def threads() -> int:
     from . import tuning
 
     return tuning.get_num_threads()
+
+
+# A call is split between the threads by samples from this many multiply-adds on; below
+# it the split costs more than it saves (im2col, measured per pass against the unsplit
+# call: 1.0-1.3x faster from 15 to 60 million, 1.1-1.6x on the suite's strided and
+# pointwise layers, 0.75-0.9x at 6 million).
+SPLIT_MIN_MACS = 32_000_000
+
+
+def shares(spec) -> list[tuple[int, int]]:
+    """``(n_lo, n_hi)``: the samples of a convolution ``spec`` (a ConvSpec) each thread
+    takes when the call is split by samples (as evenly as they divide), or ``[(0, N)]``
+    when it runs on all threads together: one thread, fewer samples than threads, or a
+    small layer."""
+    t = min(threads(), spec.n)
+    if t <= 1 or spec.flops < 2 * SPLIT_MIN_MACS:
+        return [(0, spec.n)]
+    return list(pairwise(spec.n * i // t for i in range(t + 1)))
 
 
 def _pool_with(workers: int) -> ThreadPoolExecutor:

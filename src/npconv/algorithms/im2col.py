@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from itertools import pairwise
 
 import numpy as np
 from numba import prange
@@ -243,20 +242,9 @@ def chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None
             yield n0, n0 + 1, i0, min(spec.oh, i0 + rows)
 
 
-# A call is split between the threads by samples (:mod:`npconv._workers`) from this many
-# multiply-adds on; below it the split costs more than it saves.
-SPLIT_MIN_MACS = 32_000_000
-
-
 def shares(spec: ConvSpec) -> list[tuple[int, int]]:
-    """``(n_lo, n_hi)``: the samples each thread takes when a call is split by samples
-    between the threads (as evenly as they divide), or ``[(0, N)]`` when it runs on
-    all threads together: one thread, fewer samples than threads, or a small layer."""
-    t = min(_workers.threads(), spec.n)
-    if t <= 1 or spec.flops < 2 * SPLIT_MIN_MACS:
-        return [(0, spec.n)]
-    bounds = [spec.n * i // t for i in range(t + 1)]
-    return list(pairwise(bounds))
+    """The samples each thread takes (:func:`npconv._workers.shares`)."""
+    return _workers.shares(spec)
 
 
 def work(spec: ConvSpec, itemsize: int) -> list[list[tuple[int, int, int, int]]]:

@@ -56,11 +56,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from fractions import Fraction
+from functools import partial
 
 import numpy as np
 from numba import njit, prange
 
-from .. import tuning
+from .. import _workers, tuning
 from .._numba import generated, serial_and_parallel
 from .._scratch import output, scratch
 from ..spec import ConvSpec
@@ -138,7 +139,8 @@ def _nonfinite(a):  # pragma: no cover - compiled
     return count
 
 
-_OPTIONS = {"fastmath": {"contract"}}
+# nogil: the serial variants run side by side in the threads' shares (npconv._workers)
+_OPTIONS = {"fastmath": {"contract"}, "nogil": True}
 _NONFINITE = serial_and_parallel(_nonfinite)
 
 
@@ -296,10 +298,11 @@ def _tiles(spec: ConvSpec, m: int) -> tuple[int, int, int]:
     return th, tw, th * (tw + 1)
 
 
-def _chunk(spec: ConvSpec, channels: int, itemsize: int, m: int) -> int:
-    """Samples per chunk: each transformed buffer ((m+2)^2, channels, samples*tiles) fits."""
+def _chunk(spec: ConvSpec, channels: int, itemsize: int, m: int, share: int = 1) -> int:
+    """Samples per chunk: each transformed buffer ((m+2)^2, channels, samples*tiles) fits
+    (``share`` threads, each chunking its own samples, divide the budget)."""
     per_sample = (m + 2) ** 2 * channels * _tiles(spec, m)[2] * itemsize
-    budget = min(CHUNK_BYTES, tuning.workspace_limit() // 3)
+    budget = min(CHUNK_BYTES, tuning.workspace_limit() // 3) // share
     return max(1, min(spec.n, budget // per_sample))
 
 
@@ -351,21 +354,30 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
-    g, par, kernels, k = spec.groups, _parallel(spec), _KERNELS[m], (m + 2) ** 2
+    u = _transformed_weight(weight, spec.groups, m)  # (k, G, C_out/G, C_in/G)
+    y = output(spec.y_shape, x.dtype)
+    parts = _workers.shares(spec)
+    _workers.run([partial(_forward_share, x, u, y, spec, m, lo, hi, len(parts))
+                  for lo, hi in parts])
+    return y
+
+
+def _forward_share(x, u, y, spec: ConvSpec, m: int, n_lo: int, n_hi: int, share: int):
+    """Samples n_lo:n_hi of y, chunk by chunk: on all threads when ``share`` is 1, else
+    on the calling thread alone (serial transforms, single-threaded BLAS)."""
+    g, kernels, k = spec.groups, _KERNELS[m], (m + 2) ** 2
+    par = share == 1 and _parallel(spec)
     th, tw, per_sample = _tiles(spec, m)
     top, left = spec.padding[0], spec.padding[2]
-    u = _transformed_weight(weight, g, m)  # (k, G, C_out/G, C_in/G)
-    y = output(spec.y_shape, x.dtype)
-    step = _chunk(spec, max(spec.c_in, spec.c_out), x.itemsize, m)
-    for s in range(0, spec.n, step):
-        nb = min(step, spec.n - s)
+    step = _chunk(spec, max(spec.c_in, spec.c_out), x.itemsize, m, share)
+    for s in range(n_lo, n_hi, step):
+        nb = min(step, n_hi - s)
         t = nb * per_sample
         v = scratch("winograd v", (k, spec.c_in, t), x.dtype)
         kernels["input"][par](x[s:s + nb], v, th, tw, top, left)
         mm = scratch("winograd m", (k, g, spec.c_out_g, t), x.dtype)
         np.matmul(u, v.reshape(k, g, spec.c_in_g, t), out=mm)
         kernels["output"][par](mm.reshape(k, spec.c_out, t), y[s:s + nb], th, tw)
-    return y
 
 
 def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool):
@@ -391,43 +403,60 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
 def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool,
               m: int):
     grad_output = np.ascontiguousarray(grad_output)
-    g, cig, cog = spec.groups, spec.c_in_g, spec.c_out_g
-    par, kernels, k = _parallel(spec), _KERNELS[m], (m + 2) ** 2
-    th, tw, per_sample = _tiles(spec, m)
-    top, left = spec.padding[0], spec.padding[2]
-    u = _transformed_weight(weight, g, m) if need_input else None  # (k, G, C_out/G, C_in/G)
+    u = (_transformed_weight(weight, spec.groups, m)
+         if need_input else None)  # (k, G, C_out/G, C_in/G)
     dx = output((spec.n, spec.c_in, spec.h, spec.w), grad_output.dtype) if need_input else None
-    if need_weight:  # dU summed over the chunks; each chunk's product goes through part
-        du = scratch("winograd du", (k, g, cog, cig), grad_output.dtype)
-        du[...] = 0
-        part = scratch("winograd du part", (k, g, cog, cig), grad_output.dtype)
-        x = np.ascontiguousarray(x)
-    step = _chunk(spec, max(spec.c_in, spec.c_out), grad_output.itemsize, m)
-    for s in range(0, spec.n, step):
-        nb = min(step, spec.n - s)
-        t = nb * per_sample
-        # z is zero on the junk tiles, so they add nothing to dU or dV
-        z = scratch("winograd m", (k, g, cog, t), grad_output.dtype)
-        kernels["grad"][par](grad_output[s:s + nb], z.reshape(k, spec.c_out, t), th, tw)
-        if need_weight:
-            v = scratch("winograd v", (k, g, cig, t), x.dtype)
-            kernels["input"][par](x[s:s + nb], v.reshape(k, spec.c_in, t), th, tw, top, left)
-            np.matmul(z, v.transpose(0, 1, 3, 2), out=part)  # (k, G, C_out/G, C_in/G)
-            du += part
-        if need_input:
-            dv = scratch("winograd v", (k, g, cig, t), grad_output.dtype)
-            np.matmul(u.transpose(0, 1, 3, 2), z, out=dv)  # (k, G, C_in/G, tiles)
-            kernels["input_grad"][par](dv.reshape(k, spec.c_in, t), dx[s:s + nb], th, tw,
-                                       top, left)
+    x = np.ascontiguousarray(x) if need_weight else None
+    parts = _workers.shares(spec)
+    partials = _workers.run([partial(_backward_share, x, u, grad_output, dx, spec, m, lo, hi,
+                                     len(parts)) for lo, hi in parts])
     dw = None
-    if need_weight:
+    if need_weight:  # the threads' dU, added in a fixed order
+        du = partials[0]
+        for part in partials[1:]:
+            du += part
         # dW = G^T dU G per (o, c): (k, G, C_out/G, C_in/G) -> (C_out, C_in/G, 3, 3)
         gm = G_OF[m]
-        du = du.reshape(m + 2, m + 2, spec.c_out, cig).astype(np.float64)
+        du = du.reshape(m + 2, m + 2, spec.c_out, spec.c_in_g).astype(np.float64)
         dw = np.tensordot(gm, du, axes=(0, 0))  # (3, a, C_out, C_in/G)
         dw = np.tensordot(dw, gm, axes=(1, 0))  # (3, C_out, C_in/G, 3)
         dw = dw.transpose(1, 2, 0, 3).astype(grad_output.dtype)  # (C_out, C_in/G, 3, 3)
     return dx, dw
+
+
+def _backward_share(x, u, grad_output, dx, spec: ConvSpec, m: int, n_lo: int, n_hi: int,
+                    share: int):
+    """Samples n_lo:n_hi, chunk by chunk: their dX into ``dx`` (unless ``u`` is None) and
+    their dU, returned (None when ``x`` is None: no dW). On all threads when ``share``
+    is 1, else on the calling thread alone (serial transforms, single-threaded BLAS)."""
+    g, cig, cog = spec.groups, spec.c_in_g, spec.c_out_g
+    kernels, k = _KERNELS[m], (m + 2) ** 2
+    par = share == 1 and _parallel(spec)
+    th, tw, per_sample = _tiles(spec, m)
+    top, left = spec.padding[0], spec.padding[2]
+    du = None
+    if x is not None:  # dU summed over the chunks; each chunk's product goes through part
+        du = scratch("winograd du", (k, g, cog, cig), grad_output.dtype)
+        du[...] = 0
+        part = scratch("winograd du part", (k, g, cog, cig), grad_output.dtype)
+    step = _chunk(spec, max(spec.c_in, spec.c_out), grad_output.itemsize, m, share)
+    for s in range(n_lo, n_hi, step):
+        nb = min(step, n_hi - s)
+        t = nb * per_sample
+        # z is zero on the junk tiles, so they add nothing to dU or dV
+        z = scratch("winograd m", (k, g, cog, t), grad_output.dtype)
+        kernels["grad"][par](grad_output[s:s + nb], z.reshape(k, spec.c_out, t), th, tw)
+        if du is not None:
+            v = scratch("winograd v", (k, g, cig, t), x.dtype)
+            kernels["input"][par](x[s:s + nb], v.reshape(k, spec.c_in, t), th, tw, top, left)
+            np.matmul(z, v.transpose(0, 1, 3, 2), out=part)  # (k, G, C_out/G, C_in/G)
+            du += part
+        if u is not None:
+            dv = scratch("winograd v", (k, g, cig, t), grad_output.dtype)
+            np.matmul(u.transpose(0, 1, 3, 2), z, out=dv)  # (k, G, C_in/G, tiles)
+            kernels["input_grad"][par](dv.reshape(k, spec.c_in, t), dx[s:s + nb], th, tw,
+                                       top, left)
+    return du
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
