@@ -156,3 +156,32 @@ def test_split_winograd_agrees_with_naive(always_split, dtype, x_shape, w_shape,
     got = npconv.conv2d_backward(x, w, g, algorithm="winograd", **kwargs)
     for name, a, b in zip(("dX", "dW", "dB"), got, ref, strict=True):
         assert_close(a, b, name)
+
+
+def _split_call_in_child(queue):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 8, 16, 16))
+    w = rng.standard_normal((8, 8, 3, 3))
+    y = npconv.conv2d(x, w, padding=1, algorithm="im2col")
+    queue.put(float(np.abs(y - npconv.conv2d(x, w, padding=1, algorithm="naive")).max()))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_can_split_again(always_split):
+    """The parent's worker threads do not exist in a forked child: the child must start
+    its own rather than queue work for threads that will never run it."""
+    import multiprocessing
+
+    rng = np.random.default_rng(8)
+    npconv.conv2d(rng.standard_normal((4, 8, 16, 16)), rng.standard_normal((8, 8, 3, 3)),
+                  padding=1, algorithm="im2col")  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_split_call_in_child, args=(queue,))
+    child.start()
+    child.join(120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in a split call")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) < 1e-9

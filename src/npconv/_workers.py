@@ -22,6 +22,7 @@ in a fixed order, so the result does not depend on which thread finishes first.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -32,6 +33,18 @@ from ._scratch import WORKER_PREFIX
 _lock = threading.Lock()  # one split at a time: it changes the process's BLAS threads
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's worker threads (a pool that believes it
+    has idle workers would leave every task queued forever), and a lock another thread
+    held at the fork would never be released: start both afresh."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @cache
