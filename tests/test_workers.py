@@ -135,6 +135,10 @@ def test_empty_cache_releases_the_workers_buffers(always_split):
     assert any(_scratch._worker_buffers)  # the worker's share kept its column matrix
     npconv.empty_cache()
     assert not any(_scratch._worker_buffers)
+    npconv.conv2d(x, w, padding=1, algorithm="im2col")
+    assert any(_scratch._worker_buffers)  # still tracked after a release
+    npconv.empty_cache()
+    assert not any(_scratch._worker_buffers)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

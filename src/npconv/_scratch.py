@@ -111,5 +111,13 @@ def release() -> None:
     allocate afresh."""
     _local.__dict__.pop("buffers", None)
     _local.__dict__.pop("outputs", None)
+    release_workers()
+
+
+def release_workers(forget: bool = False) -> None:
+    """Let go of the scratch buffers of npconv's worker threads; with ``forget`` (their
+    threads are gone: a pool replaced, or a forked child) stop tracking them too."""
     for buffers in _worker_buffers:
         buffers.clear()
+    if forget:
+        _worker_buffers.clear()

@@ -28,19 +28,21 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from itertools import pairwise
 
-from ._scratch import WORKER_PREFIX
+from ._scratch import WORKER_PREFIX, release_workers
 
 _lock = threading.Lock()  # one split at a time: it changes the process's BLAS threads
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def _after_fork_in_child() -> None:
     """A forked child has none of the parent's worker threads (a pool that believes it
     has idle workers would leave every task queued forever), and a lock another thread
     held at the fork would never be released: start both afresh."""
-    global _pool, _lock
-    _pool, _lock = None, threading.Lock()
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+    release_workers(forget=True)
 
 
 if hasattr(os, "register_at_fork"):
@@ -84,12 +86,15 @@ def shares(spec) -> list[tuple[int, int]]:
 
 
 def _pool_with(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool._max_workers < workers:
-        old, _pool = _pool, ThreadPoolExecutor(max_workers=workers,
-                                               thread_name_prefix=WORKER_PREFIX)
-        if old is not None:
-            old.shutdown(wait=False)
+    """The worker pool, with at least ``workers`` threads (called with no split
+    running, so a smaller pool it replaces is idle)."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size < workers:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+            release_workers(forget=True)  # the old threads' buffers
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=WORKER_PREFIX)
+        _pool_size = workers
     return _pool
 
 
