@@ -37,10 +37,16 @@ Three things make it fast:
   a NaN, so an inf never meets a junk zero). Used when the junk costs the GEMMs little
   (:data:`WIDE_MAX_WASTE`).
 
-Packing (wide rows) and col2im (always) are parallel Numba kernels, one task per
-(sample, channel), so no two threads write the same element; col2im writes the
-unpadded gradient directly. Narrow rows are packed by one NumPy copy from a strided
-view. The GEMMs go to BLAS.
+Packing (wide rows) and col2im (always) are Numba kernels, one task per (sample,
+channel), so no two threads write the same element; col2im writes the unpadded
+gradient directly. Narrow rows are packed by one NumPy copy from a strided view. The
+GEMMs go to BLAS.
+
+A call large enough, with at least one sample per thread, is split between the threads
+by samples (:func:`shares`, :mod:`npconv._workers`): each thread chunks, packs,
+multiplies (single-threaded BLAS) and unpacks its own samples in its own buffers, with
+the kernels' serial variants, and returns its part of dW. Otherwise the chunks run one
+after the other on all threads: parallel kernels, multi-threaded BLAS.
 """
 
 from __future__ import annotations
