@@ -48,7 +48,11 @@ numbered on a grid with one junk column per tile row (zero in dY's transform, so
 adds nothing to dX or dW).
 
 Work is done in chunks of samples whose transformed tiles fit :data:`CHUNK_BYTES`
-(and the workspace limit), reusing per-thread scratch buffers from chunk to chunk.
+(and the workspace limit), reusing per-thread scratch buffers from chunk to chunk. A
+call large enough, with at least one sample per thread, is split between the threads
+by samples (:func:`npconv._workers.shares`): each thread transforms, multiplies
+(single-threaded BLAS) and transforms back its own samples' chunks, with the serial
+kernels and its share of the budget, and returns its part of dU.
 """
 
 from __future__ import annotations
