@@ -7,7 +7,6 @@ import pytest
 
 import npconv
 from npconv import _workers
-from npconv.algorithms import im2col
 from npconv.spec import plan_conv2d
 
 from reference import assert_close
@@ -32,14 +31,14 @@ def always_split(monkeypatch, two_threads):
 def test_shares_divide_the_samples(two_threads, monkeypatch):
     spec = plan_conv2d((5, 4, 9, 9), (6, 4, 3, 3)).spec
     monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", 0)
-    assert im2col.shares(spec) == [(0, 2), (2, 5)]
+    assert _workers.shares(spec) == [(0, 2), (2, 5)]
     one = plan_conv2d((1, 4, 9, 9), (6, 4, 3, 3)).spec
-    assert im2col.shares(one) == [(0, 1)]  # fewer samples than threads: all threads together
+    assert _workers.shares(one) == [(0, 1)]  # fewer samples than threads: all threads together
     monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", spec.flops)  # a layer below the threshold
-    assert im2col.shares(spec) == [(0, 5)]
+    assert _workers.shares(spec) == [(0, 5)]
     npconv.set_num_threads(1)
     monkeypatch.setattr(_workers, "SPLIT_MIN_MACS", 0)
-    assert im2col.shares(spec) == [(0, 5)]
+    assert _workers.shares(spec) == [(0, 5)]
 
 
 @pytest.mark.parametrize("limit", [None, 1, 3000], ids=["whole-shares", "rows-of-one", "chunks"])
@@ -58,7 +57,7 @@ def test_split_im2col_agrees_with_naive(always_split, limit, kwargs, kernel):
     g = rng.standard_normal(y_ref.shape)
     ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
     spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
-    assert len(im2col.shares(spec)) == 2
+    assert len(_workers.shares(spec)) == 2
     try:
         if limit is not None:
             npconv.set_workspace_limit(limit)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, partial
 from itertools import pairwise
 
 from ._scratch import WORKER_PREFIX, release_workers
@@ -137,3 +137,20 @@ def run(tasks: list) -> list:
         finally:
             for lib, n in zip(libraries, before, strict=True):
                 lib.set_num_threads(n)
+
+
+def split(spec, task, *args) -> list:
+    """Run ``task(*args, n_lo, n_hi, share)`` for each of ``spec``'s :func:`shares` at
+    once (:func:`run`; ``share`` is the number of shares), and return the results in
+    order."""
+    parts = shares(spec)
+    return run([partial(task, *args, lo, hi, len(parts)) for lo, hi in parts])
+
+
+def summed(partials: list):
+    """The shares' partial sums (arrays; a weight gradient) added in a fixed order, so the
+    result does not depend on which thread finished first (into the first one)."""
+    total = partials[0]
+    for part in partials[1:]:
+        total += part
+    return total

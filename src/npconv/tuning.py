@@ -101,7 +101,7 @@ DEEP_ALL_MIN_OUT_CHANNELS = 64
 IMPLICIT_POINTWISE_MAX_K = 192
 # The weight gradient alone (a network's first layer needs no dX) of a layer on the
 # implicit GEMM goes to im2col when im2col splits the call between the threads by
-# samples (im2col.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
+# samples (npconv._workers.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
 # four strided layers (ResNet's stride-2 3x3 with 8 and 16 samples, its 7x7 stem, a
 # 32-channel stride-2 layer). The forward pass stays on the implicit GEMM (level or
 # faster: 10.8 against 13.1 ms, 8.7 against 10.8, 18.3 against 17.6), and so does a
@@ -196,9 +196,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
 
 def _im2col_splits(spec: ConvSpec) -> bool:
     """Whether im2col splits ``spec``'s samples between the threads now."""
-    from .algorithms import im2col
+    from . import _workers
 
-    return len(im2col.shares(spec)) > 1
+    return len(_workers.shares(spec)) > 1
 
 
 def _winograd_wins(spec: ConvSpec, dtype) -> bool:

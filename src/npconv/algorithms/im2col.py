@@ -43,7 +43,7 @@ gradient directly. Narrow rows are packed by one NumPy copy from a strided view.
 GEMMs go to BLAS.
 
 A call large enough, with at least one sample per thread, is split between the threads
-by samples (:func:`shares`, :mod:`npconv._workers`): each thread chunks, packs,
+by samples (:func:`npconv._workers.shares`): each thread chunks, packs,
 multiplies (single-threaded BLAS) and unpacks its own samples in its own buffers, with
 the kernels' serial variants, and returns its part of dW. Otherwise the chunks run one
 after the other on all threads: parallel kernels, multi-threaded BLAS.
@@ -52,7 +52,6 @@ after the other on all threads: parallel kernels, multi-threaded BLAS.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 from numba import prange
@@ -248,15 +247,10 @@ def chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None
             yield n0, n0 + 1, i0, min(spec.oh, i0 + rows)
 
 
-def shares(spec: ConvSpec) -> list[tuple[int, int]]:
-    """The samples each thread takes (:func:`npconv._workers.shares`)."""
-    return _workers.shares(spec)
-
-
 def work(spec: ConvSpec, itemsize: int) -> list[list[tuple[int, int, int, int]]]:
     """The chunks of one call, as each thread runs them: one list per share of
-    :func:`shares` (a single list when the call is not split)."""
-    parts = shares(spec)
+    :func:`npconv._workers.shares` (a single list when the call is not split)."""
+    parts = _workers.shares(spec)
     return [list(chunks(spec, itemsize, lo, hi, len(parts))) for lo, hi in parts]
 
 
@@ -418,28 +412,17 @@ def _channel_major(a3, n0, n1, name: str, parallel: bool) -> np.ndarray:
     return out  # (C, nb*L)
 
 
-def _sum_partials(partials: list) -> np.ndarray:
-    """The threads' partial weight gradients added in a fixed order (so the result does
-    not depend on which thread finished first)."""
-    total = partials[0]
-    for part in partials[1:]:
-        total += part
-    return total
-
-
 def _pointwise_forward(x, w_mat, spec: ConvSpec) -> np.ndarray:
     """1x1, stride 1, no padding: x[n] (C_in, H*W) is its own column matrix. The
     chunk's samples are copied side by side, x' (C_in, nb*L), so each group's product
     is one long GEMM, y' = W @ x' (C_out, nb*L), copied back to y: one BLAS call per
     chunk instead of one short one per sample, each of which wakes BLAS's threads (the
     pointwise suite layer, with pauses between calls: 1.3-1.8 ms against 1.7-2.2; level
-    in hot loops). Split between the threads by samples (:func:`shares`)."""
+    in hot loops). Split between the threads by samples (:func:`npconv._workers.shares`)."""
     x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
     y = output(spec.y_shape, x.dtype)
     y3 = y.reshape(spec.n, spec.c_out, -1)  # (N, C_out, L)
-    parts = shares(spec)
-    _workers.run([partial(_pointwise_forward_share, x3, w_mat, y3, spec, lo, hi, len(parts))
-                  for lo, hi in parts])
+    _workers.split(spec, _pointwise_forward_share, x3, w_mat, y3, spec)
     return y
 
 
@@ -472,10 +455,8 @@ def _pointwise_backward(x, w_mat, dz, spec: ConvSpec, need_input: bool, need_wei
         dx3 = dx.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
     if need_weight:
         x3 = x.reshape(spec.n, spec.c_in, -1)  # (N, C_in, L)
-    parts = shares(spec)
-    partials = _workers.run([partial(_pointwise_backward_share, x3, w_mat, dz3, dx3, spec,
-                                     lo, hi, len(parts)) for lo, hi in parts])
-    dw = _sum_partials(partials).reshape(spec.weight_shape) if need_weight else None
+    partials = _workers.split(spec, _pointwise_backward_share, x3, w_mat, dz3, dx3, spec)
+    dw = _workers.summed(partials).reshape(spec.weight_shape) if need_weight else None
     return dx, dw
 
 
@@ -516,7 +497,7 @@ def _buffers(spec: ConvSpec, lay: Layout, dtype, parts: list) -> _Buffers:
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """y = W @ im2col(x), one GEMM per group and chunk, split between the threads by
-    samples (:func:`shares`).
+    samples (:func:`npconv._workers.shares`).
 
     Parameters
     ----------
@@ -532,9 +513,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if _is_pointwise(spec):
         return _pointwise_forward(x, w_mat, spec)
     y = output(spec.y_shape, x.dtype)
-    lay, parts = layout(spec), shares(spec)
-    _workers.run([partial(_forward_share, x, w_mat, y, spec, lay, lo, hi, len(parts))
-                  for lo, hi in parts])
+    _workers.split(spec, _forward_share, x, w_mat, y, spec, layout(spec))
     return y
 
 
@@ -566,8 +545,8 @@ def _forward_share(x, w_mat, y, spec: ConvSpec, lay: Layout, n_lo: int, n_hi: in
 def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weight: bool,
              zero_junk: bool = False):
     """Both gradients in one pass over the chunks (dZ is rearranged once per chunk),
-    split between the threads by samples (:func:`shares`): each thread adds its own
-    samples' dX into their rows of dX and returns its part of dW.
+    split between the threads by samples (:func:`npconv._workers.shares`): each thread
+    adds its own samples' dX into their rows of dX and returns its part of dW.
 
     With wide rows the junk columns of dZ' are zero, so dW is exact as long as the junk
     of the column matrix is finite: x * 0. Only an inf or NaN in x can turn that into a
@@ -584,22 +563,22 @@ def backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_weig
                                    np.ascontiguousarray(weight).reshape(spec.c_out, -1)
                                    if need_input else None,
                                    dz_all, spec, need_input, need_weight)
-    lay, parts = layout(spec), shares(spec)
+    lay = layout(spec)
     w_mat = dx = None
     if need_input:
         w_mat = np.ascontiguousarray(weight).reshape(spec.c_out, -1)  # (C_out, K_g)
         dx = output(spec.x_shape, grad_output.dtype, zero=True)
     x = _contiguous(x) if need_weight else None
-    partials = _workers.run([partial(_backward_share, x, w_mat, dz_all, dx, spec, lay, lo, hi,
-                                     len(parts), zero_junk) for lo, hi in parts])
-    dw = _sum_partials(partials) if need_weight else None
+    partials = _workers.split(spec, _backward_share, x, w_mat, dz_all, dx, spec, lay,
+                              zero_junk)
+    dw = _workers.summed(partials) if need_weight else None
     if need_weight and lay.wide and not zero_junk and np.isnan(dw).any():
         return dx, backward(x, None, grad_output, spec, False, True, zero_junk=True)[1]
     return dx, dw.reshape(spec.weight_shape) if need_weight else None
 
 
-def _backward_share(x, w_mat, dz_all, dx, spec: ConvSpec, lay: Layout, n_lo: int, n_hi: int,
-                    share: int, zero_junk: bool):
+def _backward_share(x, w_mat, dz_all, dx, spec: ConvSpec, lay: Layout, zero_junk: bool,
+                    n_lo: int, n_hi: int, share: int):
     """Samples n_lo:n_hi of :func:`backward`, chunk by chunk: dX added into ``dx``
     (unless ``w_mat`` is None), dW's part returned (None when ``x`` is None). On all
     threads when ``share`` is 1, else on the calling thread alone, in its own buffers."""

@@ -60,7 +60,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from fractions import Fraction
-from functools import partial
 
 import numpy as np
 from numba import njit, prange
@@ -360,9 +359,7 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, m: int) -> np.nd
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     u = _transformed_weight(weight, spec.groups, m)  # (k, G, C_out/G, C_in/G)
     y = output(spec.y_shape, x.dtype)
-    parts = _workers.shares(spec)
-    _workers.run([partial(_forward_share, x, u, y, spec, m, lo, hi, len(parts))
-                  for lo, hi in parts])
+    _workers.split(spec, _forward_share, x, u, y, spec, m)
     return y
 
 
@@ -411,14 +408,10 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
          if need_input else None)  # (k, G, C_out/G, C_in/G)
     dx = output((spec.n, spec.c_in, spec.h, spec.w), grad_output.dtype) if need_input else None
     x = np.ascontiguousarray(x) if need_weight else None
-    parts = _workers.shares(spec)
-    partials = _workers.run([partial(_backward_share, x, u, grad_output, dx, spec, m, lo, hi,
-                                     len(parts)) for lo, hi in parts])
+    partials = _workers.split(spec, _backward_share, x, u, grad_output, dx, spec, m)
     dw = None
-    if need_weight:  # the threads' dU, added in a fixed order
-        du = partials[0]
-        for part in partials[1:]:
-            du += part
+    if need_weight:
+        du = _workers.summed(partials)  # (k, G, C_out/G, C_in/G)
         # dW = G^T dU G per (o, c): (k, G, C_out/G, C_in/G) -> (C_out, C_in/G, 3, 3)
         gm = G_OF[m]
         du = du.reshape(m + 2, m + 2, spec.c_out, spec.c_in_g).astype(np.float64)
