@@ -6,29 +6,51 @@ import os
 import subprocess
 import sys
 
-SCRIPT = """
+VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT")
+SCRIPT = f"""
 import os, npconv
-env = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+names = {VARS!r}
 child = dict(os.environ)
 npconv._undo_thread_defaults(child)
-print(env["OMP_WAIT_POLICY"], env["OPENBLAS_THREAD_TIMEOUT"],
-      child.get("OMP_WAIT_POLICY"), child.get("OPENBLAS_THREAD_TIMEOUT"))
+print(*[os.environ.get(k) for k in names], *[child.get(k) for k in names])
 """
 
 
-def _run(**overrides) -> list[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+def _run(**overrides) -> tuple[dict, dict]:
+    """The four variables as npconv left them, and as a child started after
+    ``_undo_thread_defaults`` would see them."""
+    env = {k: v for k, v in os.environ.items() if k not in VARS}
     env.update(overrides)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, check=True)
-    return out.stdout.split()
+                         text=True, check=True).stdout.split()
+    values = [None if v == "None" else v for v in out]
+    return dict(zip(VARS, values[:4], strict=True)), dict(zip(VARS, values[4:], strict=True))
 
 
 def test_defaults_are_set_and_undone():
-    assert _run() == ["PASSIVE", "4", "None", "None"]
+    import npconv
+
+    ours, child = _run()
+    assert ours == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": str(npconv.OMP_SPIN_ROUNDS),
+                    "KMP_BLOCKTIME": "1", "OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert child == dict.fromkeys(VARS)
 
 
 def test_user_settings_are_kept():
-    assert _run(OMP_WAIT_POLICY="ACTIVE", OPENBLAS_THREAD_TIMEOUT="20") == [
-        "ACTIVE", "20", "ACTIVE", "20"]
+    settings = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "7", "KMP_BLOCKTIME": "9",
+                "OPENBLAS_THREAD_TIMEOUT": "20"}
+    assert _run(**settings) == (settings, settings)
+
+
+def test_a_wait_policy_of_the_users_is_not_overridden_by_a_spin_count():
+    # GNU OpenMP lets GOMP_SPINCOUNT override OMP_WAIT_POLICY: npconv sets neither spin
+    # variable where the user chose a policy
+    ours, child = _run(OMP_WAIT_POLICY="PASSIVE")
+    assert ours == {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None,
+                    "OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert child == {**dict.fromkeys(VARS), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_one_spin_variable_of_the_users_keeps_the_other_default():
+    ours, _ = _run(GOMP_SPINCOUNT="1000")
+    assert ours["GOMP_SPINCOUNT"] == "1000" and ours["KMP_BLOCKTIME"] == "1"

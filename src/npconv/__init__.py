@@ -7,23 +7,31 @@ algorithms of :data:`ALGORITHMS` and gives the same answer.
 
 import os
 
-# Numba's OpenMP threads and the BLAS library's threads take turns on the same cores;
-# spinning OpenMP workers slow every BLAS call that follows a parallel kernel (measured:
-# im2col fwd+bwd of a ResNet layer 20-30% slower). Ask OpenMP to sleep when idle unless
-# the user chose otherwise; it must be set before Numba starts its thread pool.
-_OMP_WAIT_POLICY_FROM_USER = "OMP_WAIT_POLICY" in os.environ
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Numba's OpenMP threads and the BLAS library's threads take turns on the same cores.
+# An idle OpenMP thread spins for a while before it sleeps. GNU OpenMP's default spin
+# (300,000 rounds, "about 3 ms" by its own estimate) slows a two-threaded BLAS call that
+# follows a parallel kernel 1.4-2x (im2col on one or two samples, measured here); no
+# spin at all (OMP_WAIT_POLICY=PASSIVE) makes every parallel kernel wake sleeping
+# threads, 10-100 us each, a large part of a small layer's pass (LeNet's second layer:
+# forward + backward 1.5-2.3x slower than with the spin below). npconv asks for a short
+# spin, enough to carry the threads from one kernel of a call to the next and from one
+# call to the next: 25,000 rounds of GOMP_SPINCOUNT for GNU OpenMP (the runtime of
+# Numba's Linux wheels), 1 ms of KMP_BLOCKTIME for LLVM's and Intel's. It must be set
+# before Numba starts its thread pool. Only what the user left unset is set: GNU OpenMP
+# lets a spin count override the wait policy, so a user's OMP_WAIT_POLICY gets none.
+_THREAD_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT")
+_FROM_USER = {name for name in _THREAD_VARS if name in os.environ}
+OMP_SPIN_ROUNDS = 25_000
+if "OMP_WAIT_POLICY" not in _FROM_USER:
+    os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_ROUNDS))
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
 # The same the other way round: OpenBLAS's threads spin for about 0.1 s after every
 # BLAS call (2**28 cycles), halving the speed of the Numba kernels that follow (col2im,
 # the jit algorithm). 2**4 cycles lets them sleep at once. OpenBLAS reads this when it
 # loads, with NumPy: it takes effect when npconv is imported before NumPy (as the
 # ``npconv`` command does), or when set in the environment.
-_OPENBLAS_THREAD_TIMEOUT_FROM_USER = "OPENBLAS_THREAD_TIMEOUT" in os.environ
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-_DEFAULTED = [name for name, from_user in (("OMP_WAIT_POLICY", _OMP_WAIT_POLICY_FROM_USER),
-                                           ("OPENBLAS_THREAD_TIMEOUT",
-                                            _OPENBLAS_THREAD_TIMEOUT_FROM_USER))
-              if not from_user]
+_DEFAULTED = [name for name in _THREAD_VARS if name in os.environ and name not in _FROM_USER]
 
 
 def _undo_thread_defaults(env=os.environ) -> None:
