@@ -25,7 +25,7 @@ import argparse
 import math
 import statistics
 
-# npconv first: it sets up the thread pools' environment (OMP_WAIT_POLICY,
+# npconv first: it sets up the thread pools' environment (GOMP_SPINCOUNT,
 # OPENBLAS_THREAD_TIMEOUT) before NumPy loads OpenBLAS, as the npconv command does
 import npconv
 

@@ -7,9 +7,9 @@ number of threads. Prints one line per epoch: training seconds (evaluation exclu
 and test accuracy of each.
 
 Each framework trains in its own process, one after the other, each with its
-threading defaults: PyTorch's OpenMP threads spin while idle (its default), npconv asks
-for passive waiting (OMP_WAIT_POLICY=PASSIVE), and the two settings cannot share one
-process (the OpenMP runtime reads it once, when the first of them loads it).
+threading defaults: PyTorch's OpenMP threads spin for a few milliseconds while idle (its
+default), npconv asks for a short spin (GOMP_SPINCOUNT), and the two settings cannot
+share one process (the OpenMP runtime reads them once, when the first of them loads it).
 
     python benchmarks/train_lenet5.py                       # LeNet-5, 10 epochs, 2 threads
     python benchmarks/train_lenet5.py --model book --epochs 5
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-# npconv first: it sets up the thread pools' environment (OMP_WAIT_POLICY,
+# npconv first: it sets up the thread pools' environment (GOMP_SPINCOUNT,
 # OPENBLAS_THREAD_TIMEOUT) before NumPy loads OpenBLAS, as the npconv command does
 import npconv
 

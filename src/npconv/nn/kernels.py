@@ -4,10 +4,10 @@ They see C-contiguous arrays only (callers make sure) and are cached on disk.
 NumPy would need two or three passes and as many temporary arrays for each of them.
 
 Each element-wise kernel comes twice, serial and parallel, and :func:`parallel`
-chooses: waking Numba's OpenMP threads (which sleep between kernels, since npconv sets
-``OMP_WAIT_POLICY=PASSIVE``) costs 10-100 us, more than a serial pass over everything
-LeNet-5 holds (its largest activation, (64, 6, 28, 28), is 0.3M elements: ~35 us for
-one ReLU pass on one core). Measured on 2 cores, one thread was as fast as two up to
+chooses: waking Numba's OpenMP threads (which sleep between kernels once their short
+spin, ``GOMP_SPINCOUNT`` as npconv sets it, has run out) costs 10-100 us, more than a
+serial pass over everything LeNet-5 holds (its largest activation, (64, 6, 28, 28), is
+0.3M elements: ~35 us for one ReLU pass on one core). Measured on 2 cores, one thread was as fast as two up to
 4M elements; :data:`PARALLEL_MIN` leaves the threads to much larger arrays.
 """
 
