@@ -13,7 +13,7 @@ import os
 # follows a parallel kernel 1.4-2x (im2col on one or two samples, measured here); no
 # spin at all (OMP_WAIT_POLICY=PASSIVE) makes every parallel kernel wake sleeping
 # threads, 10-100 us each, a large part of a small layer's pass (LeNet's second layer:
-# forward + backward 1.5-2.3x slower than with the spin below). npconv asks for a short
+# forward + backward 1.7-2.3x slower than with the spin below). npconv asks for a short
 # spin, enough to carry the threads from one kernel of a call to the next and from one
 # call to the next: 25,000 rounds of GOMP_SPINCOUNT for GNU OpenMP (the runtime of
 # Numba's Linux wheels), 1 ms of KMP_BLOCKTIME for LLVM's and Intel's. It must be set
