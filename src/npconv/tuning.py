@@ -64,14 +64,18 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
-# With one or two samples im2col's GEMMs beat the register-tiled kernels: the weight
-# gradient (little work per task) 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
-# the forward pass 1.1-1.4x on 6 of 7 layers (3x3, dilated 3x3, 5x5; the seventh, 192
-# channels 5x5 on one sample, 1.2x slower); dX level. From three samples the tiled
-# kernels won again, and with few channels on every batch (one or two samples, 8-32
-# output channels: the tiled kernels 1.1-3x faster), so this needs 64 output channels
-# per group and columns of K = 288 (channel, tap) pairs (32 channels x 3x3: im2col
-# 1.2-1.3x faster).
+# With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
+# gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
+# and on the whole backward pass of such layers (dX is level). From three samples the
+# tiled kernels won again, and with few channels on every batch (one or two samples,
+# 8-32 output channels: the tiled kernels 1.1-3x faster), so this needs 64 output
+# channels per group and columns of K = 288 (channel, tap) pairs (32 channels x 3x3:
+# im2col 1.2-1.3x faster). The forward pass stays on the tiled kernels: im2col had been
+# 1.1-1.4x faster on 6 of 7 such layers while idle OpenMP threads slept at once, but
+# with their short spin the tiled kernels won on 8 of 11 (one or two samples, 32-192
+# input and 64-128 output channels: 1.03-2.6x, e.g. (1, 96, 28, 28) with 96 3x3 kernels
+# 2.1 against 5.4 ms, (1, 192, 28, 28) with 64 5x5 7.6 against 13.3) and lost on 3 by
+# 1.05-1.6x (128 channels on 28x28 outputs, 96 channels dilated 3x3).
 FEW_SAMPLES = 2
 FEW_MIN_CHANNELS = 64
 FEW_MIN_K = 288
@@ -187,7 +191,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "deep_all"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
-        few = (op != "grad_input" and spec.n <= FEW_SAMPLES
+        few = (op in ("grad_weight", "backward") and spec.n <= FEW_SAMPLES
                and spec.c_out_g >= FEW_MIN_CHANNELS
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
         return "few" if few else "tiled"
@@ -276,7 +280,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}) with "
                f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) beat "
                f"the register-tiled kernels, whose weight gradient has too little work "
-               f"per task",
+               f"per task (the forward pass stays on them)",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
