@@ -70,14 +70,16 @@ WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # tiled kernels won again, and with few channels on every batch (one or two samples,
 # 8-32 output channels: the tiled kernels 1.1-3x faster), so this needs 64 output
 # channels per group and columns of K = 288 (channel, tap) pairs (32 channels x 3x3:
-# im2col 1.2-1.3x faster). The forward pass stays on the tiled kernels: im2col had been
-# 1.1-1.4x faster on 6 of 7 such layers while idle OpenMP threads slept at once, but
-# with their short spin the tiled kernels won on 8 of 11 (one or two samples, 32-192
-# input and 64-128 output channels: 1.03-2.6x, e.g. (1, 96, 28, 28) with 96 3x3 kernels
-# 2.1 against 5.4 ms, (1, 192, 28, 28) with 64 5x5 7.6 against 13.3) and lost on 3 by
-# 1.05-1.6x (128 channels on 28x28 outputs, 96 channels dilated 3x3).
+# im2col 1.2-1.3x faster). Their forward pass needs 128 output channels per group: im2col
+# had been 1.1-1.4x faster on 6 of 7 such layers with 64-192 channels while idle
+# OpenMP threads slept at once, but with their short spin the tiled kernels won on 7
+# of 8 layers with 64-96 output channels (1.03-2.6x: (1, 96, 28, 28) with 96 3x3
+# kernels 2.1 against 5.4 ms, (1, 192, 28, 28) with 64 5x5 7.6 against 13.3; lost by
+# 1.05-1.15x with 96 channels dilated), and im2col on 3 of 4 with 128 (1.07-1.6x on 28x28
+# and 32x32 outputs, dilated or not; the tiled kernels 1.25x on 56x56).
 FEW_SAMPLES = 2
 FEW_MIN_CHANNELS = 64
+FEW_FORWARD_MIN_CHANNELS = 128
 FEW_MIN_K = 288
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
@@ -191,8 +193,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "deep_all"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
-        few = (op in ("grad_weight", "backward") and spec.n <= FEW_SAMPLES
-               and spec.c_out_g >= FEW_MIN_CHANNELS
+        few = (op != "grad_input" and spec.n <= FEW_SAMPLES
+               and spec.c_out_g >= (FEW_FORWARD_MIN_CHANNELS if op == "forward"
+                                    else FEW_MIN_CHANNELS)
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
         return "few" if few else "tiled"
     return "gemm"
@@ -279,8 +282,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                         f"jit algorithm's implicit GEMM",
         "few": f"only {spec.n} sample{'s' if spec.n > 1 else ''} (at most {FEW_SAMPLES}) with "
                f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) beat "
-               f"the register-tiled kernels, whose weight gradient has too little work "
-               f"per task (the forward pass stays on them)",
+               f"the register-tiled kernels" + (
+                   f" (from {FEW_FORWARD_MIN_CHANNELS} output channels on so few samples)"
+                   if op == "forward" else ", whose weight gradient has too little work per "
+                   "task"),
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (

@@ -7,8 +7,9 @@ Each element-wise kernel comes twice, serial and parallel, and :func:`parallel`
 chooses: waking Numba's OpenMP threads (which sleep between kernels once their short
 spin, ``GOMP_SPINCOUNT`` as npconv sets it, has run out) costs 10-100 us, more than a
 serial pass over everything LeNet-5 holds (its largest activation, (64, 6, 28, 28), is
-0.3M elements: ~35 us for one ReLU pass on one core). Measured on 2 cores, one thread was as fast as two up to
-4M elements; :data:`PARALLEL_MIN` leaves the threads to much larger arrays.
+0.3M elements: ~35 us for one ReLU pass on one core). Measured on 2 cores, one thread
+was as fast as two up to 4M elements; :data:`PARALLEL_MIN` leaves the threads to much
+larger arrays.
 """
 
 from __future__ import annotations
