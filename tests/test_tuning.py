@@ -121,6 +121,9 @@ def test_set_num_threads_validated():
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # one sample
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "im2col"),
     ((1, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "forward", "im2col"),
+    ((64, 3, 64, 64), (32, 3, 3, 3), dict(padding=1), "backward", "im2col"),  # stem
+    ((64, 3, 64, 64), (32, 3, 3, 3), dict(padding=1), "grad_weight", "jit"),
+    ((64, 3, 32, 32), (32, 3, 3, 3), dict(padding=1), "backward", "jit"),  # CIFAR's
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_input", "jit"),
     ((2, 8, 128, 128), (8, 8, 5, 5), dict(padding=2), "backward", "jit"),  # few channels

@@ -81,6 +81,19 @@ FEW_SAMPLES = 2
 FEW_MIN_CHANNELS = 64
 FEW_FORWARD_MIN_CHANNELS = 128
 FEW_MIN_K = 288
+# The backward pass (dX and dW together) of a stem-like layer, a handful of input
+# channels per group (columns of at most STEM_MAX_K (channel, tap) pairs), goes to
+# im2col on outputs of at least STEM_MIN_PIXELS, with STEM_MIN_CHANNELS output
+# channels: im2col packs the column matrix once for both gradients, where the tiled
+# kernels make two passes. Backward, tiled / im2col, ms: (64, 3, 48, 48) with 32 3x3
+# kernels 19.2 / 14.3; (64, 3, 64, 64) 29.6 / 24.6 (1.23-1.49x in four audits);
+# (16, 3, 128, 128) 31.0 / 27.2; (32, 3, 64, 64) with 64 27.0 / 22.3; but on 32x32
+# outputs 6.5 / 6.8 (CIFAR's stem, 32 channels) and 14.6 / 13.4 (64), and 7.4 / 10.5
+# with 16 5x5 kernels. Each gradient alone stays on the tiled kernels (level or faster
+# on 6 of 7 of these layers: a network's first layer asks for dW only).
+STEM_MAX_K = 36
+STEM_MIN_PIXELS = 48 * 48
+STEM_MIN_CHANNELS = 32
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -197,7 +210,10 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                and spec.c_out_g >= (FEW_FORWARD_MIN_CHANNELS if op == "forward"
                                     else FEW_MIN_CHANNELS)
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
-        return "few" if few else "tiled"
+        stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
+                and spec.c_out_g >= STEM_MIN_CHANNELS
+                and spec.oh * spec.ow >= STEM_MIN_PIXELS)
+        return "few" if few else "stem" if stem else "tiled"
     return "gemm"
 
 
@@ -227,7 +243,7 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
-              "tiled": "jit", "few": "im2col", "gemm": "im2col"}
+              "tiled": "jit", "few": "im2col", "stem": "im2col", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -286,6 +302,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                    f" (from {FEW_FORWARD_MIN_CHANNELS} output channels on so few samples)"
                    if op == "forward" else ", whose weight gradient has too little work per "
                    "task"),
+        "stem": f"dX and dW together of {spec.c_in_g} input channel"
+                f"{'s' if spec.c_in_g > 1 else ''} per group on {spec.oh}x{spec.ow} "
+                f"outputs: im2col packs the column matrix (K = {k}) once for both "
+                f"gradients, where the register-tiled kernels make two passes",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
