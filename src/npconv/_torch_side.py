@@ -2,8 +2,8 @@
 
 PyTorch and npconv share the OpenMP runtime when they live in one process, and each
 slows the other down (measured: npconv's im2col on small layers 50-80% slower with
-torch loaded beside it; torch's threads spin by default, npconv asks for passive
-waiting, and the runtime reads that choice once). So the benchmark times PyTorch in
+torch loaded beside it; torch's threads spin for milliseconds by default, npconv asks
+for a short spin, and the runtime reads that choice once). So the benchmark times PyTorch in
 this child process, with PyTorch's own defaults, and talks to it over a pipe. This
 file is run as a script and imports neither npconv nor anything that sets OpenMP up.
 
