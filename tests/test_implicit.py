@@ -26,7 +26,10 @@ def test_which_problems_take_the_implicit_path():
     down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1).spec
     assert jit.implicit(down, "forward", f4)
     wide = plan_conv2d((16, 32, 32, 32), (32, 32, 3, 3), padding=2, dilation=2).spec
-    assert not jit.implicit(wide, "forward", f4)  # 11% junk: the wide rows do as well
+    assert not jit.implicit(wide, "grad_weight", f4)  # 11% junk: the wide rows do as well
+    assert jit.implicit(wide, "forward", f4)  # but a dilated forward pass is faster here
+    undilated = plan_conv2d((16, 32, 32, 32), (32, 32, 3, 3), padding=1).spec
+    assert not jit.implicit(undilated, "forward", f4)
     lenet1 = plan_conv2d((64, 1, 28, 28), (6, 1, 5, 5), padding=2).spec
     assert not jit.implicit(lenet1, "forward", f4)  # 6 output channels
     stem = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), stride=2, padding=1).spec
@@ -126,3 +129,23 @@ def test_the_forward_tile_pads_few_channels():
     assert _implicit.forward_tile(12) == (16, 4)  # 16 channels either way
     assert _implicit.forward_tile(24) == (8, 8)  # 32 against 24: too many
     assert _implicit.forward_tile(8) == (8, 8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_dilated_forward_takes_the_implicit_path_and_agrees(dtype, monkeypatch):
+    x_shape, w_shape = (2, 16, 14, 14), (16, 16, 3, 3)
+    kwargs = dict(padding=2, dilation=2)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    assert jit.implicit(spec, "forward", np.dtype(dtype).itemsize)
+    used = []
+    real = _implicit.correlate
+    monkeypatch.setattr(_implicit, "correlate", lambda *a, **k: used.append(1) or real(*a, **k))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    got = npconv.conv2d(x, w, b, algorithm="jit", **kwargs)
+    want = npconv.conv2d(x, w, b, algorithm="naive", **kwargs)
+    assert used and got.dtype == dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

@@ -286,12 +286,14 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "deep_all": f"{spec.c_in_g} input and {spec.c_out_g} output channels per group: "
                     f"im2col's GEMMs (K = {k}) beat the register-tiled kernels",
         "implicit": f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, "
-                    f"columns of K = {k}, and a strided or narrow output: the jit "
-                    f"algorithm's implicit GEMM (im2col's product with the column matrix "
-                    f"read in place, 16 channels x 4 pixels in registers for the forward, "
-                    f"16 "
-                    f"channels x 6 (channel, tap) pairs for dW) beats copying it out for "
-                    f"BLAS",
+                    f"columns of K = {k}, and "
+                    + ("a strided" if spec.stride != (1, 1)
+                       else "a dilated" if op == "forward" and spec.dilation != (1, 1)
+                       else "a narrow") + " output: the jit "
+                    "algorithm's implicit GEMM (im2col's product with the column matrix "
+                    "read in place, 16 channels x 4 pixels in registers for the forward, "
+                    "16 channels x 6 (channel, tap) pairs for dW) beats copying it out for "
+                    "BLAS",
         "split_weight": f"the weight gradient alone of {spec.n} samples, which im2col splits "
                         f"between {get_num_threads()} threads (each packs its own samples "
                         f"and multiplies them with single-threaded BLAS): faster than the "
