@@ -149,3 +149,60 @@ def test_a_dilated_forward_takes_the_implicit_path_and_agrees(dtype, monkeypatch
     assert used and got.dtype == dtype
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+ADJOINT_CASES = {
+    "dilated": ((2, 16, 14, 14), (16, 16, 3, 3), dict(padding=2, dilation=2)),
+    "grouped": ((2, 32, 14, 14), (32, 16, 3, 3), dict(padding=2, dilation=2, groups=2)),
+    "asymmetric": ((2, 16, 15, 13), (16, 16, 3, 5),
+                   dict(padding=((3, 1), (2, 4)), dilation=(2, 1))),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(ADJOINT_CASES))
+def test_a_dilated_input_gradient_runs_as_the_adjoint_correlation(case, dtype, monkeypatch):
+    # 17.3.2: dZ padded by the kernel's extent less the padding, W rotated by 180 degrees
+    x_shape, w_shape, kwargs = ADJOINT_CASES[case]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    assert jit.dilated_adjoint(spec, np.dtype(dtype).itemsize) is not None
+    used = []
+    real = _implicit.correlate
+    monkeypatch.setattr(_implicit, "correlate", lambda *a, **k: used.append(1) or real(*a, **k))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=(True, False, False),
+                                 **kwargs)[0]
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", output_mask=(True, False, False),
+                                  **kwargs)[0]
+    assert used and got.dtype == dtype and got.shape == x.shape
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_the_adjoint_is_not_used_where_it_does_not_fit():
+    padded_beyond = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=5, dilation=2).spec
+    undilated = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=1).spec
+    narrow = plan_conv2d((2, 16, 14, 14), (32, 8, 3, 3), padding=2, dilation=2,
+                         groups=2).spec  # 8 input channels per group: dX's tile too thin
+    assert all(jit.dilated_adjoint(s, 4) is None for s in (padded_beyond, undilated, narrow))
+
+
+def test_an_inf_weight_keeps_the_dilated_input_gradient_exact():
+    # the zeros around dZ would meet the inf as 0 * inf: the scatter path takes it
+    x_shape, w_shape, kwargs = ADJOINT_CASES["dilated"]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    w[3, 5, 1, 2] = np.inf
+    g = rng.standard_normal(plan_conv2d(x_shape, w_shape, **kwargs).spec.y_shape)
+    got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=(True, False, False),
+                                 **kwargs)[0]
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", output_mask=(True, False, False),
+                                  **kwargs)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)

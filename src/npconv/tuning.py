@@ -312,7 +312,11 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
                      "; its dW runs as the implicit GEMM (no junk columns)"
-                     if op == "backward" and _jit_implicit(spec, dtype) else ""),
+                     if op == "backward" and _jit_implicit(spec, dtype) else "") + (
+                     "; dX runs as the implicit GEMM: the correlation of dZ, padded by "
+                     "the dilated kernel's extent, with W rotated by 180 degrees (17.3.2; "
+                     "finite weights)" if op in ("backward", "grad_input")
+                     and _jit_adjoint(spec, dtype) else ""),
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
@@ -353,6 +357,12 @@ def _jit_implicit(spec: ConvSpec, dtype) -> bool:
     from .algorithms import jit
 
     return jit.implicit(spec, "grad_weight", np.dtype(dtype).itemsize)
+
+
+def _jit_adjoint(spec: ConvSpec, dtype) -> bool:
+    from .algorithms import jit
+
+    return jit.dilated_adjoint(spec, np.dtype(dtype).itemsize) is not None
 
 
 def _jit_indexed(spec: ConvSpec) -> bool:

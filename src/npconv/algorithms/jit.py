@@ -50,7 +50,7 @@ from .. import tuning
 from .._numba import serial_and_parallel
 from .._scratch import output
 from ..padding import pad
-from ..spec import ConvSpec
+from ..spec import ConvSpec, plan_conv2d
 from . import _blocked, _implicit, _indexed, bias_grad
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
@@ -460,6 +460,41 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return y
 
 
+def dilated_adjoint(spec: ConvSpec, itemsize: int) -> ConvSpec | None:
+    """dX of a dilated unit-stride layer as a forward correlation (17.3.2): dZ padded by
+    the kernel's dilated extent less the layer's padding, correlated with W rotated by
+    180 degrees, its channel axes swapped. Its spec, where that correlation runs on the
+    implicit GEMM (:func:`implicit`); else None.
+
+    Measured against the scattering input gradient (:func:`_blocked.scatter_input_grad`),
+    ms: (16, 32, 32, 32) with 32 3x3 kernels, dilation 2, 5.75 / 5.47; (16, 64, 32, 32)
+    20.2 / 15.7; (8, 32, 64, 64), dilation 4, 11.8 / 10.5; (32, 16, 28, 28) 4.64 / 3.06.
+    Undilated layers keep the scatter: their padded dZ would carry more zeros than the
+    implicit kernel's advantage is worth (17.3.2's zero padding, measured slower on
+    every suite layer with the register-tiled correlation).
+    """
+    if not _wide(spec) or spec.dilation == (1, 1):
+        return None
+    (dh, dw), (top, bottom, left, right) = spec.dilation, spec.padding
+    extent_h, extent_w = dh * (spec.kh - 1), dw * (spec.kw - 1)
+    padding = ((extent_h - top, extent_h - bottom), (extent_w - left, extent_w - right))
+    if min(min(pair) for pair in padding) < 0:  # a layer padded beyond the kernel
+        return None
+    adjoint = plan_conv2d((spec.n, spec.c_out, spec.oh, spec.ow),
+                          (spec.c_in, spec.c_out_g, spec.kh, spec.kw), padding=padding,
+                          dilation=spec.dilation, groups=spec.groups).spec
+    return adjoint if implicit(adjoint, "forward", itemsize) else None
+
+
+def _rotated(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """W (C_out, C_in/G, KH, KW) rotated by 180 degrees with each group's channel axes
+    swapped: (C_in, C_out/G, KH, KW), C-contiguous."""
+    g, cog, cig = spec.groups, spec.c_out_g, spec.c_in_g
+    swapped = weight.reshape(g, cog, cig, spec.kh, spec.kw).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(g * cig, cog, spec.kh,
+                                                                   spec.kw)
+
+
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Input gradient by gathering, race-free (one task per sample and input channel).
 
@@ -478,6 +513,10 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
+    adjoint = dilated_adjoint(spec, grad_output.itemsize) if finite else None
+    if adjoint is not None:  # the zeros around dZ meet w as 0 * w too: finite w only
+        return _implicit.correlate(_prepare(grad_output), _rotated(weight, spec), adjoint,
+                                   _parallel(spec))
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
         return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
                                            (spec.h, spec.w), spec.padding, spec.dilation,
