@@ -9,8 +9,8 @@ import os
 
 # Numba's OpenMP threads and the BLAS library's threads take turns on the same cores.
 # An idle OpenMP thread spins for a while before it sleeps. GNU OpenMP's default spin
-# (300,000 rounds, "about 3 ms" by its own estimate) slows a two-threaded BLAS call that
-# follows a parallel kernel 1.4-2x (im2col on one or two samples, measured here); no
+# (300,000 rounds, "about 3 ms" by its own estimate) slows the BLAS calls that follow a
+# parallel kernel (200,000 rounds made one- and two-sample layers 1.2-2.1x slower here); no
 # spin at all (OMP_WAIT_POLICY=PASSIVE) makes every parallel kernel wake sleeping
 # threads, 10-100 us each, a large part of a small layer's pass (LeNet's second layer:
 # forward + backward 1.7-2.3x slower than with the spin below). npconv asks for a short
