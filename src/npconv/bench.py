@@ -88,10 +88,11 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 # side, in turn, waits this long, then warms up with untimed calls for at least
 # WARM_SECONDS (its threads awake, its caches filled), then makes the timed call: both
 # are timed hot, neither under the other's spinning threads. One untimed call was not
-# enough: npconv's OpenMP threads sleep as soon as they are idle (by npconv's choice,
-# see npconv/__init__.py), and after the pause this virtual machine took some 50 ms of
-# work to run them at full speed again (the dilated layer's step: 20 ms after one call,
-# 12.5-13 ms after five or in a loop; PyTorch's, whose threads spin, 16-18 ms either way).
+# enough: npconv's OpenMP threads go to sleep soon after they are idle (after a short
+# spin, by npconv's choice, see npconv/__init__.py), and after the pause this virtual
+# machine took some 50 ms of work to run them at full speed again (the dilated layer's
+# step, measured when they slept at once: 20 ms after one call, 12.5-13 ms after five or
+# in a loop; PyTorch's, whose threads spin longer, 16-18 ms either way).
 SETTLE_SECONDS = 0.12
 WARM_SECONDS = 0.05
 
