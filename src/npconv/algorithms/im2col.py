@@ -342,8 +342,8 @@ def col2im(dcols, dx, spec: ConvSpec, lay: Layout, n0, n1, i0, i1,
                                spec.padding[2], spec.kh, spec.kw, *spec.dilation, lay.width,
                                spec.ow)
         return
-    _UNPACK[parallel](dcols, dx, n0, n1 - n0, i0, i1 - i0, lay.width, spec.ow, spec.kh, spec.kw,
-            *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2])
+    _UNPACK[parallel](dcols, dx, n0, n1 - n0, i0, i1 - i0, lay.width, spec.ow, spec.kh,
+                      spec.kw, *spec.stride, *spec.dilation, spec.padding[0], spec.padding[2])
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ from .._scratch import output
 from ..padding import pad
 from ..spec import ConvSpec, plan_conv2d
 from . import _blocked, _implicit, _indexed, bias_grad
+from .transpose import transposed_kernel
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
 
@@ -486,15 +487,6 @@ def dilated_adjoint(spec: ConvSpec, itemsize: int) -> ConvSpec | None:
     return adjoint if implicit(adjoint, "forward", itemsize) else None
 
 
-def _rotated(weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """W (C_out, C_in/G, KH, KW) rotated by 180 degrees with each group's channel axes
-    swapped: (C_in, C_out/G, KH, KW), C-contiguous."""
-    g, cog, cig = spec.groups, spec.c_out_g, spec.c_in_g
-    swapped = weight.reshape(g, cog, cig, spec.kh, spec.kw).transpose(0, 2, 1, 3, 4)
-    return np.ascontiguousarray(swapped[..., ::-1, ::-1]).reshape(g * cig, cog, spec.kh,
-                                                                   spec.kw)
-
-
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """Input gradient by gathering, race-free (one task per sample and input channel).
 
@@ -515,7 +507,8 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     finite = _wide(spec) and np.isfinite(weight).all()
     adjoint = dilated_adjoint(spec, grad_output.itemsize) if finite else None
     if adjoint is not None:  # the zeros around dZ meet w as 0 * w too: finite w only
-        return _implicit.correlate(_prepare(grad_output), _rotated(weight, spec), adjoint,
+        return _implicit.correlate(_prepare(grad_output),
+                                   _prepare(transposed_kernel(weight, spec.groups)), adjoint,
                                    _parallel(spec))
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
         return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
