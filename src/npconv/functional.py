@@ -29,10 +29,13 @@ from .spec import (
 
 
 def resolve_algorithm(algorithm: str, spec, dtype, op: str):
-    """The algorithm module for ``algorithm`` (``"auto"`` asks :mod:`npconv.tuning`)."""
+    """The algorithm module for ``algorithm`` (``"auto"`` asks :mod:`npconv.tuning`);
+    for an empty batch (N = 0) the module that returns empty and zero arrays."""
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a string, got {algorithm!r}")
     if algorithm == "auto":
+        if spec.n == 0:
+            return algorithms.get_empty_batch()
         algorithm = tuning.choose(spec, dtype, op)
     impl = algorithms.get(algorithm)
     reason = algorithms.unsupported(impl, spec)
@@ -41,7 +44,8 @@ def resolve_algorithm(algorithm: str, spec, dtype, op: str):
                          f"{list(spec.weight_shape)}, stride {spec.stride}, dilation "
                          f"{spec.dilation}): {reason}; use 'auto' or one of "
                          f"{algorithms.ALGORITHMS}")
-    return impl
+    # an empty batch: nothing to compute, once the algorithm asked for is known to fit
+    return algorithms.get_empty_batch() if spec.n == 0 else impl
 
 
 def _batched_input(x: np.ndarray, plan: Conv2dPlan) -> np.ndarray:

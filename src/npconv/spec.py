@@ -387,9 +387,10 @@ def _plan_conv2d(x_shape, weight_shape, stride, padding, dilation, groups, paddi
     dilation = positive_pair(dilation, "dilation", who)
     groups = check_groups(groups, who)
     mode = check_mode(padding_mode, who)
-    if min(x_shape) < 1 or min(weight_shape) < 1:
+    if n < 0 or min((c_in, h, w, *weight_shape)) < 1:
         raise ValueError(f"{who}: input {_shape_str(x_shape)} and weight "
-                         f"{_shape_str(weight_shape)} must not have empty dimensions")
+                         f"{_shape_str(weight_shape)} must not have empty dimensions "
+                         f"(but for the batch: N = 0 is allowed)")
     if c_out % groups:
         raise ValueError(f"{who}: out_channels must be divisible by groups, got weight of size "
                          f"{_shape_str(weight_shape)} and groups={groups}")

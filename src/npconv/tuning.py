@@ -174,6 +174,11 @@ def get_float32_precision() -> str:
     return _precision
 
 
+# explain_choice's name for what runs a batch of no samples (no algorithm at all:
+# npconv.algorithms._empty_batch)
+EMPTY_BATCH = "none"
+
+
 @dataclass(frozen=True)
 class Choice:
     """What ``auto`` picked and the rule that picked it."""
@@ -247,7 +252,8 @@ _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep"
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
-    """The algorithm name ``"auto"`` uses for ``op`` on ``spec`` (see :func:`explain_choice`)."""
+    """The algorithm name ``"auto"`` uses for ``op`` on ``spec`` (see :func:`explain_choice`);
+    ``spec`` has at least one sample (an empty batch never reaches an algorithm)."""
     if _autotune["enabled"]:
         return _measured(spec, dtype, op).algorithm
     return _ALGORITHM[_rule(spec, dtype, op)]
@@ -267,6 +273,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
     """
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    if spec.n == 0:
+        return Choice(EMPTY_BATCH, "an empty batch (N = 0): nothing to compute; y and dX "
+                                   "come back empty and dW and dB as zeros, as in PyTorch")
     if _autotune["enabled"]:
         return _measured(spec, dtype, op)
     case, macs = _rule(spec, dtype, op), spec.flops // 2

@@ -47,6 +47,12 @@ def get(name: str) -> ModuleType:
     return module
 
 
+def get_empty_batch() -> ModuleType:
+    """The stand-in for every algorithm on a batch of no samples
+    (:mod:`npconv.algorithms._empty_batch`)."""
+    return importlib.import_module(f"{__name__}._empty_batch")
+
+
 def unsupported(impl: ModuleType, spec) -> str | None:
     """Why algorithm ``impl`` cannot run ``spec`` (None when it can: always, for the
     general algorithms of :data:`ALGORITHMS`)."""

@@ -10,6 +10,8 @@ updates as the PyTorch convention.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..functional import conv2d, conv2d_backward
@@ -205,7 +207,9 @@ class Flatten(Module):
             raise ValueError(f"Flatten: input of shape {x.shape} has no dimension "
                              f"{self.start_dim} to flatten from")
         self._shape = x.shape
-        return x.reshape(*x.shape[:self.start_dim], -1)  # (N, C*H*W)
+        # the merged size spelt out: -1 is ambiguous when the batch is empty
+        merged = math.prod(x.shape[self.start_dim:])
+        return x.reshape(*x.shape[:self.start_dim], merged)  # (N, C*H*W)
 
     def backward(self, grad_output, *, input_grad=True):
         return grad_output.reshape(self._shape) if input_grad else None  # (N, C, H, W)
