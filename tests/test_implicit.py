@@ -141,8 +141,27 @@ def correlate_calls(monkeypatch) -> list:
     return calls
 
 
+def _implicit_dtype(dtype, monkeypatch):
+    """The implicit kernels run float32 only (float64 runs them scalar); float64 is
+    let through here, to check that the kernels themselves are exact in it too."""
+    monkeypatch.setattr(jit, "IMPLICIT_ITEMSIZE", np.dtype(dtype).itemsize)
+
+
+def test_float64_keeps_off_the_implicit_kernels():
+    spec = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=2, dilation=2).spec
+    down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1).spec
+    for s in (spec, down):
+        assert jit.implicit(s, "forward", 4) and not jit.implicit(s, "forward", 8)
+    assert jit.implicit(down, "grad_weight", 4) and not jit.implicit(down, "grad_weight", 8)
+    assert jit.dilated_adjoint(spec, 4) is not None and jit.dilated_adjoint(spec, 8) is None
+    for op in ("forward", "grad_weight"):
+        assert npconv.explain_choice(down, np.float64, op).algorithm == "im2col"
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_dilated_forward_takes_the_implicit_path_and_agrees(dtype, correlate_calls):
+def test_a_dilated_forward_takes_the_implicit_path_and_agrees(dtype, correlate_calls,
+                                                              monkeypatch):
+    _implicit_dtype(dtype, monkeypatch)
     x_shape, w_shape = (2, 16, 14, 14), (16, 16, 3, 3)
     kwargs = dict(padding=2, dilation=2)
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
@@ -169,8 +188,9 @@ ADJOINT_CASES = {
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(ADJOINT_CASES))
 def test_a_dilated_input_gradient_runs_as_the_adjoint_correlation(case, dtype,
-                                                                 correlate_calls):
+                                                                 correlate_calls, monkeypatch):
     # 17.3.2: dZ padded by the kernel's extent less the padding, W rotated by 180 degrees
+    _implicit_dtype(dtype, monkeypatch)
     x_shape, w_shape, kwargs = ADJOINT_CASES[case]
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
     adjoint = jit.dilated_adjoint(spec, np.dtype(dtype).itemsize)

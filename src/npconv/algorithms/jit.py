@@ -381,18 +381,25 @@ IMPLICIT_MIN_CHANNELS = 16
 IMPLICIT_MIN_K = 100
 IMPLICIT_MAX_K = 640
 IMPLICIT_MIN_JUNK = 0.2
+# The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
+# accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
+# 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
+# float64, forward, implicit / plane or tiled kernels, ms: LeNet's second layer 6.8 /
+# 1.3, the dilated suite layer 65 / 18 (its adjoint dX 64 / 23); the stride-2 ResNet
+# layer 317 / 327, where only im2col's BLAS GEMMs run well (43).
+IMPLICIT_ITEMSIZE = 4
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
-    :mod:`._implicit`: a parallel-sized problem with at least
+    :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`), parallel-sized problem with at least
     :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
     :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs, strided, or
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
     (any junk for the forward pass of a dilated layer);
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
-    if op not in ("forward", "grad_weight") or not _parallel(spec):
+    if op not in ("forward", "grad_weight") or itemsize != IMPLICIT_ITEMSIZE or not _parallel(spec):
         return False
     if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
             or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= IMPLICIT_MAX_K):
