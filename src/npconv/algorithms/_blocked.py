@@ -2,10 +2,11 @@
 
 The plain loops of :mod:`npconv.algorithms.jit` add one tap at a time into an output
 plane in memory, so every multiply-add also loads and stores the accumulator: they
-are bound by the store port, not by arithmetic. Here a task computes a tile of
-:data:`PB` consecutive output pixels for :data:`CB` output channels at once and keeps
-those ``CB * PB`` sums in registers over every input channel and kernel tap; each tap
-loads ``PB`` input pixels and ``CB`` weights for ``CB * PB`` multiply-adds. That is
+are bound by the store port, not by arithmetic. Here a task computes a tile of PB
+consecutive output pixels (:data:`TILE_PIXELS`: 16 in float32, 8 in float64) for
+:data:`CB` output channels at once and keeps those ``CB * PB`` sums in registers over
+every input channel and kernel tap; each tap loads ``PB`` input pixels and ``CB``
+weights for ``CB * PB`` multiply-adds. That is
 how oneDNN's direct convolutions work, and it is what makes small layers (LeNet's,
 CIFAR's) faster here than through im2col and a GEMM.
 
@@ -34,7 +35,8 @@ Used for all three passes of a unit-stride convolution:
   are zero and meet W as ``0 * w``, NaN where w is inf: :mod:`npconv.algorithms.jit`
   uses this path only for finite weights.
 * grad_weight (:func:`weight_grad`): formula 17.3 (11) as dot products over output
-  positions, register-tiled over CB output channels x KB taps x LANES positions.
+  positions, register-tiled over CB output channels x KB taps x LANES positions
+  (:data:`WEIGHT_LANES`: 8 in float32, 4 in float64).
 
 Every output is summed in a fixed order whatever the thread count, so results do not
 depend on it. Temporaries (padded planes, wide output rows) come from
@@ -55,16 +57,27 @@ from .._numba import generated, serial_and_parallel
 from .._scratch import output, scratch
 
 CB = 4  # output channels per register tile
-PB = 16  # output positions per register tile (two AVX registers of float32)
+# Output positions per register tile of the forward and input-gradient kernels, by
+# itemsize: two AVX registers either way (16 float32 or 8 float64), so the CB x PB
+# sums fill 8 of the 16 registers. 16 float64 positions took all 16 and spilled:
+# measured in float64, 8 against 16 positions, ms: the dilated suite layer forward 9.7
+# against 11.1, dX 7.4 against 13.6; (16, 32, 32, 32) with 32 3x3 kernels 9.5 / 12.6
+# and 10.3 / 14.9; 32 5x5 kernels on 16x16, 5.0 / 7.2 and 4.5 / 9.7.
+TILE_PIXELS = {4: 16, 8: 8}
 
 
-def _kernel_source(cb: int, pb: int) -> str:
-    """Source of ``blocked_correlate`` for a (cb, pb) register tile."""
+def tile_pixels(dtype) -> int:
+    """PB, output positions per register tile, for ``dtype``."""
+    return TILE_PIXELS[np.dtype(dtype).itemsize]
+
+
+def _kernel_source(cb: int, pb: int, name: str) -> str:
+    """Source of the forward kernel ``name`` for a (cb, pb) register tile."""
     acc = [[f"a{c}_{p}" for p in range(pb)] for c in range(cb)]
     u = "np.uint64"
     lines = [
-        "def blocked_correlate(planes, wt, offs, out, c_in_g, groups, nblk, plane_len,",
-        "                      ntiles):  # pragma: no cover - compiled",
+        f"def {name}(planes, wt, offs, out, c_in_g, groups, nblk, plane_len,",
+        "        ntiles):  # pragma: no cover - compiled",
         "    n = out.shape[0]",
         "    c_src = c_in_g * groups",
         "    kk = offs.shape[0]",
@@ -99,8 +112,9 @@ def _kernel_source(cb: int, pb: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _weight_kernel_source(cb: int, kb: int, lanes: int) -> str:
-    """Source of ``blocked_weight_grad`` for (cb output channels) x (kb taps) x lanes.
+def _weight_kernel_source(cb: int, kb: int, lanes: int, name: str) -> str:
+    """Source of the weight-gradient kernel ``name`` for (cb output channels) x (kb
+    taps) x lanes.
 
     Each accumulator is one lane of a partial sum over output positions, so a step of
     ``lanes`` positions loads ``lanes`` dZ values per channel and ``lanes`` input values
@@ -109,8 +123,8 @@ def _weight_kernel_source(cb: int, kb: int, lanes: int) -> str:
     acc = [[[f"a{c}_{k}_{q}" for q in range(lanes)] for k in range(kb)] for c in range(cb)]
     u = "np.uint64"
     lines = [
-        "def blocked_weight_grad(xplanes, dzplanes, offs, acc, c_in_g, groups, nblk,",
-        "                        plane_len, dz_len, n):  # pragma: no cover - compiled",
+        f"def {name}(xplanes, dzplanes, offs, acc, c_in_g, groups, nblk,",
+        "        plane_len, dz_len, n):  # pragma: no cover - compiled",
         "    c_src = c_in_g * groups",
         f"    npairs = offs.shape[0] // {kb}",
         "    for task in prange(groups * nblk * c_in_g):",
@@ -139,8 +153,9 @@ def _weight_kernel_source(cb: int, kb: int, lanes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scatter_kernel_source(cb: int, pb: int) -> str:
-    """Source of ``blocked_scatter<cb>`` for a (cb input channels, pb positions) tile.
+def _scatter_kernel_source(cb: int, pb: int, name: str) -> str:
+    """Source of the input-gradient kernel ``name`` for a (cb input channels, pb
+    positions) tile.
 
     The input gradient the way the forward pass made it: each dZ position t sends
     ``w[o, c, k] * dz[o, t]`` to padded input position ``t + offs[k]``. A tile of pb dZ
@@ -151,8 +166,8 @@ def _scatter_kernel_source(cb: int, pb: int) -> str:
     acc = [[f"a{c}_{p}" for p in range(pb)] for c in range(cb)]
     u = "np.uint64"
     lines = [
-        f"def blocked_scatter{cb}(dzplanes, wt, offs, acc, c_out_g, groups, nblk, dz_len,",
-        "                    plane_len, ntiles, n):  # pragma: no cover - compiled",
+        f"def {name}(dzplanes, wt, offs, acc, c_out_g, groups, nblk, dz_len,",
+        "        plane_len, ntiles, n):  # pragma: no cover - compiled",
         "    kk = offs.shape[0]",
         "    zero = acc.dtype.type(0)",
         "    for task in prange(n * groups * nblk):",
@@ -184,25 +199,33 @@ def _scatter_kernel_source(cb: int, pb: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-_KERNEL = serial_and_parallel(generated(_kernel_source(CB, PB), "blocked_correlate", globals()),
-                              fastmath={"contract"})
+def _kernels(source, tiles: dict) -> dict:
+    """{key: (serial, parallel)}: one generated kernel per tile, each its own function
+    (and name, so each has its own entry in Numba's disk cache)."""
+    return {key: serial_and_parallel(generated(source(*args, name), name, globals()),
+                                     fastmath={"contract"})
+            for key, (args, name) in tiles.items()}
+
+
+_KERNELS = _kernels(_kernel_source, {pb: ((CB, pb), f"blocked_correlate{pb}")
+                                     for pb in TILE_PIXELS.values()})
 KB = 2  # kernel taps per register tile of the weight gradient
-LANES = 8  # output positions per step of the weight gradient (one AVX register)
+# Output positions per step of the weight gradient, by itemsize: one AVX register (the
+# CB x KB x LANES sums in 8 registers). Measured in float64, 4 against 8 lanes, ms: the
+# dilated suite layer 9.3 against 14.2; LeNet's second layer 1.6 / 2.9; 32 3x3 kernels
+# on (16, 32, 32, 32) 10.3 / 16.2.
+WEIGHT_LANES = {4: 8, 8: 4}
 # The input gradient's tiles: CB input channels, or 3 where that pads fewer channels
 # (6 input channels: two full blocks of 3 instead of two blocks of 4, a quarter of them
 # zero; 10-25% faster on LeNet's second layer and CIFAR's stem). The forward kernel
 # stays at 4: LLVM does not vectorise its 3-channel form. Each width is its own
 # function (and name), so each has its own entry in Numba's disk cache.
 SCATTER_BLOCKS = (CB, 3)
-_SCATTER_KERNELS = {
-    cb: serial_and_parallel(
-        generated(_scatter_kernel_source(cb, PB), f"blocked_scatter{cb}", globals()),
-        fastmath={"contract"})
-    for cb in SCATTER_BLOCKS
-}
-_WEIGHT_KERNEL = serial_and_parallel(
-    generated(_weight_kernel_source(CB, KB, LANES), "blocked_weight_grad", globals()),
-    fastmath={"contract"})
+_SCATTER_KERNELS = _kernels(_scatter_kernel_source, {
+    (cb, pb): ((cb, pb), f"blocked_scatter{cb}x{pb}")
+    for cb in SCATTER_BLOCKS for pb in TILE_PIXELS.values()})
+_WEIGHT_KERNELS = _kernels(_weight_kernel_source, {
+    lanes: ((CB, KB, lanes), f"blocked_weight_grad{lanes}") for lanes in WEIGHT_LANES.values()})
 _compiled: set = set()
 
 
@@ -324,17 +347,18 @@ def correlate(src, weight, out_shape, pad_top, pad_left, dilation, groups,
     (oh, ow), (dh, dw) = out_shape, dilation
     wp = ow + dw * (kw - 1)  # pitch: the plane's width
     hp = oh + dh * (kh - 1)
-    ntiles = -(-oh * wp // PB)
+    pb = tile_pixels(src.dtype)
+    ntiles = -(-oh * wp // pb)
     offs = np.array([u * dh * wp + v * dw for u in range(kh) for v in range(kw)],
                     dtype=np.int64)  # (KH*KW,)
-    plane_len = max(hp * wp, ntiles * PB + int(offs[-1]))  # the last tile reads this far
+    plane_len = max(hp * wp, ntiles * pb + int(offs[-1]))  # the last tile reads this far
     planes = scratch("tiled planes", (n, c_src, plane_len), src.dtype)
     _PLACE[_copy_parallel(parallel, planes)](src, planes, wp, pad_top, pad_left, hp)
     wt, nblk = _weight_tiles(weight, groups)
-    out = scratch("tiled out", (n, groups * nblk * CB, ntiles * PB), src.dtype)  # wide rows
+    out = scratch("tiled out", (n, groups * nblk * CB, ntiles * pb), src.dtype)  # wide rows
     args = (planes.reshape(-1), wt, offs, out, c_src // groups, groups, nblk, plane_len,
             ntiles)
-    kernel = _KERNEL[parallel]
+    kernel = _KERNELS[pb][parallel]
     _compile(kernel, args)
     kernel(*args)
     y = output((n, c_dst, oh, ow), src.dtype)
@@ -350,7 +374,7 @@ def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
     ``dW[o, c, u, v] = sum_{b, i, j} dz[b, o, i, j] * plane[b, c, i + u*D_h, j + v*D_w]``
     (formula 17.3 (11)), where plane is x zero-padded (pad_top, pad_left, and whatever
     the output size needs on the far sides). Partial sums are kept per lane of
-    :data:`LANES` output positions and added up (in float64) at the end.
+    LANES output positions (:data:`WEIGHT_LANES`) and added up (in float64) at the end.
 
     Parameters
     ----------
@@ -369,7 +393,8 @@ def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
     nblk = -(-c_out_g // CB)
     wp = ow + dw * (kw - 1)
     hp = oh + dh * (kh - 1)
-    dz_len = -(-oh * wp // LANES) * LANES
+    lanes = WEIGHT_LANES[x.dtype.itemsize]
+    dz_len = -(-oh * wp // lanes) * lanes
     taps = [u * dh * wp + v * dw for u in range(kh) for v in range(kw)]
     pairs = -(-len(taps) // KB)
     # (pairs*KB,): spare taps repeat the last one, and their sums are dropped
@@ -384,13 +409,13 @@ def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
     dzplanes = scratch("tiled dz planes", (n, groups * nblk * CB, dz_len), dz.dtype)
     # junk columns and tail are 0
     _PLACE[_copy_parallel(parallel, dzplanes)](dz, dzplanes, wp, 0, 0, oh)
-    acc = np.zeros((groups * nblk * c_in_g, pairs, CB * KB * LANES), dtype=x.dtype)
+    acc = np.zeros((groups * nblk * c_in_g, pairs, CB * KB * lanes), dtype=x.dtype)
     args = (xplanes.reshape(-1), dzplanes.reshape(-1), offs, acc, c_in_g, groups, nblk,
             plane_len, dz_len, n)
-    kernel = _WEIGHT_KERNEL[parallel]
+    kernel = _WEIGHT_KERNELS[lanes][parallel]
     _compile(kernel, args)
     kernel(*args)
-    sums = acc.reshape(groups, nblk, c_in_g, pairs, CB, KB, LANES).sum(axis=-1, dtype=np.float64)
+    sums = acc.reshape(groups, nblk, c_in_g, pairs, CB, KB, lanes).sum(axis=-1, dtype=np.float64)
     sums = sums.transpose(0, 1, 4, 2, 3, 5).reshape(groups, nblk * CB, c_in_g, pairs * KB)
     return sums[:, :c_out_g, :, :kh * kw].reshape(c_out, c_in_g, kh, kw).astype(x.dtype)
 
@@ -422,8 +447,9 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     (h, w), (top, bottom, left, right), (dh, dw) = input_size, padding, dilation
     c_out_g = c_out // groups
     wp, hp = w + left + right, h + top + bottom
-    ntiles = -(-oh * wp // PB)
-    dz_len = ntiles * PB
+    pb = tile_pixels(dz.dtype)
+    ntiles = -(-oh * wp // pb)
+    dz_len = ntiles * pb
     offs = np.array([u * dh * wp + v * dw for u in range(kh) for v in range(kw)],
                     dtype=np.int64)  # (KH*KW,)
     plane_len = max(hp * wp, dz_len + int(offs[-1]))  # the last tile writes this far
@@ -437,7 +463,7 @@ def scatter_input_grad(dz, weight, input_size, padding, dilation, groups,
     acc = scratch("tiled out", (n, groups * nblk * cb, plane_len), dz.dtype)  # padded dX
     args = (dzplanes.reshape(-1), wt, offs, acc.reshape(-1), c_out_g, groups, nblk, dz_len,
             plane_len, ntiles, n)
-    kernel = _SCATTER_KERNELS[cb][parallel]
+    kernel = _SCATTER_KERNELS[cb, pb][parallel]
     _compile(kernel, args)
     kernel(*args)
     dx = output((n, groups * c_in_g, h, w), dz.dtype)
