@@ -233,3 +233,13 @@ def test_an_inf_weight_keeps_the_dilated_input_gradient_exact(correlate_calls):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_the_forward_pass_takes_longer_columns_with_few_output_channels():
+    # K = 800: past IMPLICIT_MAX_K, within IMPLICIT_FORWARD_MAX_K for 64 output channels
+    narrow = plan_conv2d((32, 32, 28, 28), (64, 32, 5, 5), stride=2, padding=2).spec
+    wide = plan_conv2d((16, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1).spec
+    assert jit.implicit(narrow, "forward", 4) and not jit.implicit(narrow, "grad_weight", 4)
+    assert not jit.implicit(wide, "forward", 4)  # 256 channels: BLAS's GEMM wins
+    assert npconv.explain_choice(narrow).algorithm == "jit"
+    assert npconv.explain_choice(wide).algorithm == "im2col"

@@ -381,6 +381,15 @@ IMPLICIT_MIN_CHANNELS = 16
 IMPLICIT_MIN_K = 100
 IMPLICIT_MAX_K = 640
 IMPLICIT_MIN_JUNK = 0.2
+# The forward pass keeps winning past 640 pairs while the layer has few output channels
+# (BLAS's GEMM is then short in M as well); with many it ties or loses. Forward, im2col
+# / implicit, ms, two runs each: 5x5 stride 2, K = 800, 32 output channels 6.0-6.3 /
+# 2.6-2.8, 64 channels 10.0-12.0 / 6.2-7.6, 128 channels 7.1-7.5 / 6.0-6.3; 3x3 stride 2,
+# K = 864, 64 channels 5.3-5.5 / 4.0-4.2; a 1x7 kernel on 17x17 (Inception's), K = 896,
+# 128 channels 13.0-13.9 / 9.6-10.2; against 192 channels at K = 864, 10.0-10.4 /
+# 11.0, 256 at K = 1008 14.7-15.1 / 14.9-15.8 and at K = 1152 16.1-16.4 / 18.0-19.5.
+IMPLICIT_FORWARD_MAX_K = 1024
+IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS = 128
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
@@ -392,17 +401,22 @@ IMPLICIT_ITEMSIZE = 4
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
-    :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`), parallel-sized problem with at least
-    :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
-    :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs, strided, or
+    :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`), parallel-sized problem with
+    at least :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
+    :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs (for the
+    forward pass with at most :data:`IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS` output channels
+    per group, to :data:`IMPLICIT_FORWARD_MAX_K`), strided, or
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
     (any junk for the forward pass of a dilated layer);
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
-    if op not in ("forward", "grad_weight") or itemsize != IMPLICIT_ITEMSIZE or not _parallel(spec):
+    if (op not in ("forward", "grad_weight") or itemsize != IMPLICIT_ITEMSIZE
+            or not _parallel(spec)):
         return False
+    long_k = op == "forward" and spec.c_out_g <= IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS
+    max_k = max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K
     if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
-            or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= IMPLICIT_MAX_K):
+            or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= max_k):
         return False
     dilated_forward = op == "forward" and spec.dilation != (1, 1)
     if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp and not dilated_forward:
