@@ -179,6 +179,35 @@ def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, variant, wher
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("variant", ["jit-planes", "jit-parallel"])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("column", [0, 4, 5, 6])
+def test_an_inf_in_a_strided_input_gives_the_torch_pattern(torch, variant, groups, column,
+                                                           monkeypatch):
+    # stride 2: the phase kernels read each tap's plane as one run, whose junk columns
+    # meet dZ's zeros; an inf there must not turn dW into NaN where torch has none
+    algorithm = use_variant(variant, monkeypatch)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 9, 7))
+    w = rng.standard_normal((3, 3 // groups, 3, 3))
+    x[1, 1, 4, column] = np.inf
+    kwargs = dict(stride=2, padding=(1, 0), groups=groups)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, **kwargs)
+    g = np.abs(rng.standard_normal(tuple(ty.shape))) + 0.5
+    ty.backward(torch.tensor(g))
+    got = (npconv.conv2d(x, w, **kwargs, algorithm=algorithm),
+           npconv.conv2d_backward(x, w, g, **kwargs, algorithm=algorithm)[1])
+    for name, a, b in zip(("y", "dW"), got, (ty.detach(), tw.grad), strict=True):
+        b = b.numpy()
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN")
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf")
+        finite = np.isfinite(b)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-10,
+                                   err_msg=name)
+
+
 def test_remembered_plans_never_let_bad_arguments_through():
     # plans of recent calls are reused; an argument equal to a valid one but of another
     # type (True == 1, 1.0 == 1) must still be rejected
