@@ -62,7 +62,8 @@ def _patches(variant: str) -> tuple[str, dict]:
     if variant == "jit-implicit":  # every forward and dW through the implicit GEMMs
         return "jit", {"PARALLEL_MIN_MACS": 0, "IMPLICIT_MIN_CHANNELS": 1, "IMPLICIT_MIN_K": 1,
                        "IMPLICIT_MAX_K": 1 << 30, "IMPLICIT_FORWARD_MAX_K": 1 << 30,
-                       "IMPLICIT_MIN_JUNK": 0}
+                       "IMPLICIT_MIN_JUNK": 0,
+                       "IMPLICIT_STRIDED_MIN_CHANNELS": {"forward": 1, "grad_weight": 1}}
     if variant == "jit-planes":
         return "jit", {"indexed": lambda spec: False}
     return variant, {}

@@ -243,3 +243,16 @@ def test_the_forward_pass_takes_longer_columns_with_few_output_channels():
     assert not jit.implicit(wide, "forward", 4)  # 256 channels: BLAS's GEMM wins
     assert npconv.explain_choice(narrow).algorithm == "jit"
     assert npconv.explain_choice(wide).algorithm == "im2col"
+
+
+def test_strided_layers_with_few_output_channels_take_the_implicit_gemm():
+    stem = plan_conv2d((16, 3, 112, 112), (8, 3, 3, 3), stride=2, padding=1).spec  # K = 27
+    thin = plan_conv2d((16, 32, 56, 56), (8, 32, 3, 3), stride=2, padding=1).spec
+    four = plan_conv2d((16, 3, 112, 112), (4, 3, 3, 3), stride=2, padding=1).spec
+    wider = plan_conv2d((16, 3, 112, 112), (24, 3, 3, 3), stride=2, padding=1).spec
+    cifar = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), padding=1).spec  # stride 1
+    for spec in (stem, thin):
+        assert jit.implicit(spec, "forward", 4) and jit.implicit(spec, "grad_weight", 4)
+    assert jit.implicit(four, "forward", 4) and not jit.implicit(four, "grad_weight", 4)
+    assert not jit.implicit(wider, "forward", 4)  # K = 27 with 24 channels: im2col
+    assert not jit.implicit(cifar, "forward", 4)

@@ -518,6 +518,17 @@ IMPLICIT_MIN_JUNK = 0.2
 # 11.0, 256 at K = 1008 14.7-15.1 / 14.9-15.8 and at K = 1152 16.1-16.4 / 18.0-19.5.
 IMPLICIT_FORWARD_MAX_K = 1024
 IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS = 128
+# Strided layers with few output channels (stems, thin strided layers) win too, where
+# im2col's GEMMs are short in M (and, below 100 pairs, in K); the strided plane kernels
+# only come close on depthwise layers. im2col / implicit, stride 2, ms, two runs each:
+# forward, (16, 3, 112, 112) with 8 3x3 kernels 2.6-3.6 / 0.64-0.69, 16 kernels
+# 2.1-2.6 / 1.0-1.2, 4 kernels 1.8-2.6 / 0.7; (16, 1, 112, 112) with 16 2.3-2.8 /
+# 0.7-0.8; (16, 32, 56, 56) with 8, 10.4-11.8 / 2.1-2.5; (16, 16, 56, 56) with 12,
+# 4.0-8.0 / 1.2-1.5; dW, 8 kernels on (16, 32, 56, 56) 5.0-10.1 / 3.9-4.0, on
+# (16, 3, 112, 112) 3.3-6.8 / 2.3-2.5, 16 kernels there 4.5-5.4 / 3.4. With 24 kernels
+# and K = 27 the forward lost (2.3-2.4 / 2.5-2.6), so short columns stay at 16 channels.
+IMPLICIT_STRIDED_MIN_CHANNELS = {"forward": 4, "grad_weight": 8}
+IMPLICIT_SHORT_K_MAX_CHANNELS = 16
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
@@ -530,10 +541,12 @@ IMPLICIT_ITEMSIZE = 4
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
     :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`), parallel-sized problem with
-    at least :data:`IMPLICIT_MIN_CHANNELS` output channels per group and columns of
-    :data:`IMPLICIT_MIN_K` to :data:`IMPLICIT_MAX_K` (channel, tap) pairs (for the
-    forward pass with at most :data:`IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS` output channels
-    per group, to :data:`IMPLICIT_FORWARD_MAX_K`), strided, or
+    at least :data:`IMPLICIT_MIN_CHANNELS` output channels per group (strided:
+    :data:`IMPLICIT_STRIDED_MIN_CHANNELS`) and columns of :data:`IMPLICIT_MIN_K` (strided
+    with at most :data:`IMPLICIT_SHORT_K_MAX_CHANNELS` output channels per group: any) to
+    :data:`IMPLICIT_MAX_K` (channel, tap) pairs (for the forward pass with at most
+    :data:`IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS` output channels per group, to
+    :data:`IMPLICIT_FORWARD_MAX_K`), strided, or
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
     (any junk for the forward pass of a dilated layer);
     its copies (the padded input, and dZ for the weight gradient) must fit the
@@ -543,8 +556,13 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
         return False
     long_k = op == "forward" and spec.c_out_g <= IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS
     max_k = max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K
-    if (spec.c_out_g < IMPLICIT_MIN_CHANNELS
-            or not IMPLICIT_MIN_K <= spec.c_in_g * spec.kh * spec.kw <= max_k):
+    strided = not _wide(spec)
+    min_channels = (min(IMPLICIT_MIN_CHANNELS, IMPLICIT_STRIDED_MIN_CHANNELS[op]) if strided
+                    else IMPLICIT_MIN_CHANNELS)
+    short_k = strided and spec.c_out_g <= IMPLICIT_SHORT_K_MAX_CHANNELS
+    min_k = min(1, IMPLICIT_MIN_K) if short_k else IMPLICIT_MIN_K
+    if (spec.c_out_g < min_channels
+            or not min_k <= spec.c_in_g * spec.kh * spec.kw <= max_k):
         return False
     dilated_forward = op == "forward" and spec.dilation != (1, 1)
     if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp and not dilated_forward:
