@@ -182,15 +182,17 @@ def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, variant, wher
 @pytest.mark.parametrize("variant", ["jit-planes", "jit-parallel"])
 @pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("column", [0, 4, 5, 6])
-def test_an_inf_in_a_strided_input_gives_the_torch_pattern(torch, variant, groups, column,
+def test_an_inf_in_a_strided_layer_gives_the_torch_pattern(torch, variant, groups, column,
                                                            monkeypatch):
     # stride 2: the phase kernels read each tap's plane as one run, whose junk columns
-    # meet dZ's zeros; an inf there must not turn dW into NaN where torch has none
+    # meet dZ's zeros; an inf of x there must not turn dW into NaN where torch has none,
+    # and an inf weight must reach dX only through real dZ values
     algorithm = use_variant(variant, monkeypatch)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 9, 7))
     w = rng.standard_normal((3, 3 // groups, 3, 3))
     x[1, 1, 4, column] = np.inf
+    w[1, 0, column % 3, 2] = -np.inf
     kwargs = dict(stride=2, padding=(1, 0), groups=groups)
     tx = torch.tensor(x, requires_grad=True)
     tw = torch.tensor(w, requires_grad=True)
@@ -198,8 +200,9 @@ def test_an_inf_in_a_strided_input_gives_the_torch_pattern(torch, variant, group
     g = np.abs(rng.standard_normal(tuple(ty.shape))) + 0.5
     ty.backward(torch.tensor(g))
     got = (npconv.conv2d(x, w, **kwargs, algorithm=algorithm),
-           npconv.conv2d_backward(x, w, g, **kwargs, algorithm=algorithm)[1])
-    for name, a, b in zip(("y", "dW"), got, (ty.detach(), tw.grad), strict=True):
+           *npconv.conv2d_backward(x, w, g, **kwargs, algorithm=algorithm)[:2])
+    for name, a, b in zip(("y", "dX", "dW"), got, (ty.detach(), tx.grad, tw.grad),
+                          strict=True):
         b = b.numpy()
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN")
         np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf")

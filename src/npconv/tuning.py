@@ -94,6 +94,12 @@ FEW_MIN_K = 288
 STEM_MAX_K = 36
 STEM_MIN_PIXELS = 48 * 48
 STEM_MIN_CHANNELS = 32
+# The backward pass of a strided layer with short columns (fewer than the implicit
+# GEMM's IMPLICIT_MIN_K pairs) whose weight gradient runs on the implicit GEMM (a few
+# output channels per group) goes to the jit algorithm: dW there, and dX scattered into
+# the stride phases of each input plane. Backward, im2col / jit, ms, stride 2:
+# (16, 3, 112, 112) with 8 3x3 kernels 6.5 / 5.1, with 16 8.4 / 7.1; longer columns
+# stay on im2col ((16, 32, 56, 56) with 8 kernels, K = 288: 11.3 / 12.3).
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -205,6 +211,10 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
         return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
+    if (op == "backward" and spec.stride != (1, 1)
+            and spec.c_in_g * spec.kh * spec.kw < jit.IMPLICIT_MIN_K
+            and jit.implicit(spec, "grad_weight", itemsize)):
+        return "strided_stem"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_in_g >= DEEP_ALL_CHANNELS
             and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS):
@@ -248,7 +258,8 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
-              "tiled": "jit", "few": "im2col", "stem": "im2col", "gemm": "im2col"}
+              "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_stem": "jit",
+              "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -317,6 +328,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                 f"{'s' if spec.c_in_g > 1 else ''} per group on {spec.oh}x{spec.ow} "
                 f"outputs: im2col packs the column matrix (K = {k}) once for both "
                 f"gradients, where the register-tiled kernels make two passes",
+        "strided_stem": f"dX and dW together of a strided layer with columns of K = {k} "
+                        f"and {spec.c_out_g} output channels per group: the jit "
+                        f"algorithm's implicit GEMM for dW and dX scattered into the "
+                        f"input's stride phases beat im2col's short GEMMs",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (

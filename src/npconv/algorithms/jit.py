@@ -400,6 +400,52 @@ def _grad_weight_phases_wide_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, gr
                 grad_w[co, ci, u, v] = total[u * kw + v]
 
 
+def _grad_input_phases_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups, hq,
+                              wq):  # pragma: no cover - compiled
+    """dX of a strided layer by scattering into the stride phases of a private padded
+    plane (each ``w * dz`` row lands on one contiguous run of one phase), which are then
+    interleaved into dx. Every product is of a real dZ value: exact for any weights."""
+    n, c_in, h, w = dx.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    _, _, oh, ow = dz.shape
+    c_out_g = c_out // groups
+    zero = dx.dtype.type(0)
+    for task in prange(n * c_in):
+        b = task // c_in
+        cin = task % c_in
+        g = cin // c_in_g
+        ci = cin % c_in_g
+        phases = np.zeros((sh, sw, hq, wq), dtype=dx.dtype)
+        for co in range(g * c_out_g, (g + 1) * c_out_g):
+            for i in range(oh):
+                src = dz[b, co, i]
+                for u in range(kh):
+                    p, r0 = (u * dh) % sh, (u * dh) // sh
+                    for v in range(kw):
+                        q, s0 = (v * dw) % sw, (v * dw) // sw
+                        wv = weight[co, ci, u, v]
+                        dst = phases[p, q, r0 + i, s0:s0 + ow]  # (OW,), contiguous
+                        for j in range(ow):
+                            dst[j] += wv * src[j]
+        # padded pixel (r*sh + p, s*sw + q) is input pixel (.. - top, .. - left); the
+        # pixels no tap reads (past the last phase row or column) get no gradient
+        for xr in range(h):
+            p, r = (xr + top) % sh, (xr + top) // sh
+            row = dx[b, cin, xr]
+            for xc in range(w):
+                row[xc] = zero
+            if r >= hq:
+                continue
+            for q in range(sw):
+                # phase columns s with 0 <= s*sw + q - left < w, and s < wq
+                lo = min(wq, max(0, -((q - left) // sw)))
+                hi = max(lo, min(wq, (w - 1 - q + left) // sw + 1))
+                first = np.uint64(lo * sw + q - left)
+                src = phases[p, q, r]
+                for t in range(hi - lo):
+                    row[first + np.uint64(t * sw)] = src[lo + t]
+
+
 def _phase_args(spec: ConvSpec) -> tuple:
     """(top, left, S_h, S_w, D_h, D_w, G, rows, columns) of the phase kernels: each phase
     as tall and wide as the farthest tap reads, (D*(K-1)) // S + OH (and OW)."""
@@ -425,6 +471,7 @@ _KERNELS = {
                             ("grad_input_wide", _grad_input_wide_kernel, _FUSED),
                             ("grad_weight_wide", _grad_weight_wide_kernel, _DOT),
                             ("forward_phases", _forward_phases_kernel, _FUSED),
+                            ("grad_input_phases", _grad_input_phases_kernel, _FUSED),
                             ("grad_weight_phases", _grad_weight_phases_kernel, _DOT),
                             ("grad_weight_phases_wide", _grad_weight_phases_wide_kernel,
                              _DOT))
@@ -681,6 +728,10 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
                                            (spec.h, spec.w), spec.padding, spec.dilation,
                                            spec.groups, _parallel(spec))
     dx = output(spec.x_shape, grad_output.dtype)
+    if not _wide(spec):
+        _kernel("grad_input_phases", spec)(_prepare(grad_output), _prepare(weight), dx,
+                                           *_phase_args(spec))
+        return dx
     if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,
