@@ -401,22 +401,43 @@ def _grad_weight_phases_wide_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, gr
 
 
 def _grad_input_phases_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups, hq,
-                              wq):  # pragma: no cover - compiled
+                              wq, whole):  # pragma: no cover - compiled
     """dX of a strided layer by scattering into the stride phases of a private padded
-    plane (each ``w * dz`` row lands on one contiguous run of one phase), which are then
-    interleaved into dx. Every product is of a real dZ value: exact for any weights."""
+    plane, which are then interleaved into dx. With ``whole``, each tap adds ``w * dz``
+    over the whole plane as one run, dZ laid out in rows of pitch wq whose junk columns
+    are zero (finite weights only: they meet w as 0 * w); else row by row, each row one
+    contiguous run of one phase, every product of a real dZ value (exact for any
+    weights)."""
     n, c_in, h, w = dx.shape
     c_out, c_in_g, kh, kw = weight.shape
     _, _, oh, ow = dz.shape
     c_out_g = c_out // groups
     zero = dx.dtype.type(0)
+    length = oh * wq
     for task in prange(n * c_in):
         b = task // c_in
         cin = task % c_in
         g = cin // c_in_g
         ci = cin % c_in_g
-        phases = np.zeros((sh, sw, hq, wq), dtype=dx.dtype)
+        # one spare row: a whole-plane run ends (D_w*(KW-1)) // S_w past the last row
+        phases = np.zeros((sh, sw, hq + 1, wq), dtype=dx.dtype)
+        grad = np.zeros(length if whole else 0, dtype=dz.dtype)  # junk columns stay 0
         for co in range(g * c_out_g, (g + 1) * c_out_g):
+            if whole:
+                for i in range(oh):
+                    src = dz[b, co, i]
+                    dst = grad[i * wq:i * wq + ow]
+                    for j in range(ow):
+                        dst[j] = src[j]
+                for u in range(kh):
+                    p, r0 = (u * dh) % sh, (u * dh) // sh
+                    for v in range(kw):
+                        q, s0 = (v * dw) % sw, (v * dw) // sw
+                        wv = weight[co, ci, u, v]
+                        run = phases[p, q].reshape(-1)[r0 * wq + s0:r0 * wq + s0 + length]
+                        for t in range(length):
+                            run[t] += wv * grad[t]
+                continue
             for i in range(oh):
                 src = dz[b, co, i]
                 for u in range(kh):
@@ -730,7 +751,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     dx = output(spec.x_shape, grad_output.dtype)
     if not _wide(spec):
         _kernel("grad_input_phases", spec)(_prepare(grad_output), _prepare(weight), dx,
-                                           *_phase_args(spec))
+                                           *_phase_args(spec), bool(np.isfinite(weight).all()))
         return dx
     if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
