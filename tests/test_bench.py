@@ -114,3 +114,16 @@ def test_the_passes_grid_without_torch_shows_each_pass_share(tmp_path):
     save_passes_plot(dict(rows=rows, dtype="float32", threads=2), str(png))
     assert png.read_bytes()[:4] == b"\x89PNG"
 
+
+
+def test_layers_are_chosen_by_id_or_by_set():
+    from npconv.bench import MORE, SUITE, select_layers
+    from npconv.spec import plan_conv2d
+
+    assert select_layers(None) == SUITE and select_layers("more") == MORE
+    assert select_layers("all") == SUITE + MORE
+    assert [layer.id for layer in select_layers("down,dw_s2,down")] == ["down", "dw_s2"]
+    with pytest.raises(ValueError, match="no layer of the suite matches 'nope'"):
+        select_layers("book,nope")
+    for layer in MORE:  # every layer of other networks is a valid convolution
+        plan_conv2d(layer.x, layer.weight, **layer.kwargs)

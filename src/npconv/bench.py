@@ -41,7 +41,7 @@ class Layer:
     c_out: int
     kernel: tuple
     stride: int = 1
-    padding: int = 0
+    padding: int | tuple = 0
     dilation: int = 1
     groups: int = 1
 
@@ -67,7 +67,49 @@ SUITE = (
     Layer("depthwise", (16, 64, 56, 56), 64, (3, 3), padding=1, groups=64),
     Layer("dilated", (16, 32, 32, 32), 32, (3, 3), padding=2, dilation=2),
 )
+# Layers of other networks, beyond the suite (``--layers more``): where npconv stands on
+# shapes the suite does not have (strided stems, ResNet's deep stages, MobileNet's
+# strided depthwise layers, ResNeXt's grouped ones, Inception's 1x7 and 7x1, DeepLab's
+# dilation 4, a single sample).
+MORE = (
+    Layer("stem7", (8, 3, 112, 112), 64, (7, 7), stride=2, padding=3),
+    Layer("stem3", (16, 3, 112, 112), 8, (3, 3), stride=2, padding=1),
+    Layer("vgg", (8, 64, 64, 64), 64, (3, 3), padding=1),
+    Layer("res14", (16, 256, 14, 14), 256, (3, 3), padding=1),
+    Layer("res7", (16, 512, 7, 7), 512, (3, 3), padding=1),
+    Layer("proj", (16, 256, 28, 28), 512, (1, 1), stride=2),
+    Layer("expand", (32, 64, 56, 56), 256, (1, 1)),
+    Layer("dw_s2", (16, 96, 56, 56), 96, (3, 3), stride=2, padding=1, groups=96),
+    Layer("dw5", (16, 64, 28, 28), 64, (5, 5), padding=2, groups=64),
+    Layer("dw5_s2", (16, 72, 56, 56), 72, (5, 5), stride=2, padding=2, groups=72),
+    Layer("grouped", (16, 128, 28, 28), 128, (3, 3), padding=1, groups=32),
+    Layer("grouped_s2", (16, 128, 56, 56), 128, (3, 3), stride=2, padding=1, groups=32),
+    Layer("incep1x7", (16, 128, 17, 17), 128, (1, 7), padding=(0, 3)),
+    Layer("incep7x1", (16, 128, 17, 17), 128, (7, 1), padding=(3, 0)),
+    Layer("c5s2", (32, 32, 28, 28), 64, (5, 5), stride=2, padding=2),
+    Layer("dil4", (8, 64, 32, 32), 64, (3, 3), padding=4, dilation=4),
+    Layer("single", (1, 128, 56, 56), 128, (3, 3), padding=1),
+)
+LAYER_SETS = {"suite": SUITE, "more": MORE, "all": SUITE + MORE}
 GEMM_BOUND = ("res56", "res28", "down", "pointwise")
+
+
+def select_layers(names: str | None) -> tuple:
+    """The layers ``--layers`` names: comma-separated ids of :data:`SUITE` and
+    :data:`MORE`, or a set name of :data:`LAYER_SETS` (``None``: the suite)."""
+    if not names:
+        return SUITE
+    by_id = {layer.id: layer for layer in SUITE + MORE}
+    chosen = []
+    for name in names.split(","):
+        if name in LAYER_SETS:
+            chosen += LAYER_SETS[name]
+        elif name in by_id:
+            chosen.append(by_id[name])
+        else:
+            raise ValueError(f"no layer of the suite matches {name!r}; layers: "
+                             f"{', '.join(by_id)}, or the sets {', '.join(LAYER_SETS)}")
+    return tuple(dict.fromkeys(chosen))  # in order, each once
 BOOK_FIGURES = {"torch": 0.457, "naive": 20.58, "im2col": 0.200}  # seconds, 14.5.3
 
 
@@ -669,11 +711,7 @@ def handle(args: argparse.Namespace) -> int:
                           progress=lambda m: console.print(f"  timed {m}", style="dim"))
         print_book(result, console)
     else:  # suite or passes: layers of the suite
-        layers = SUITE if not args.layers else tuple(
-            layer for layer in SUITE if layer.id in args.layers.split(","))
-        if not layers:
-            raise ValueError(f"no layer of the suite matches {args.layers!r}; layers: "
-                             f"{', '.join(layer.id for layer in SUITE)}")
+        layers = select_layers(args.layers)
         progress = lambda i: console.print(f"  timed {i}", style="dim")  # noqa: E731
         if args.which == "passes":
             result = run_passes(args.threads, dtype, args.repeat, layers, progress=progress,
@@ -699,6 +737,7 @@ def register(subparsers) -> None:
         epilog="examples:\n  npconv bench book\n  npconv bench suite --plot suite.png\n"
                "  npconv bench suite --layers res56,down --threads 1 --json out.json\n"
                "  npconv bench passes --layers lenet2,down --plot passes.png\n"
+               "  npconv bench suite --layers more\n"
                "  npconv bench memory")
     p.add_argument("which", choices=("book", "suite", "passes", "memory"),
                    help="book: the 14.5.3 comparison; suite: the layer suite; passes: each "
@@ -712,7 +751,10 @@ def register(subparsers) -> None:
     p.add_argument("--iterations", type=positive_int, default=1000, help="iterations (book)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="book: runs of each method's loop, taking turns; the median counts")
-    p.add_argument("--layers", help="comma-separated layer ids of the suite (suite, passes)")
+    p.add_argument("--layers", help="comma-separated layer ids (suite, passes): the suite's, "
+                                    "those of other networks ('more': strided stems, deep "
+                                    "stages, MobileNet, ResNeXt, Inception, DeepLab), or the "
+                                    "sets 'suite', 'more', 'all'")
     p.add_argument("--autotune", action="store_true",
                    help="suite, passes: let auto measure its choice per layer "
                         "(set_autotune)")
