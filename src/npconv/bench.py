@@ -627,19 +627,26 @@ def save_plot(result: dict, path: str) -> None:
     rows = result["rows"]
     ids = [r["id"] for r in rows]
     pos = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    many = len(rows) > 10  # longer lists (--layers all): slanted labels, a wider figure
+    fig, ax = plt.subplots(figsize=(max(10.0, 0.62 * len(rows) + 2), 4.5 + 0.5 * many))
     ax.bar(pos - 0.2, [r["ms"] for r in rows], 0.4, label="npconv (auto)", color="tab:blue")
+    top = max(r["ms"] for r in rows)
     if all("torch_ms" in r for r in rows):
         ax.bar(pos + 0.2, [r["torch_ms"] for r in rows], 0.4, label="PyTorch", color="tab:gray")
+        top = max(top, *(r["torch_ms"] for r in rows))
         for p, r in zip(pos, rows, strict=True):
             ax.annotate(f"{r['speedup']:.2f}x", (p, max(r["ms"], r["torch_ms"])),
                         ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(pos, ids)
+    if many:
+        ax.set_xticks(pos, ids, rotation=35, ha="right")
+    else:
+        ax.set_xticks(pos, ids)
     ax.set_yscale("log")
+    ax.set_ylim(top=top * 4)  # room for the labels and the legend above the bars
     ax.set_ylabel("ms per forward + backward (log)")
     ax.set_title(f"npconv vs PyTorch, {result['dtype']}, {result['threads']} threads "
                  f"(labels: speed-up vs torch)")
-    ax.legend()
+    ax.legend(loc="upper left", ncols=2)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
