@@ -139,6 +139,12 @@ def test_set_num_threads_validated():
     ((16, 3, 112, 112), (24, 3, 3, 3), dict(stride=2, padding=1), "forward", "im2col"),
     ((32, 32, 28, 28), (64, 32, 5, 5), dict(stride=2, padding=2), "forward", "jit"),  # K 800
     ((16, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1), "forward", "im2col"),
+    ((16, 128, 17, 17), (128, 128, 1, 7), dict(padding=(0, 3)), "forward", "jit"),  # 1x7
+    ((16, 128, 17, 17), (128, 128, 1, 7), dict(padding=(0, 3)), "backward", "im2col"),
+    ((16, 128, 17, 17), (128, 128, 7, 1), dict(padding=(3, 0)), "forward", "im2col"),
+    ((16, 64, 28, 28), (64, 64, 3, 1), dict(padding=(1, 0)), "forward", "jit"),
+    ((16, 64, 28, 28), (64, 64, 3, 1), dict(padding=(1, 0)), "backward", "im2col"),
+    ((16, 32, 28, 28), (32, 32, 3, 1), dict(padding=(1, 0)), "backward", "jit"),
 ])
 def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     spec = plan_conv2d(x, w, **kwargs).spec

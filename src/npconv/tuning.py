@@ -94,6 +94,16 @@ FEW_MIN_K = 288
 STEM_MAX_K = 36
 STEM_MIN_PIXELS = 48 * 48
 STEM_MIN_CHANNELS = 32
+# One-dimensional kernels (1xK and Kx1, Inception's factorised layers) with 64 or more
+# input and output channels per group: the register-tiled gradients lose to im2col's
+# GEMMs, and so does the tiled forward pass of a Kx1 kernel from 128 channels (a 1xK
+# one runs on the implicit GEMM: its rows are junk-heavy). Measured in one process,
+# jit / im2col, median of 7, ms, backward: (16, 128, 17, 17) with 128 1x7 kernels
+# 40.3 / 31.8, 7x1 33.0 / 28.2; 192 7x1 kernels 85.5 / 55.4; (16, 96, 17, 17) with 96
+# 1x3 14.0 / 9.9; (16, 64, 28, 28) with 64 3x1 16.6 / 12.5; forward, the 128 and 192
+# 7x1 layers 16.5 / 13.7 and 34.0 / 28.7 (the 64-channel 3x1 one level, 8.6 / 8.9).
+ONE_DIM_MIN_CHANNELS = 64
+ONE_DIM_FORWARD_MIN_CHANNELS = 128
 # The backward pass of a strided layer with short columns (fewer than the implicit
 # GEMM's IMPLICIT_MIN_K pairs) whose weight gradient runs on the implicit GEMM (a few
 # output channels per group) goes to the jit algorithm: dW there, and dX scattered into
@@ -215,6 +225,11 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
             and spec.c_in_g * spec.kh * spec.kw < jit.IMPLICIT_MIN_K
             and jit.implicit(spec, "grad_weight", itemsize)):
         return "strided_stem"
+    if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
+            and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
+            and (op == "backward" or (op == "forward" and spec.kw == 1
+                                      and spec.c_in_g >= ONE_DIM_FORWARD_MIN_CHANNELS))):
+        return "one_dim"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_in_g >= DEEP_ALL_CHANNELS
             and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS):
@@ -259,7 +274,7 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_stem": "jit",
-              "gemm": "im2col"}
+              "one_dim": "im2col", "gemm": "im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -332,6 +347,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                         f"and {spec.c_out_g} output channels per group: the jit "
                         f"algorithm's implicit GEMM for dW and dX scattered into the "
                         f"input's stride phases beat im2col's short GEMMs",
+        "one_dim": f"a {spec.kh}x{spec.kw} kernel with {spec.c_in_g} input and "
+                   f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
+                   f"beat the register-tiled kernels on one-dimensional kernels",
         "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
                  f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
                  f"registers) beat im2col + BLAS" + (
