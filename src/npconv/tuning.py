@@ -104,12 +104,16 @@ STEM_MIN_CHANNELS = 32
 # 7x1 layers 16.5 / 13.7 and 34.0 / 28.7 (the 64-channel 3x1 one level, 8.6 / 8.9).
 ONE_DIM_MIN_CHANNELS = 64
 ONE_DIM_FORWARD_MIN_CHANNELS = 128
-# The backward pass of a strided layer with short columns (fewer than the implicit
-# GEMM's IMPLICIT_MIN_K pairs) whose weight gradient runs on the implicit GEMM (a few
-# output channels per group) goes to the jit algorithm: dW there, and dX scattered into
-# the stride phases of each input plane. Backward, im2col / jit, ms, stride 2:
-# (16, 3, 112, 112) with 8 3x3 kernels 6.5 / 5.1, with 16 8.4 / 7.1; longer columns
-# stay on im2col ((16, 32, 56, 56) with 8 kernels, K = 288: 11.3 / 12.3).
+# The backward pass of a strided layer whose weight gradient runs on the implicit GEMM
+# goes to the jit algorithm (dW there, dX scattered into the stride phases of each input
+# plane) while its output channels per group times its columns' (channel, tap) pairs,
+# the scatter's work per input pixel, are at most STRIDED_BACKWARD_MAX_WORK. Backward,
+# jit / im2col, ms, stride 2, median of 7 in one process (two runs where given):
+# (16, 3, 112, 112) with 16 3x3 kernels (16 x 27) 5.1 / 7.8; (16, 32, 56, 56) with 8
+# (8 x 288) 11.1-11.4 / 19.3-40.2; (16, 16, 56, 56) with 12 (12 x 144) 6.6 / 18.6-32.4;
+# but with 16 on (16, 32, 56, 56) (16 x 288) 17.2 / 10.5, and on (16, 64, 56, 56)
+# (16 x 576) 24.1-31.0 / 21.8-28.9.
+STRIDED_BACKWARD_MAX_WORK = 2560
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
 # the register-tiled kernels, forward / backward: 256 and 512 channels 1.6-1.9x / 1.7-2.0x
@@ -222,9 +226,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
             and not pointwise_gemm):
         return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
     if (op == "backward" and spec.stride != (1, 1)
-            and spec.c_in_g * spec.kh * spec.kw < jit.IMPLICIT_MIN_K
+            and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK
             and jit.implicit(spec, "grad_weight", itemsize)):
-        return "strided_stem"
+        return "strided_thin"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
             and (op == "backward" or (op == "forward" and spec.kw == 1
@@ -273,7 +277,7 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
-              "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_stem": "jit",
+              "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
               "one_dim": "im2col", "gemm": "im2col"}
 
 
@@ -343,10 +347,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                 f"{'s' if spec.c_in_g > 1 else ''} per group on {spec.oh}x{spec.ow} "
                 f"outputs: im2col packs the column matrix (K = {k}) once for both "
                 f"gradients, where the register-tiled kernels make two passes",
-        "strided_stem": f"dX and dW together of a strided layer with columns of K = {k} "
+        "strided_thin": f"dX and dW together of a strided layer with columns of K = {k} "
                         f"and {spec.c_out_g} output channels per group: the jit "
                         f"algorithm's implicit GEMM for dW and dX scattered into the "
-                        f"input's stride phases beat im2col's short GEMMs",
+                        f"input's stride phases beat im2col's thin GEMMs",
         "one_dim": f"a {spec.kh}x{spec.kw} kernel with {spec.c_in_g} input and "
                    f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
                    f"beat the register-tiled kernels on one-dimensional kernels",
