@@ -104,10 +104,12 @@ STEM_MIN_CHANNELS = 32
 # 7x1 layers 16.5 / 13.7 and 34.0 / 28.7 (the 64-channel 3x1 one level, 8.6 / 8.9).
 ONE_DIM_MIN_CHANNELS = 64
 ONE_DIM_FORWARD_MIN_CHANNELS = 128
-# The backward pass of a strided layer whose weight gradient runs on the implicit GEMM
-# goes to the jit algorithm (dW there, dX scattered into the stride phases of each input
-# plane) while its output channels per group times its columns' (channel, tap) pairs,
-# the scatter's work per input pixel, are at most STRIDED_BACKWARD_MAX_WORK. Backward,
+# The float32 backward pass of a strided layer with at most 16 output channels per group
+# goes to the jit algorithm (dW on the implicit GEMM, or below 8 channels on the stride
+# phases; dX scattered into the stride phases of each input plane) while its output
+# channels per group times its columns' (channel, tap) pairs, the scatter's work per
+# input pixel, are at most STRIDED_BACKWARD_MAX_WORK. ResNeXt's stride-2 layer,
+# (16, 128, 56, 56) with 32 groups of 4 3x3 kernels: 33.9-35.7 / 44.6-58.2. Backward,
 # jit / im2col, ms, stride 2, median of 7 in one process (two runs where given):
 # (16, 3, 112, 112) with 16 3x3 kernels (16 x 27) 5.1 / 7.8; (16, 32, 56, 56) with 8
 # (8 x 288) 11.1-11.4 / 19.3-40.2; (16, 16, 56, 56) with 12 (12 x 144) 6.6 / 18.6-32.4;
@@ -225,9 +227,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
         return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
-    if (op == "backward" and spec.stride != (1, 1)
-            and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK
-            and jit.implicit(spec, "grad_weight", itemsize)):
+    if (op == "backward" and spec.stride != (1, 1) and itemsize == jit.IMPLICIT_ITEMSIZE
+            and spec.c_out_g <= jit.IMPLICIT_SHORT_K_MAX_CHANNELS
+            and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK):
         return "strided_thin"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
