@@ -1,5 +1,6 @@
 """Implicit GEMM: im2col's products with the column matrix never built (the jit
-algorithm's path for layers with 8 or more output channels per group).
+algorithm's path, in float32, for strided or junk-heavy layers with 16 or more output
+channels per group, and strided ones from 4: :func:`npconv.algorithms.jit.implicit`).
 
 14.4 writes the forward pass as one GEMM, ``Y (C_out, P) = W (C_out, K) @ cols (K, P)``
 over the P = N*OH*OW output pixels and the K = C_in/G*KH*KW (channel, tap) pairs;
