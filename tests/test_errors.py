@@ -146,6 +146,17 @@ def test_nan_and_inf_propagate_like_torch(torch, algorithm):
     assert np.isnan(dw).any()  # no exception, the NaN flows through
 
 
+def _assert_same_inf_and_nan(got, torch_ref) -> None:
+    """y, dX, dW have torch's NaN and inf where torch has them, and its values elsewhere."""
+    for name, a, b in zip(("y", "dX", "dW"), got, torch_ref, strict=True):
+        b = b.numpy()
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN")
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf")
+        finite = np.isfinite(b)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-10,
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("variant", [*VARIANTS, "winograd"])
 @pytest.mark.parametrize("where", ["input", "weight"])
 def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, variant, where, monkeypatch):
@@ -169,14 +180,7 @@ def test_an_inf_gives_the_same_inf_and_nan_pattern_as_torch(torch, variant, wher
     ty.backward(torch.tensor(g))
     got = (npconv.conv2d(x, w, padding=1, algorithm=algorithm),
            *npconv.conv2d_backward(x, w, g, padding=1, algorithm=algorithm)[:2])
-    for name, a, b in zip(("y", "dX", "dW"), got, (ty.detach(), tx.grad, tw.grad),
-                          strict=True):
-        b = b.numpy()
-        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN")
-        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf")
-        finite = np.isfinite(b)
-        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-10,
-                                   err_msg=name)
+    _assert_same_inf_and_nan(got, (ty.detach(), tx.grad, tw.grad))
 
 
 @pytest.mark.parametrize("variant", ["jit-planes", "jit-parallel"])
@@ -201,14 +205,7 @@ def test_an_inf_in_a_strided_layer_gives_the_torch_pattern(torch, variant, group
     ty.backward(torch.tensor(g))
     got = (npconv.conv2d(x, w, **kwargs, algorithm=algorithm),
            *npconv.conv2d_backward(x, w, g, **kwargs, algorithm=algorithm)[:2])
-    for name, a, b in zip(("y", "dX", "dW"), got, (ty.detach(), tx.grad, tw.grad),
-                          strict=True):
-        b = b.numpy()
-        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN")
-        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf")
-        finite = np.isfinite(b)
-        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-10,
-                                   err_msg=name)
+    _assert_same_inf_and_nan(got, (ty.detach(), tx.grad, tw.grad))
 
 
 def test_remembered_plans_never_let_bad_arguments_through():

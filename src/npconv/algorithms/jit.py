@@ -296,6 +296,16 @@ def _fill_phases(src, phases, top, left, sh, sw):  # pragma: no cover - compiled
                 dst[t] = row[first + np.uint64(t * sw)]
 
 
+@njit(inline="always")
+def _tap_run(phases, u, v, dh, dw, sh, sw, length):  # pragma: no cover - compiled
+    """Tap (u, v)'s run of ``length`` in ``phases``: output position t (rows of pitch wq)
+    reads phase ((u*D_h) % S_h, (v*D_w) % S_w) at flat position t + r0*wq + s0, with
+    r0 = (u*D_h) // S_h and s0 = (v*D_w) // S_w."""
+    wq = phases.shape[3]
+    start = (u * dh) // sh * wq + (v * dw) // sw
+    return phases[(u * dh) % sh, (v * dw) % sw].reshape(-1)[start:start + length]
+
+
 def _forward_phases_kernel(x, weight, y, top, left, sh, sw, dh, dw, groups, hq,
                            wq):  # pragma: no cover - compiled
     n = x.shape[0]
@@ -313,13 +323,11 @@ def _forward_phases_kernel(x, weight, y, top, left, sh, sw, dh, dw, groups, hq,
         for ci in range(c_in_g):
             _fill_phases(x[b, first + ci], phases, top, left, sh, sw)
             for u in range(kh):
-                p, r0 = (u * dh) % sh, (u * dh) // sh
                 for v in range(kw):
-                    q, s0 = (v * dw) % sw, (v * dw) // sw
                     wv = weight[co, ci, u, v]
                     # the whole plane as one run, as the wide kernels do at stride 1:
                     # columns OW .. wq of each row are junk, never stored
-                    src = phases[p, q].reshape(-1)[r0 * wq + s0:r0 * wq + s0 + length]
+                    src = _tap_run(phases, u, v, dh, dw, sh, sw, length)
                     for t in range(length):
                         acc[t] += wv * src[t]
         for i in range(oh):
@@ -368,7 +376,7 @@ def _grad_weight_phases_wide_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, gr
     checks for (the row kernel is exact)."""
     n = x.shape[0]
     c_out, c_in_g, kh, kw = grad_w.shape
-    _, _, oh, ow = dz.shape
+    oh = dz.shape[2]
     c_out_g = c_out // groups
     length = oh * wq
     for task in prange(c_out * c_in_g):
@@ -381,16 +389,10 @@ def _grad_weight_phases_wide_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, gr
         zero = dz.dtype.type(0)
         for b in range(n):
             _fill_phases(x[b, cin], phases, top, left, sh, sw)
-            for i in range(oh):
-                src = dz[b, co, i]
-                dst = grad[i * wq:i * wq + ow]
-                for j in range(ow):
-                    dst[j] = src[j]
+            _fill_wide(dz[b, co], grad, wq)
             for u in range(kh):
-                p, r0 = (u * dh) % sh, (u * dh) // sh
                 for v in range(kw):
-                    q, s0 = (v * dw) % sw, (v * dw) // sw
-                    src = phases[p, q].reshape(-1)[r0 * wq + s0:r0 * wq + s0 + length]
+                    src = _tap_run(phases, u, v, dh, dw, sh, sw, length)
                     part = zero  # a dot product: vectorised with register accumulators
                     for t in range(length):
                         part += src[t] * grad[t]
@@ -424,17 +426,11 @@ def _grad_input_phases_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
         grad = np.zeros(length if whole else 0, dtype=dz.dtype)  # junk columns stay 0
         for co in range(g * c_out_g, (g + 1) * c_out_g):
             if whole:
-                for i in range(oh):
-                    src = dz[b, co, i]
-                    dst = grad[i * wq:i * wq + ow]
-                    for j in range(ow):
-                        dst[j] = src[j]
+                _fill_wide(dz[b, co], grad, wq)
                 for u in range(kh):
-                    p, r0 = (u * dh) % sh, (u * dh) // sh
                     for v in range(kw):
-                        q, s0 = (v * dw) % sw, (v * dw) // sw
                         wv = weight[co, ci, u, v]
-                        run = phases[p, q].reshape(-1)[r0 * wq + s0:r0 * wq + s0 + length]
+                        run = _tap_run(phases, u, v, dh, dw, sh, sw, length)
                         for t in range(length):
                             run[t] += wv * grad[t]
                 continue
