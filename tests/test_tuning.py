@@ -140,6 +140,8 @@ def test_set_num_threads_validated():
     ((16, 128, 56, 56), (128, 4, 3, 3), dict(stride=2, padding=1, groups=32), "backward",
      "jit"),  # ResNeXt
     ((16, 3, 112, 112), (32, 3, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
+    ((16, 64, 56, 56), (16, 64, 1, 1), dict(stride=2), "backward", "im2col"),  # 1x1
+    ((16, 64, 56, 56), (16, 64, 1, 1), dict(stride=2), "forward", "jit"),
     ((16, 3, 112, 112), (24, 3, 3, 3), dict(stride=2, padding=1), "forward", "im2col"),
     ((32, 32, 28, 28), (64, 32, 5, 5), dict(stride=2, padding=2), "forward", "jit"),  # K 800
     ((16, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1), "forward", "im2col"),

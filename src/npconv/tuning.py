@@ -114,7 +114,10 @@ ONE_DIM_FORWARD_MIN_CHANNELS = 128
 # (16, 3, 112, 112) with 16 3x3 kernels (16 x 27) 5.1 / 7.8; (16, 32, 56, 56) with 8
 # (8 x 288) 11.1-11.4 / 19.3-40.2; (16, 16, 56, 56) with 12 (12 x 144) 6.6 / 18.6-32.4;
 # but with 16 on (16, 32, 56, 56) (16 x 288) 17.2 / 10.5, and on (16, 64, 56, 56)
-# (16 x 576) 24.1-31.0 / 21.8-28.9.
+# (16 x 576) 24.1-31.0 / 21.8-28.9. Not 1x1 kernels: their dX touches one phase in
+# S_h*S_w, and the others' zeroing and interleaving cost more than the GEMM
+# ((16, 64, 56, 56) with 16 stride-2 1x1 kernels: dX 5.3 / 3.1, backward 6.6-6.7 /
+# 5.0-6.1).
 STRIDED_BACKWARD_MAX_WORK = 2560
 # A dilated 3x3 layer runs Winograd on its phase sub-images (their outputs must be at
 # least WINOGRAD_MIN_SIZE a side), after copying x into them and y out. Measured against
@@ -228,7 +231,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
             and not pointwise_gemm):
         return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
     if (op == "backward" and spec.stride != (1, 1) and itemsize == jit.IMPLICIT_ITEMSIZE
-            and spec.c_out_g <= jit.IMPLICIT_SHORT_K_MAX_CHANNELS
+            and spec.kh * spec.kw > 1 and spec.c_out_g <= jit.IMPLICIT_SHORT_K_MAX_CHANNELS
             and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK):
         return "strided_thin"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
