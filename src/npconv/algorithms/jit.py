@@ -18,9 +18,10 @@ view sliced once, so it has no index arithmetic or branch left and LLVM vectoris
 element-wise multiply-adds as they are, the weight gradient's dot products because
 those kernels may reorder their sums (vector partial sums kept in registers). The view
 is a plain contiguous slice: with stride 1 of the padded plane itself; with a larger
-stride, of one of its stride phases, which the forward and weight-gradient kernels
-split the plane into first (a slice with a run-time step is typed as non-contiguous
-and its loop stays scalar, about 3x slower; dX still scatters through such slices).
+stride, of one of its stride phases, which the kernels split the plane into first (a
+slice with a run-time step is typed as non-contiguous and its loop stays scalar, about
+3x slower). The phase kernels' row-by-row forms are also the exact fallbacks at stride 1
+(non-finite weights or inputs), where a stride-1 plane is its own single phase.
 
 With unit stride and a few channels per group, real layers go to the register-tiled
 kernels of :mod:`npconv.algorithms._blocked` instead (:func:`tiled` decides): 4 output
@@ -51,7 +52,6 @@ from numba import njit, prange
 from .. import tuning
 from .._numba import serial_and_parallel
 from .._scratch import output
-from ..padding import pad
 from ..spec import ConvSpec, plan_conv2d
 from . import _blocked, _implicit, _indexed, bias_grad
 from .transpose import transposed_kernel
@@ -64,72 +64,6 @@ def _prepare(a: np.ndarray) -> np.ndarray:
     if a.flags.c_contiguous and a.flags.writeable:
         return a
     return np.array(a, order="C")  # a copy: the caller's array is never written
-
-
-def _grad_input_kernel(dz, weight, dx, hp, wp, top, left, sh, sw, dh, dw,
-                       groups):  # pragma: no cover - compiled
-    n, c_in, h, w = dx.shape
-    c_out, c_in_g, kh, kw = weight.shape
-    _, _, oh, ow = dz.shape
-    c_out_g = c_out // groups
-    for task in prange(n * c_in):
-        b = task // c_in
-        cin = task % c_in
-        g = cin // c_in_g
-        ci = cin % c_in_g
-        # this task owns input plane (b, cin): it scatters into a private padded copy,
-        # so no other thread ever touches the same element
-        buf = np.zeros((hp, wp), dtype=dx.dtype)
-        for co in range(g * c_out_g, (g + 1) * c_out_g):
-            for i in range(oh):
-                src = dz[b, co, i]
-                for u in range(kh):
-                    row = buf[i * sh + u * dh]
-                    for v in range(kw):
-                        wv = weight[co, ci, u, v]
-                        if sw == 1:  # contiguous: vectorised
-                            dst = row[v * dw:v * dw + ow]  # (OW,)
-                            for j in range(ow):
-                                dst[j] += wv * src[j]
-                        else:
-                            dst_s = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
-                            for j in range(ow):
-                                dst_s[j] += wv * src[j]
-        for hi in range(h):
-            for wi in range(w):
-                dx[b, cin, hi, wi] = buf[hi + top, wi + left]
-
-
-def _grad_weight_kernel(xp, dz, grad_w, sh, sw, dh, dw, groups):  # pragma: no cover
-    n = xp.shape[0]
-    c_out, c_in_g, kh, kw = grad_w.shape
-    _, _, oh, ow = dz.shape
-    c_out_g = c_out // groups
-    for task in prange(c_out * c_in_g):
-        co = task // c_in_g
-        ci = task % c_in_g
-        cin = (co // c_out_g) * c_in_g + ci
-        total = np.zeros(kh * kw, dtype=np.float64)  # per tap, summed over rows
-        zero = dz.dtype.type(0)
-        for b in range(n):
-            for i in range(oh):
-                grad = dz[b, co, i]
-                for u in range(kh):
-                    row = xp[b, cin, i * sh + u * dh]
-                    for v in range(kw):
-                        part = zero  # a dot product along the row
-                        if sw == 1:  # contiguous: vectorised
-                            src = row[v * dw:v * dw + ow]  # (OW,)
-                            for j in range(ow):
-                                part += src[j] * grad[j]
-                        else:
-                            src_s = row[v * dw:v * dw + sw * (ow - 1) + 1:sw]  # (OW,)
-                            for j in range(ow):
-                                part += src_s[j] * grad[j]
-                        total[u * kw + v] += part
-        for u in range(kh):
-            for v in range(kw):
-                grad_w[co, ci, u, v] = total[u * kw + v]
 
 
 # ------------------------------------------------------------------ stride 1: wide planes
@@ -348,7 +282,7 @@ def _grad_weight_phases_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, groups,
         co = task // c_in_g
         ci = task % c_in_g
         cin = (co // c_out_g) * c_in_g + ci
-        total = np.zeros(kh * kw, dtype=np.float64)  # per tap, summed over samples
+        total = np.zeros(kh * kw, dtype=np.float64)  # per tap, summed over rows
         phases = np.empty((sh, sw, hq, wq), dtype=x.dtype)
         zero = dz.dtype.type(0)
         for b in range(n):
@@ -357,13 +291,13 @@ def _grad_weight_phases_kernel(x, dz, grad_w, top, left, sh, sw, dh, dw, groups,
                 p, r0 = (u * dh) % sh, (u * dh) // sh
                 for v in range(kw):
                     q, s0 = (v * dw) % sw, (v * dw) // sw
-                    part = zero  # dot products along contiguous rows: vectorised
                     for i in range(oh):
                         src = phases[p, q, r0 + i, s0:s0 + ow]
                         grad = dz[b, co, i]
+                        part = zero  # a dot product along a contiguous row: vectorised
                         for j in range(ow):
                             part += src[j] * grad[j]
-                    total[u * kw + v] += part
+                        total[u * kw + v] += part
         for u in range(kh):
             for v in range(kw):
                 grad_w[co, ci, u, v] = total[u * kw + v]
@@ -483,9 +417,7 @@ _FUSED = {"contract"}
 _DOT = {"contract", "reassoc"}
 _KERNELS = {
     name: serial_and_parallel(fn, fastmath=flags)
-    for name, fn, flags in (("grad_input", _grad_input_kernel, _FUSED),
-                            ("grad_weight", _grad_weight_kernel, _DOT),
-                            ("forward_wide", _forward_wide_kernel, _FUSED),
+    for name, fn, flags in (("forward_wide", _forward_wide_kernel, _FUSED),
                             ("grad_input_wide", _grad_input_wide_kernel, _FUSED),
                             ("grad_weight_wide", _grad_weight_wide_kernel, _DOT),
                             ("forward_phases", _forward_phases_kernel, _FUSED),
@@ -746,18 +678,16 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
                                            (spec.h, spec.w), spec.padding, spec.dilation,
                                            spec.groups, _parallel(spec))
     dx = output(spec.x_shape, grad_output.dtype)
-    if not _wide(spec):
-        _kernel("grad_input_phases", spec)(_prepare(grad_output), _prepare(weight), dx,
-                                           *_phase_args(spec), bool(np.isfinite(weight).all()))
-        return dx
     if finite:
         cb = _block(spec, spec.c_in_g, (spec.hp + 1) * spec.wp * dx.itemsize)
         _kernel("grad_input_wide", spec)(_prepare(grad_output), _prepare(weight), dx,
                                          *_wide_args(spec), cb)
         return dx
-    _kernel("grad_input", spec)(_prepare(grad_output), _prepare(weight), dx, spec.hp, spec.wp,
-                                spec.padding[0], spec.padding[2], *spec.stride, *spec.dilation,
-                                spec.groups)
+    # strided layers, and any layer with an inf or NaN weight: the stride phases (at
+    # stride 1 the padded plane itself), whole-plane runs only for finite weights
+    whole = not _wide(spec) and bool(np.isfinite(weight).all())
+    _kernel("grad_input_phases", spec)(_prepare(grad_output), _prepare(weight), dx,
+                                       *_phase_args(spec), whole)
     return dx
 
 
@@ -787,22 +717,15 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     elif _wide(spec):
         _kernel("grad_weight_wide", spec)(_prepare(x), _prepare(grad_output), grad_w,
                                           *_wide_args(spec))
-    if _wide(spec):
-        # junk columns meet x as x * 0, which is NaN where x is inf or NaN: only then
-        # can a NaN appear that the exact sum would not have, so recompute by rows
-        if not np.isnan(grad_w).any():
-            return grad_w
     else:
-        # strided: the plane-long dot products, unless their junk columns met an inf or
-        # NaN of x (x * 0); then the exact row-by-row sums
-        args = (_prepare(x), _prepare(grad_output), grad_w, *_phase_args(spec))
-        _kernel("grad_weight_phases_wide", spec)(*args)
-        if np.isnan(grad_w).any():
-            _kernel("grad_weight_phases", spec)(*args)
-        return grad_w
-    xp = _prepare(pad(x, spec.padding, "zeros") if any(spec.padding) else x)  # (N,C_in,Hp,Wp)
-    _kernel("grad_weight", spec)(xp, _prepare(grad_output), grad_w, *spec.stride,
-                                 *spec.dilation, spec.groups)
+        _kernel("grad_weight_phases_wide", spec)(_prepare(x), _prepare(grad_output), grad_w,
+                                                 *_phase_args(spec))
+    # junk columns meet x as x * 0, which is NaN where x is inf or NaN: only then can a
+    # NaN appear that the exact sum would not have, so recompute by rows (the stride
+    # phases' row kernel; at stride 1 the padded plane itself)
+    if np.isnan(grad_w).any():
+        _kernel("grad_weight_phases", spec)(_prepare(x), _prepare(grad_output), grad_w,
+                                            *_phase_args(spec))
     return grad_w
 
 
