@@ -557,7 +557,7 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     min_channels = (min(IMPLICIT_MIN_CHANNELS, IMPLICIT_STRIDED_MIN_CHANNELS[op]) if strided
                     else IMPLICIT_MIN_CHANNELS)
     short_k = strided and spec.c_out_g <= IMPLICIT_SHORT_K_MAX_CHANNELS
-    min_k = min(1, IMPLICIT_MIN_K) if short_k else IMPLICIT_MIN_K
+    min_k = 1 if short_k else IMPLICIT_MIN_K
     if (spec.c_out_g < min_channels
             or not min_k <= spec.c_in_g * spec.kh * spec.kw <= max_k):
         return False
