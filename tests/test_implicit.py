@@ -75,7 +75,7 @@ CASES = {
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("tile", _implicit.FORWARD_TILES, ids=lambda t: f"{t[0]}x{t[1]}")
+@pytest.mark.parametrize("tile", sorted(_implicit._FORWARD), ids=lambda t: f"{t[0]}x{t[1]}")
 def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
     monkeypatch.setattr(_implicit, "forward_tile", lambda c_out_g: tile)  # every tile, every case
     x_shape, w_shape, kwargs = CASES[case]
@@ -123,12 +123,30 @@ def test_pixel_table_is_cached():
     assert table[spec.ow] - table[0] == 2 * spec.wp
 
 
+def test_every_tile_of_either_width_has_its_kernel():
+    for tiles in _implicit.FORWARD_TILES.values():
+        assert set(tiles) <= set(_implicit._FORWARD)
+    assert _implicit.forward_tile(64) in _implicit.FORWARD_TILES[npconv._numba.VECTOR_BYTES]
+
+
 def test_the_forward_tile_pads_few_channels():
-    assert _implicit.forward_tile(16) == (16, 4)  # LeNet's second layer, exact
-    assert _implicit.forward_tile(128) == (16, 4)
-    assert _implicit.forward_tile(12) == (16, 4)  # 16 channels either way
-    assert _implicit.forward_tile(24) == (8, 8)  # 32 against 24: too many
-    assert _implicit.forward_tile(8) == (8, 8)
+    def avx2(c_out_g):
+        return _implicit.forward_tile(c_out_g, 32)
+
+    assert avx2(16) == (16, 4)  # LeNet's second layer, exact
+    assert avx2(128) == (16, 4)
+    assert avx2(12) == (16, 4)  # 16 channels either way
+    assert avx2(24) == (8, 8)  # 32 against 24: too many
+    assert avx2(8) == (8, 8)
+
+    def avx512(c_out_g):
+        return _implicit.forward_tile(c_out_g, 64)
+
+    assert avx512(128) == (32, 8)
+    assert avx512(24) == (32, 8)  # 32 at full speed beat 24 at half
+    assert avx512(48) == (16, 16)  # 48 exact, against 64 in 32 x 8
+    assert avx512(16) == (16, 16)
+    assert avx512(8) == avx512(4) == (8, 8)
 
 
 @pytest.fixture

@@ -54,3 +54,39 @@ def test_variants_keep_name_and_doc():
     assert serial.py_func.__name__ == parallel.py_func.__name__ == "body"
     assert serial.py_func.__doc__ == "Doc."
     assert serial.py_func.__qualname__ != parallel.py_func.__qualname__
+
+
+def _features_in_child(env_extra: dict) -> list[str]:
+    """(KERNEL_FEATURES or 'None', VECTOR_BYTES, Numba's feature string) in a fresh process."""
+    code = ("import npconv, npconv._numba as n; from numba.core import config; "
+            "print(str(n.KERNEL_FEATURES)[-60:], n.VECTOR_BYTES, "
+            "(config.CPU_FEATURES or 'host')[-60:])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "not a recognized feature" not in out.stderr
+    return out.stdout.split()
+
+
+def test_kernels_compile_without_gathers_unless_the_user_chose_the_cpu():
+    import platform
+
+    from llvmlite import binding
+
+    tuned, vector_bytes, numba_features = _features_in_child({})
+    if platform.machine().lower() in ("x86_64", "amd64") and binding.llvm_version_info >= (17,):
+        assert "+prefer-no-gather" in tuned and numba_features in tuned
+    assert vector_bytes in ("32", "64")
+    tuned, vector_bytes, numba_features = _features_in_child({"NUMBA_CPU_FEATURES": "+avx2"})
+    assert (tuned, vector_bytes, numba_features) == ("None", "32", "+avx2")
+    tuned, _, numba_features = _features_in_child({"NUMBA_CPU_NAME": "generic"})
+    assert tuned == "None" and numba_features == "host"
+
+
+def test_vector_width_follows_the_features():
+    from npconv._numba import _vector_bytes
+
+    assert _vector_bytes("+avx2,+fma,+avx512f,+prefer-no-gather") == 64
+    assert _vector_bytes("+avx2,+fma,-avx512f") == 32
+    assert _vector_bytes("+avx2,+avx512f,+prefer-256-bit") == 32  # the user's choice

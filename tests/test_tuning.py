@@ -314,6 +314,34 @@ def test_jit_channel_blocks_and_threads_do_not_change_results(monkeypatch, kwarg
     assert_close(tiled_dw[0], naive[2], "dW (register tiles)")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vector_bytes", [32, 64], ids=["avx2", "avx512"])
+def test_register_tiles_of_either_vector_width_match_the_loops(monkeypatch, vector_bytes,
+                                                               dtype):
+    """Each machine compiles the tiles of its own vector width; both are run here."""
+    from npconv.algorithms import _blocked
+    from npconv.spec import plan_conv2d as plan
+
+    monkeypatch.setattr(_blocked, "VECTOR_BYTES", vector_bytes)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 5, 11, 13)).astype(dtype)  # 11 x 15 wide rows: tile tails
+    w = rng.standard_normal((6, 5, 3, 2)).astype(dtype)
+    spec = plan(x.shape, w.shape, padding=(1, 2), dilation=(1, 2)).spec
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    y = _blocked.correlate(x, w, (spec.oh, spec.ow), spec.padding[0], spec.padding[2],
+                           spec.dilation, spec.groups, True)
+    dx = _blocked.scatter_input_grad(g, w, (spec.h, spec.w), spec.padding, spec.dilation,
+                                     spec.groups, True)
+    dw = _blocked.weight_grad(x, g, (spec.kh, spec.kw), spec.padding[0], spec.padding[2],
+                              spec.dilation, spec.groups, True)
+    naive = (npconv.conv2d(x, w, algorithm="naive", padding=(1, 2), dilation=(1, 2)),
+             *npconv.conv2d_backward(x, w, g, algorithm="naive", padding=(1, 2),
+                                     dilation=(1, 2))[:2])
+    for name, a, b in zip(("y", "dX", "dW"), (y, dx, dw), naive, strict=True):
+        assert a.dtype == dtype
+        assert_close(a, b, name)
+
+
 def test_scatter_tiles_pad_the_fewest_channels():
     from npconv.algorithms import _blocked
 

@@ -3,11 +3,11 @@
 The plain loops of :mod:`npconv.algorithms.jit` add one tap at a time into an output
 plane in memory, so every multiply-add also loads and stores the accumulator: they
 are bound by the store port, not by arithmetic. Here a task computes a tile of PB
-consecutive output pixels (:data:`TILE_PIXELS`: 16 in float32, 8 in float64) for
-:data:`CB` output channels at once and keeps those ``CB * PB`` sums in registers over
-every input channel and kernel tap; each tap loads ``PB`` input pixels and ``CB``
-weights for ``CB * PB`` multiply-adds. That is
-how oneDNN's direct convolutions work, and it is what makes small layers (LeNet's,
+consecutive output pixels (:data:`TILE_PIXELS`: two vector registers, 16 float32 or 8
+float64 with AVX2, twice that with AVX-512) for :data:`CB` output channels at once and
+keeps those ``CB * PB`` sums in registers over every input channel and kernel tap;
+each tap loads ``PB`` input pixels and ``CB`` weights for ``CB * PB`` multiply-adds.
+That is how oneDNN's direct convolutions work, and it is what makes small layers (LeNet's,
 CIFAR's) faster here than through im2col and a GEMM.
 
 Layout (17.3's "wide planes"): with unit stride, tap (u, v) of output pixel (i, j)
@@ -36,7 +36,7 @@ Used for all three passes of a unit-stride convolution:
   uses this path only for finite weights.
 * grad_weight (:func:`weight_grad`): formula 17.3 (11) as dot products over output
   positions, register-tiled over CB output channels x KB taps x LANES positions
-  (:data:`WEIGHT_LANES`: 8 in float32, 4 in float64).
+  (:data:`WEIGHT_LANES`: one vector register).
 
 Every output is summed in a fixed order whatever the thread count, so results do not
 depend on it. Temporaries (padded planes, wide output rows) come from
@@ -53,22 +53,26 @@ from numba import prange
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
-from .._numba import generated, serial_and_parallel
+from .._numba import VECTOR_BYTES, generated, serial_and_parallel
 from .._scratch import output, scratch
 
 CB = 4  # output channels per register tile
 # Output positions per register tile of the forward and input-gradient kernels, by
-# itemsize: two AVX registers either way (16 float32 or 8 float64), so the CB x PB
-# sums fill 8 of the 16 registers. 16 float64 positions took all 16 and spilled:
+# vector width (:data:`VECTOR_BYTES`) and itemsize: two vector registers either way
+# (AVX2: 16 float32 or 8 float64; AVX-512: 32 or 16), so the CB x PB sums fill 8 of
+# the registers. 16 float64 positions in AVX2 took all 16 registers and spilled:
 # measured in float64, 8 against 16 positions, ms: the dilated suite layer forward 9.7
 # against 11.1, dX 7.4 against 13.6; (16, 32, 32, 32) with 32 3x3 kernels 9.5 / 12.6
-# and 10.3 / 14.9; 32 5x5 kernels on 16x16, 5.0 / 7.2 and 4.5 / 9.7.
-TILE_PIXELS = {4: 16, 8: 8}
+# and 10.3 / 14.9; 32 5x5 kernels on 16x16, 5.0 / 7.2 and 4.5 / 9.7. With AVX-512 in
+# float32, 32 against 16 positions, forward / dX, ms: CIFAR's stem 1.0 / 1.1 against
+# 1.24 / 1.29, the dilated layer 1.9 / 2.0 against 2.2 / 2.3, a 128-channel 3x3 layer
+# 19 / 18 against 27 / 22.
+TILE_PIXELS = {32: {4: 16, 8: 8}, 64: {4: 32, 8: 16}}
 
 
 def tile_pixels(dtype) -> int:
-    """PB, output positions per register tile, for ``dtype``."""
-    return TILE_PIXELS[np.dtype(dtype).itemsize]
+    """PB, output positions per register tile, for ``dtype`` on this CPU."""
+    return TILE_PIXELS[VECTOR_BYTES][np.dtype(dtype).itemsize]
 
 
 def _kernel_source(cb: int, pb: int, name: str) -> str:
@@ -207,14 +211,19 @@ def _kernels(source, tiles: dict) -> dict:
             for key, (args, name) in tiles.items()}
 
 
+# every tile of either width is defined (and compiled when used), so that the tests
+# can run each on any machine
+_PIXEL_TILES = sorted({pb for tiles in TILE_PIXELS.values() for pb in tiles.values()})
 _KERNELS = _kernels(_kernel_source, {pb: ((CB, pb), f"blocked_correlate{pb}")
-                                     for pb in TILE_PIXELS.values()})
+                                     for pb in _PIXEL_TILES})
 KB = 2  # kernel taps per register tile of the weight gradient
-# Output positions per step of the weight gradient, by itemsize: one AVX register (the
-# CB x KB x LANES sums in 8 registers). Measured in float64, 4 against 8 lanes, ms: the
-# dilated suite layer 9.3 against 14.2; LeNet's second layer 1.6 / 2.9; 32 3x3 kernels
-# on (16, 32, 32, 32) 10.3 / 16.2.
-WEIGHT_LANES = {4: 8, 8: 4}
+# Output positions per step of the weight gradient, by vector width and itemsize: one
+# vector register (the CB x KB x LANES sums in 8 registers). Measured in float64 with
+# AVX2, 4 against 8 lanes, ms: the dilated suite layer 9.3 against 14.2; LeNet's second
+# layer 1.6 / 2.9; 32 3x3 kernels on (16, 32, 32, 32) 10.3 / 16.2. With AVX-512 in
+# float32, 16 against 8 lanes: the dilated layer 3.0 / 3.2, CIFAR's stem 1.4 / 1.5, a
+# 128-channel 3x3 layer 31 / 33.
+WEIGHT_LANES = {32: {4: 8, 8: 4}, 64: {4: 16, 8: 8}}
 # The input gradient's tiles: CB input channels, or 3 where that pads fewer channels
 # (6 input channels: two full blocks of 3 instead of two blocks of 4, a quarter of them
 # zero; 10-25% faster on LeNet's second layer and CIFAR's stem). The forward kernel
@@ -223,10 +232,16 @@ WEIGHT_LANES = {4: 8, 8: 4}
 SCATTER_BLOCKS = (CB, 3)
 _SCATTER_KERNELS = _kernels(_scatter_kernel_source, {
     (cb, pb): ((cb, pb), f"blocked_scatter{cb}x{pb}")
-    for cb in SCATTER_BLOCKS for pb in TILE_PIXELS.values()})
+    for cb in SCATTER_BLOCKS for pb in _PIXEL_TILES})
+_LANE_TILES = sorted({lanes for by_size in WEIGHT_LANES.values() for lanes in by_size.values()})
 _WEIGHT_KERNELS = _kernels(_weight_kernel_source, {
-    lanes: ((CB, KB, lanes), f"blocked_weight_grad{lanes}") for lanes in WEIGHT_LANES.values()})
+    lanes: ((CB, KB, lanes), f"blocked_weight_grad{lanes}") for lanes in _LANE_TILES})
 _compiled: set = set()
+
+
+def weight_lanes(dtype) -> int:
+    """LANES, output positions per step of :func:`weight_grad`, for ``dtype`` on this CPU."""
+    return WEIGHT_LANES[VECTOR_BYTES][np.dtype(dtype).itemsize]
 
 
 @contextmanager
@@ -393,7 +408,7 @@ def weight_grad(x, dz, kernel_size, pad_top, pad_left, dilation, groups,
     nblk = -(-c_out_g // CB)
     wp = ow + dw * (kw - 1)
     hp = oh + dh * (kh - 1)
-    lanes = WEIGHT_LANES[x.dtype.itemsize]
+    lanes = weight_lanes(x.dtype)
     dz_len = -(-oh * wp // lanes) * lanes
     taps = [u * dh * wp + v * dw for u in range(kh) for v in range(kw)]
     pairs = -(-len(taps) // KB)

@@ -23,9 +23,10 @@ register holds consecutive *output channels* (loaded from the weights, laid out
 (blocks, K, CO)), and each input value is broadcast to it.
 
 * forward (:func:`correlate`): a tile is CO output channels x PX output pixels
-  (:data:`FORWARD_TILES`: 16 x 4, or 8 x 8 where padding to 16 channels wastes too
-  much), ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs
-  for ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
+  (:data:`FORWARD_TILES`: 16 x 4 or 8 x 8 with AVX2; 32 x 8, 16 x 16 or 8 x 8 with
+  AVX-512; the one that pads the layer's channels least, weighed by its speed),
+  ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs for
+  ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
   channels x :data:`WKT` (channel, tap) pairs; each pixel loads WCO values of dZ (laid
@@ -47,22 +48,31 @@ import functools
 import numpy as np
 from numba import prange  # noqa: F401 - the generated kernels' loops
 
-from .._numba import generated, serial_and_parallel
+from .._numba import VECTOR_BYTES, generated, serial_and_parallel
 from .._scratch import output, scratch
 from ..spec import ConvSpec
 from ._blocked import _PLACE, _compile, _copy_parallel, _weight_tiles
 
-# forward tiles (output channels, pixels): 16 x 4 (two AVX registers of float32 channels,
-# 4 broadcast inputs: 8 multiply-adds per 6 loads) where padding the channels to 16
-# costs little, else 8 x 8 (8 per 9 loads). Measured in one process: 16 x 4 against
-# 8 x 8 on the stride-2 ResNet layer 17-20 ms against 25, on LeNet's second layer 0.53
-# against 0.62-0.69, a 5x5 stride-2 layer 8.3-8.6 against 11-12.4, a 128-channel 3x3
-# layer 30 against 37 (16 x 3 and 8 x 12 tiles: LLVM's SLP vectoriser left them scalar,
-# 4-10x slower; 16 x 6 and 24 x 4 lost to register allocation)
-FORWARD_TILES = ((16, 4), (8, 8))
-# 16 x 4 is chosen while its channels padded to 16 are at most this much more than
-# padded to 8 (24 channels: 32 against 24, too many)
-WIDE_TILE_MAX_PADDING = 1.25
+# Forward tiles (output channels, pixels) by vector width (:data:`VECTOR_BYTES`), each with
+# its speed relative to the widest (multiply-adds per second, measured): a layer gets
+# the tile with the least time for its channels padded to whole tiles, the wider on a
+# tie (:func:`forward_tile`).
+# * AVX2 (32 bytes): 16 x 4 (two registers of float32 channels, 4 broadcast inputs: 8
+#   multiply-adds per 6 loads), or 8 x 8 (8 per 9 loads). Measured in one process,
+#   16 x 4 against 8 x 8, ms: the stride-2 ResNet layer 17-20 against 25, LeNet's
+#   second layer 0.53 against 0.62-0.69, a 5x5 stride-2 layer 8.3-8.6 against
+#   11-12.4, a 128-channel 3x3 layer 30 against 37. (16 x 3 and 8 x 12: LLVM's SLP
+#   vectoriser left them scalar, 4-10x slower; 16 x 6 and 24 x 4 lost to register
+#   allocation.)
+# * AVX-512 (64 bytes, 32 registers): 32 x 8 (16 accumulators, 16 multiply-adds per 10
+#   loads), 16 x 16 or 8 x 8. Measured on an AVX-512 Xeon, 32 x 8 / 16 x 16 / 8 x 8 /
+#   the AVX2 16 x 4, ms: the stride-2 ResNet layer 8.1 / 10.5 / 17.6 / 11.9; the
+#   dilated suite layer 2.0 / 2.2 / 2.3 / 2.1; LeNet's second layer (16 channels)
+#   0.28 / 0.13 / 0.21 / 0.18; 8 channels, stride 2: 1.24 / 1.09 / 0.47 / 0.78; 24
+#   channels, 5x5: 0.72 / 0.81 / 0.96 / 0.97. (32 x 12, 32 x 6 and 64 x 6: scalar,
+#   30x slower.)
+FORWARD_TILES = {32: {(16, 4): 1.0, (8, 8): 0.8},
+                 64: {(32, 8): 1.0, (16, 16): 0.85, (8, 8): 0.5}}
 WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
 SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
 CHUNK = 128  # pixels a weight-gradient slice keeps in cache at a time
@@ -152,22 +162,23 @@ def _weight_source(co: int, kt: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-# one (serial, parallel) pair per tile, each its own function (and Numba cache entry)
+# one (serial, parallel) pair per tile of either width (so that the tests run every
+# tile on any machine), each its own function (and Numba cache entry)
 _FORWARD = {
     (co, px): serial_and_parallel(
         generated(_forward_source(co, px, f"implicit_correlate{co}x{px}"),
                   f"implicit_correlate{co}x{px}", globals()), fastmath={"contract"})
-    for co, px in FORWARD_TILES
+    for co, px in sorted({tile for tiles in FORWARD_TILES.values() for tile in tiles})
 }
 
 
-def forward_tile(c_out_g: int) -> tuple[int, int]:
-    """The forward tile (output channels, pixels) for ``c_out_g`` channels per group."""
-    def padded(co):
-        return -(-c_out_g // co) * co
+def forward_tile(c_out_g: int, vector_bytes: int = VECTOR_BYTES) -> tuple[int, int]:
+    """The forward tile (output channels, pixels) for ``c_out_g`` channels per group:
+    the least time for the channels padded to whole tiles (:data:`FORWARD_TILES`)."""
+    tiles = FORWARD_TILES[vector_bytes]
+    return min(tiles, key=lambda t: (-(-c_out_g // t[0]) * t[0] / tiles[t], -t[0]))
 
-    wide, narrow = FORWARD_TILES
-    return wide if padded(wide[0]) <= WIDE_TILE_MAX_PADDING * padded(narrow[0]) else narrow
+
 _WEIGHT = serial_and_parallel(
     generated(_weight_source(WCO, WKT), "implicit_weight_grad", globals()),
     fastmath={"contract"})
