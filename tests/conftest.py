@@ -25,3 +25,14 @@ def torch():
         pytest.skip("PyTorch is not installed")
     torch_module.set_num_threads(1)
     return torch_module
+
+
+@pytest.fixture
+def avx2_rule(monkeypatch):
+    """The algorithm rules as on an AVX2 machine, whatever this one has: the tests that
+    name the choice for a shape are written for them (AVX-512's limits are tested where
+    they differ, :data:`npconv.algorithms.jit.IMPLICIT_ANY_SHAPE_CHANNELS`)."""
+    from npconv.algorithms import _implicit, jit
+
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 32)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 32)

@@ -17,6 +17,9 @@ from npconv.spec import plan_conv2d
 
 from reference import assert_close
 
+# the choices named here are AVX2's (conftest.avx2_rule); AVX-512's are tested apart
+pytestmark = pytest.mark.usefixtures("avx2_rule")
+
 
 def test_which_problems_take_the_implicit_path():
     f4 = np.dtype(np.float32).itemsize
@@ -48,6 +51,21 @@ def test_which_problems_take_the_implicit_path():
     assert tuning.choose(shortcut, np.float32, "forward") == "jit"
     assert tuning.choose(shortcut, np.float32, "grad_weight") == "im2col"
     assert tuning.choose(wide, np.float32, "forward") == "im2col"
+
+
+def test_avx512_lifts_the_k_and_junk_limits_from_32_channels(monkeypatch):
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    f4 = np.dtype(np.float32).itemsize
+    wide = plan_conv2d((16, 32, 32, 32), (32, 32, 3, 3), padding=2, dilation=2).spec
+    assert jit.implicit(wide, "grad_weight", f4)  # 11% junk
+    res28 = plan_conv2d((16, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    assert all(jit.implicit(res28, op, f4) for op in ("forward", "grad_weight"))  # K = 1152
+    thin = plan_conv2d((32, 16, 32, 32), (16, 16, 3, 3), padding=1).spec
+    assert not jit.implicit(thin, "forward", f4)  # 16 channels, 6% junk: the tiled kernels
+    assert jit.implicit(thin, "grad_weight", f4)
+    stem = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), padding=1).spec
+    assert not jit.implicit(stem, "forward", f4)  # columns of K = 27
+    assert not jit.implicit(res28, "forward", np.dtype(np.float64).itemsize)
 
 
 def test_workspace_limit_sends_large_copies_elsewhere():
@@ -126,7 +144,7 @@ def test_pixel_table_is_cached():
 def test_every_tile_of_either_width_has_its_kernel():
     for tiles in _implicit.FORWARD_TILES.values():
         assert set(tiles) <= set(_implicit._FORWARD)
-    assert _implicit.forward_tile(64) in _implicit.FORWARD_TILES[npconv._numba.VECTOR_BYTES]
+    assert _implicit.forward_tile(64) in _implicit.FORWARD_TILES[_implicit.VECTOR_BYTES]
 
 
 def test_the_forward_tile_pads_few_channels():

@@ -12,6 +12,9 @@ from npconv.spec import plan_conv2d
 
 from reference import assert_close
 
+# the choices named here are AVX2's (conftest.avx2_rule); AVX-512's are tested apart
+pytestmark = pytest.mark.usefixtures("avx2_rule")
+
 
 @pytest.fixture
 def small_workspace():
@@ -157,6 +160,23 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
     choice = npconv.explain_choice(spec, np.float32, op)
     assert choice.algorithm == expected == tuning.choose(spec, np.float32, op)
     assert len(choice.reason) > 20
+
+
+def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
+    from npconv.algorithms import _implicit, jit
+
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
+    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
+    forward = npconv.explain_choice(res56)
+    assert forward.algorithm == "jit" and "32 channels x 8 pixels" in forward.reason
+    assert "512-bit vectors" in forward.reason
+    assert npconv.explain_choice(res56, np.float32, "backward").algorithm == "winograd"
+    assert npconv.explain_choice(res56, np.float64).algorithm == "winograd"  # f32 kernels
+    lenet2 = plan_conv2d((64, 6, 14, 14), (16, 6, 5, 5)).spec
+    assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
+    deep = plan_conv2d((6, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
+    assert npconv.explain_choice(deep).algorithm == "im2col"
 
 
 @pytest.mark.parametrize("threads", [1, 2])

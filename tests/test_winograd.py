@@ -24,6 +24,9 @@ from test_properties import EXAMPLES, arrays
 from cases import CASES
 from reference import assert_close, torch_conv2d
 
+# the choices named here are AVX2's (conftest.avx2_rule)
+pytestmark = pytest.mark.usefixtures("avx2_rule")
+
 
 def _supported(case) -> bool:
     return winograd.unsupported(plan_conv2d(case.x, case.w, **case.kwargs).spec) is None
@@ -183,8 +186,8 @@ def test_the_tile_follows_dtype_precision_and_output_size(monkeypatch):
     assert (winograd.tile_size(big, f32), winograd.tile_size(small, f32)) == (4, 2)
     assert winograd.tile_size(big, f64) == 2
     resnet = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
-    assert "F(4x4, 3x3)" in npconv.explain_choice(resnet).reason
-    assert "F(2x2, 3x3)" in npconv.explain_choice(resnet, np.float64).reason
+    assert "F(4x4, 3x3)" in npconv.explain_choice(resnet, f32, "backward").reason
+    assert "F(2x2, 3x3)" in npconv.explain_choice(resnet, f64, "backward").reason
     assert tuning._key(big, f32, "forward").endswith("float32_precision=high")
     monkeypatch.setattr(tuning, "_precision", "highest")
     assert winograd.tile_size(big, f32) == 2

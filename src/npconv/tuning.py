@@ -64,6 +64,12 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
+# With AVX-512 the implicit GEMM's forward pass (:func:`npconv.algorithms.jit.implicit`)
+# ties with winograd on the suite's ResNet layers and beats it on smaller ones, so a
+# forward pass the implicit kernels take stays with them there. Forward, ms, winograd /
+# implicit, on an AVX-512 Xeon: res56 14.8 / 14.1, res28 14.2 / 13.5, (21, 96, 14, 14)
+# with 96 3x3 kernels 4.4 / 2.7. (Winograd keeps the backward pass: res56's dW 16.6
+# against 21.5 in the implicit GEMM.)
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -221,7 +227,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     from .algorithms import jit
 
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
-    if _winograd_wins(spec, dtype):
+    implicit_forward = (op == "forward" and jit.VECTOR_BYTES >= 64
+                        and jit.implicit(spec, op, itemsize))
+    if _winograd_wins(spec, dtype) and not implicit_forward:
         return "winograd"
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
@@ -329,15 +337,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                 f"the register-tiled gradients",
         "deep_all": f"{spec.c_in_g} input and {spec.c_out_g} output channels per group: "
                     f"im2col's GEMMs (K = {k}) beat the register-tiled kernels",
-        "implicit": f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, "
-                    f"columns of K = {k}, and "
-                    + ("a strided" if spec.stride != (1, 1)
-                       else "a dilated" if op == "forward" and spec.dilation != (1, 1)
-                       else "a narrow") + " output: the jit "
-                    "algorithm's implicit GEMM (im2col's product with the column matrix "
-                    "read in place, 16 channels x 4 pixels in registers for the forward, "
-                    "16 channels x 6 (channel, tap) pairs for dW) beats copying it out for "
-                    "BLAS",
+        "implicit": _implicit_because(spec, op, macs, k),
         "split_weight": f"the weight gradient alone of {spec.n} samples, which im2col splits "
                         f"between {get_num_threads()} threads (each packs its own samples "
                         f"and multiplies them with single-threaded BLAS): faster than the "
@@ -371,6 +371,26 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+def _implicit_because(spec: ConvSpec, op: str, macs: int, k: int) -> str:
+    """The reason of the rule's "implicit" case."""
+    from .algorithms import _implicit, jit
+
+    if spec.stride != (1, 1):
+        shape = "a strided output"
+    elif op == "forward" and spec.dilation != (1, 1):
+        shape = "a dilated output"
+    elif spec.wp - spec.ow >= jit.IMPLICIT_MIN_JUNK * spec.wp:
+        shape = "a narrow output"
+    else:
+        shape = f"{jit.VECTOR_BYTES * 8}-bit vectors"
+    co, px = _implicit.forward_tile(spec.c_out_g)
+    tile = (f"{co} channels x {px} pixels in registers" if op == "forward" else
+            f"{_implicit.WCO} channels x {_implicit.WKT} (channel, tap) pairs in registers")
+    return (f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, columns of "
+            f"K = {k}, and {shape}: the jit algorithm's implicit GEMM (im2col's product "
+            f"with the column matrix read in place, {tile}) beats copying it out for BLAS")
 
 
 def _winograd_because(spec: ConvSpec, dtype) -> str:

@@ -172,10 +172,11 @@ _FORWARD = {
 }
 
 
-def forward_tile(c_out_g: int, vector_bytes: int = VECTOR_BYTES) -> tuple[int, int]:
+def forward_tile(c_out_g: int, vector_bytes: int | None = None) -> tuple[int, int]:
     """The forward tile (output channels, pixels) for ``c_out_g`` channels per group:
-    the least time for the channels padded to whole tiles (:data:`FORWARD_TILES`)."""
-    tiles = FORWARD_TILES[vector_bytes]
+    the least time for the channels padded to whole tiles (:data:`FORWARD_TILES`), for
+    ``vector_bytes`` (None: this CPU's)."""
+    tiles = FORWARD_TILES[vector_bytes or VECTOR_BYTES]
     return min(tiles, key=lambda t: (-(-c_out_g // t[0]) * t[0] / tiles[t], -t[0]))
 
 

@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import tuning
-from .._numba import serial_and_parallel
+from .._numba import VECTOR_BYTES, serial_and_parallel
 from .._scratch import output
 from ..spec import ConvSpec, plan_conv2d
 from . import _blocked, _implicit, _indexed, bias_grad
@@ -526,6 +526,22 @@ IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS = 128
 # and K = 27 the forward lost (2.3-2.4 / 2.5-2.6), so short columns stay at 16 channels.
 IMPLICIT_STRIDED_MIN_CHANNELS = {"forward": 4, "grad_weight": 8}
 IMPLICIT_SHORT_K_MAX_CHANNELS = 16
+# The figures above are AVX2's. With AVX-512 (:data:`VECTOR_BYTES` 64, 32 x 8 tiles in
+# :mod:`._implicit`) the implicit kernels beat the tiled ones at every K from 100 up
+# (to 4608, the most measured) and whatever the junk, from 32 output channels per group
+# for the forward pass and 16 for dW: there the junk rule is lifted and K may reach
+# :data:`IMPLICIT_ANY_SHAPE_MAX_K`.
+# Measured on an AVX-512 Xeon, implicit / tiled, ms, forward and dW: res56 14.1 / 17.2
+# and 21.5 / 33.9; res28 (K = 1152) 13.5 / 18.0 and 20.2 / 29.1; (16, 256, 14, 14) with
+# 256 kernels 14.5 / 17.4 and 22.4 / 57.7; (16, 512, 7, 7) with 512, 21.0 / 23.7 and
+# 64 / 136 (but im2col's GEMM beats both from K = 4608: 512 kernels on (6, 512, 7, 7),
+# forward, im2col 7.2, implicit 10.5; K = 2304, (5, 256, 14, 14): 6.1 / 5.4); VGG's
+# (8, 64, 64, 64) 10.8 / 10.7 and 12.1 / 21.1; 16 kernels on
+# (32, 16, 32, 32), 6% junk: forward 1.45 / 1.09 (so fewer than 32 channels keep the
+# rules above), dW 1.26 / 1.68. Short columns still lose (CIFAR's stem, K = 27: forward
+# 3.2 / 1.0, dW 2.1 / 1.4).
+IMPLICIT_ANY_SHAPE_CHANNELS = {"forward": 32, "grad_weight": 16}
+IMPLICIT_ANY_SHAPE_MAX_K = 2304
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
@@ -545,14 +561,18 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     :data:`IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS` output channels per group, to
     :data:`IMPLICIT_FORWARD_MAX_K`), strided, or
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
-    (any junk for the forward pass of a dilated layer);
+    (any junk for the forward pass of a dilated layer); with AVX-512, from
+    :data:`IMPLICIT_ANY_SHAPE_CHANNELS`, K up to :data:`IMPLICIT_ANY_SHAPE_MAX_K` and
+    any junk;
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
     if (op not in ("forward", "grad_weight") or itemsize != IMPLICIT_ITEMSIZE
             or not _parallel(spec)):
         return False
+    any_shape = VECTOR_BYTES >= 64 and spec.c_out_g >= IMPLICIT_ANY_SHAPE_CHANNELS[op]
     long_k = op == "forward" and spec.c_out_g <= IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS
-    max_k = max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K
+    max_k = (IMPLICIT_ANY_SHAPE_MAX_K if any_shape
+             else max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K)
     strided = not _wide(spec)
     min_channels = (min(IMPLICIT_MIN_CHANNELS, IMPLICIT_STRIDED_MIN_CHANNELS[op]) if strided
                     else IMPLICIT_MIN_CHANNELS)
@@ -562,7 +582,8 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
             or not min_k <= spec.c_in_g * spec.kh * spec.kw <= max_k):
         return False
     dilated_forward = op == "forward" and spec.dilation != (1, 1)
-    if _wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp and not dilated_forward:
+    if (_wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp
+            and not (dilated_forward or any_shape)):
         return False
     copies = spec.n * spec.c_in * spec.hp * spec.wp + (
         spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // _implicit.WCO)
