@@ -65,7 +65,9 @@ def test_avx512_lifts_the_k_and_junk_limits_from_32_channels(monkeypatch):
     assert jit.implicit(thin, "grad_weight", f4)
     stem = plan_conv2d((64, 3, 32, 32), (32, 3, 3, 3), padding=1).spec
     assert not jit.implicit(stem, "forward", f4)  # columns of K = 27
-    assert not jit.implicit(res28, "forward", np.dtype(np.float64).itemsize)
+    f8 = np.dtype(np.float64).itemsize
+    assert not jit.implicit(res28, "forward", f8)  # the float64 forward tile runs scalar
+    assert jit.implicit(res28, "grad_weight", f8)  # the float64 dW tile vectorises
 
 
 def test_workspace_limit_sends_large_copies_elsewhere():

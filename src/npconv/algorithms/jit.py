@@ -549,11 +549,18 @@ IMPLICIT_ANY_SHAPE_MAX_K = 2304
 # 1.3, the dilated suite layer 65 / 18 (its adjoint dX 64 / 23); the stride-2 ResNet
 # layer 317 / 327, where only im2col's BLAS GEMMs run well (43).
 IMPLICIT_ITEMSIZE = 4
+# Without gathers (:data:`npconv._numba.KERNEL_FEATURES`) and with AVX-512's 32 registers,
+# the weight gradient's float64 tile (16 channels: two registers, x 6 pairs) does
+# vectorise: float64 dW, implicit / the tiled and plane kernels, ms, on an AVX-512 Xeon:
+# LeNet's second layer 0.29 / 0.79, the dilated suite layer 3.2 / 5.6, res28 34 / 58,
+# the stride-2 ResNet layer 20 / 204 (im2col: 29). The forward tile still runs scalar.
+IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES = 64
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether ``op`` ("forward" or "grad_weight") runs in the implicit-GEMM kernels of
-    :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`), parallel-sized problem with
+    :mod:`._implicit`: a float32 (:data:`IMPLICIT_ITEMSIZE`; float64 too for dW with
+    AVX-512, :data:`IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES`), parallel-sized problem with
     at least :data:`IMPLICIT_MIN_CHANNELS` output channels per group (strided:
     :data:`IMPLICIT_STRIDED_MIN_CHANNELS`) and columns of :data:`IMPLICIT_MIN_K` (strided
     with at most :data:`IMPLICIT_SHORT_K_MAX_CHANNELS` output channels per group: any) to
@@ -566,7 +573,10 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     any junk;
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
-    if (op not in ("forward", "grad_weight") or itemsize != IMPLICIT_ITEMSIZE
+    float64_weight = (op == "grad_weight" and itemsize == 8
+                      and VECTOR_BYTES >= IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES)
+    if (op not in ("forward", "grad_weight")
+            or (itemsize != IMPLICIT_ITEMSIZE and not float64_weight)
             or not _parallel(spec)):
         return False
     any_shape = VECTOR_BYTES >= 64 and spec.c_out_g >= IMPLICIT_ANY_SHAPE_CHANNELS[op]
