@@ -106,6 +106,9 @@ def test_planes_that_would_alias_in_the_cache_are_written_padded():
 @pytest.mark.parametrize("tile", sorted(_implicit._FORWARD), ids=lambda t: f"{t[0]}x{t[1]}")
 def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
     monkeypatch.setattr(_implicit, "forward_tile", lambda c_out_g: tile)  # every tile, every case
+    # and both weight-gradient tiles (AVX-512's wide one with the wide forward tiles)
+    wco = _implicit.WIDE_WCO if tile[0] >= _implicit.WIDE_WCO else _implicit.WCO
+    monkeypatch.setattr(_implicit, "weight_tile_channels", lambda c_out_g: wco)
     x_shape, w_shape, kwargs = CASES[case]
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(dtype)

@@ -387,7 +387,8 @@ def _implicit_because(spec: ConvSpec, op: str, macs: int, k: int) -> str:
         shape = f"{jit.VECTOR_BYTES * 8}-bit vectors"
     co, px = _implicit.forward_tile(spec.c_out_g)
     tile = (f"{co} channels x {px} pixels in registers" if op == "forward" else
-            f"{_implicit.WCO} channels x {_implicit.WKT} (channel, tap) pairs in registers")
+            f"{_implicit.weight_tile_channels(spec.c_out_g)} channels x {_implicit.WKT} "
+            f"(channel, tap) pairs in registers")
     return (f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, columns of "
             f"K = {k}, and {shape}: the jit algorithm's implicit GEMM (im2col's product "
             f"with the column matrix read in place, {tile}) beats copying it out for BLAS")

@@ -26,11 +26,13 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   (:data:`FORWARD_TILES`: 16 x 4 or 8 x 8 with AVX2; 32 x 8, 16 x 16 or 8 x 8 with
   AVX-512; the one that pads the layer's channels least, weighed by its speed),
   ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs for
-  ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW).
+  ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW) (through
+  padded planes where y's would alias in the cache, :func:`output_pitch`).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
-  channels x :data:`WKT` (channel, tap) pairs; each pixel loads WCO values of dZ (laid
-  out pixel-major, (P, C_out), one copy) and WKT inputs. The pixels are cut into
+  channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs; each
+  pixel loads WCO values of dZ (laid out pixel-major, (P, C_out), one copy) and WKT
+  inputs. The pixels are cut into
   :data:`SLICES` fixed slices (partial sums, added up in float64 in a fixed order, so
   the result does not depend on the thread count), and each slice walks them in chunks
   of :data:`CHUNK` that stay in cache while every tile passes over them.
@@ -77,7 +79,13 @@ WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
 SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
 CHUNK = 128  # pixels a weight-gradient slice keeps in cache at a time
 # measured on LeNet's second layer, the stride-2 ResNet layer and a 1x1 layer: 16 x 6
-# weight-gradient tiles at 65-105 GFLOP/s (16 x 4 and 8 x 8: 30-80)
+# weight-gradient tiles at 65-105 GFLOP/s (16 x 4 and 8 x 8: 30-80). With AVX-512,
+# layers of more than WCO output channels per group take WIDE_WCO x 6 tiles (two
+# registers of channels: 12 multiply-adds per 8 loads, against 6 per 7). Measured on
+# an AVX-512 Xeon, dW, 16 x 6 against 32 x 6, ms: the stride-2 ResNet layer 13.5 /
+# 12.2, the dilated suite layer 2.2 / 2.05, a 7x7 stride-2 stem 3.9 / 3.7; (LeNet's
+# second layer, 16 channels: 0.20 / 0.39, so it keeps 16).
+WIDE_WCO = 32
 
 
 def _forward_source(co: int, px: int, name: str) -> str:
@@ -126,14 +134,15 @@ def _forward_source(co: int, px: int, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _weight_source(co: int, kt: int) -> str:
-    """Source of ``implicit_weight_grad`` for a (co output channels, kt pairs) tile."""
+def _weight_source(co: int, kt: int, name: str) -> str:
+    """Source of the weight-gradient kernel ``name`` for a (co output channels, kt
+    pairs) tile."""
     acc = [[f"a{c}_{j}" for j in range(kt)] for c in range(co)]
     u = "np.uint64"
     i4, i5, i6 = " " * 16, " " * 20, " " * 24
     lines = [
-        "def implicit_weight_grad(planes, pbase, offs, dzt, part, npix, per, chunk, gstride,",
-        "                         nblk):  # pragma: no cover - compiled",
+        f"def {name}(planes, pbase, offs, dzt, part, npix, per, chunk, gstride,",
+        "        nblk):  # pragma: no cover - compiled",
         f"    nkt = offs.shape[0] // {kt}",
         "    cp = dzt.shape[0] // npix",
         "    zero = part.dtype.type(0)",
@@ -180,9 +189,19 @@ def forward_tile(c_out_g: int, vector_bytes: int | None = None) -> tuple[int, in
     return min(tiles, key=lambda t: (-(-c_out_g // t[0]) * t[0] / tiles[t], -t[0]))
 
 
-_WEIGHT = serial_and_parallel(
-    generated(_weight_source(WCO, WKT), "implicit_weight_grad", globals()),
-    fastmath={"contract"})
+_WEIGHT = {
+    co: serial_and_parallel(
+        generated(_weight_source(co, WKT, f"implicit_weight_grad{co}x{WKT}"),
+                  f"implicit_weight_grad{co}x{WKT}", globals()), fastmath={"contract"})
+    for co in (WCO, WIDE_WCO)
+}
+
+
+def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
+    """Output channels per weight-gradient tile for ``c_out_g`` channels per group:
+    :data:`WCO`, or :data:`WIDE_WCO` with AVX-512 for more than WCO channels."""
+    wide = (vector_bytes or VECTOR_BYTES) >= 64 and c_out_g > WCO
+    return WIDE_WCO if wide else WCO
 
 
 @functools.lru_cache(maxsize=32)
@@ -299,22 +318,23 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     ohw = spec.oh * spec.ow
     npix = n * ohw
     planes = _planes(x, spec, parallel)
-    nblk = -(-cog // WCO)
-    dzt = scratch("implicit dz", (n, ohw, groups, nblk * WCO), grad_output.dtype)
-    if cog % WCO:
+    wco = weight_tile_channels(cog)
+    nblk = -(-cog // wco)
+    dzt = scratch("implicit dz", (n, ohw, groups, nblk * wco), grad_output.dtype)
+    if cog % wco:
         dzt[..., cog:] = 0  # each group's padding channels
     dzt[..., :cog] = grad_output.reshape(n, groups, cog, ohw).transpose(0, 3, 1, 2)
     offs = _offsets(spec, WKT)
     nkt = len(offs) // WKT
     slices = max(1, min(SLICES, -(-npix // CHUNK)))
     per = -(-npix // slices)
-    part = np.zeros((slices, groups * nkt, nblk, WKT * WCO), dtype=x.dtype)
+    part = np.zeros((slices, groups * nkt, nblk, WKT * wco), dtype=x.dtype)
     args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, CHUNK,
             spec.c_in_g * spec.hp * spec.wp, nblk)
-    kernel = _WEIGHT[parallel]
+    kernel = _WEIGHT[wco][parallel]
     _compile(kernel, args)
     kernel(*args)
     sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, WKT*WCO)
-    sums = sums.reshape(groups, nkt, nblk, WKT, WCO).transpose(0, 2, 4, 1, 3)
-    sums = sums.reshape(groups, nblk * WCO, nkt * WKT)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
+    sums = sums.reshape(groups, nkt, nblk, WKT, wco).transpose(0, 2, 4, 1, 3)
+    sums = sums.reshape(groups, nblk * wco, nkt * WKT)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
     return sums.reshape(spec.weight_shape).astype(x.dtype)

@@ -595,9 +595,10 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     if (_wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp
             and not (dilated_forward or any_shape)):
         return False
+    wco = _implicit.weight_tile_channels(spec.c_out_g)
     copies = spec.n * spec.c_in * spec.hp * spec.wp + (
-        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // _implicit.WCO)
-        * _implicit.WCO if op == "grad_weight" else 0)
+        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // wco) * wco
+        if op == "grad_weight" else 0)
     return copies * itemsize <= tuning.workspace_limit()
 
 
