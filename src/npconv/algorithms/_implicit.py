@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import prange  # noqa: F401 - the generated kernels' loops
+from numba import prange  # also the generated kernels' loops
 
 from .._numba import VECTOR_BYTES, generated, serial_and_parallel
 from .._scratch import output, scratch
@@ -204,6 +204,33 @@ def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
     return WIDE_WCO if wide else WCO
 
 
+def _pixel_major(dz, dzt):  # pragma: no cover - compiled
+    """dzt[b, t, g, c] = dz[b, g, c, t], and 0 for each group's padding channels c >=
+    C_out/G: dZ (N, G, C_out/G, OH*OW) laid out pixel-major for the weight gradient,
+    in blocks of PIXEL_BLOCK pixels (whose rows of dzt stay in cache while they fill)."""
+    n, groups, cog, ohw = dz.shape
+    cp = dzt.shape[3]
+    nb = (ohw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    for task in prange(n * nb):
+        b = task // nb
+        t0 = task % nb * PIXEL_BLOCK
+        t1 = min(ohw, t0 + PIXEL_BLOCK)
+        for t in range(t0, t1):
+            for g in range(groups):
+                row = dzt[b, t, g]
+                for c in range(cog):
+                    row[c] = dz[b, g, c, t]
+                for c in range(cog, cp):
+                    row[c] = 0
+
+
+PIXEL_BLOCK = 64
+# numpy's transposing copy runs on one thread: it took 0.26 ms of the dilated suite
+# layer's 1.76 ms dW (this kernel: 0.15) and 0.63 of the stride-2 ResNet layer's 10.2
+# (0.28)
+_PIXEL_MAJOR = serial_and_parallel(_pixel_major)
+
+
 @functools.lru_cache(maxsize=32)
 def pixel_table(spec: ConvSpec) -> np.ndarray:
     """``pbase`` (N*OH*OW,): where each output pixel's window starts in the padded
@@ -321,9 +348,8 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     wco = weight_tile_channels(cog)
     nblk = -(-cog // wco)
     dzt = scratch("implicit dz", (n, ohw, groups, nblk * wco), grad_output.dtype)
-    if cog % wco:
-        dzt[..., cog:] = 0  # each group's padding channels
-    dzt[..., :cog] = grad_output.reshape(n, groups, cog, ohw).transpose(0, 3, 1, 2)
+    _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
+        np.ascontiguousarray(grad_output).reshape(n, groups, cog, ohw), dzt)
     offs = _offsets(spec, WKT)
     nkt = len(offs) // WKT
     slices = max(1, min(SLICES, -(-npix // CHUNK)))
