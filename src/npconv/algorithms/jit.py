@@ -534,14 +534,15 @@ IMPLICIT_SHORT_K_MAX_CHANNELS = 16
 # Measured on an AVX-512 Xeon, implicit / tiled, ms, forward and dW: res56 14.1 / 17.2
 # and 21.5 / 33.9; res28 (K = 1152) 13.5 / 18.0 and 20.2 / 29.1; (16, 256, 14, 14) with
 # 256 kernels 14.5 / 17.4 and 22.4 / 57.7; (16, 512, 7, 7) with 512, 21.0 / 23.7 and
-# 64 / 136 (but im2col's GEMM beats both from K = 4608: 512 kernels on (6, 512, 7, 7),
-# forward, im2col 7.2, implicit 10.5; K = 2304, (5, 256, 14, 14): 6.1 / 5.4); VGG's
+# 64 / 136, but im2col's GEMM beats both on the forward pass from K = 2304 (16 samples of
+# (256, 14, 14), 256 kernels: im2col 15.9, winograd 16.7, implicit 19.4; five samples
+# 6.1 / 8.1 / 5.4; 512 kernels on (6, 512, 7, 7), K = 4608: im2col 7.2, implicit 10.5); VGG's
 # (8, 64, 64, 64) 10.8 / 10.7 and 12.1 / 21.1; 16 kernels on
 # (32, 16, 32, 32), 6% junk: forward 1.45 / 1.09 (so fewer than 32 channels keep the
 # rules above), dW 1.26 / 1.68. Short columns still lose (CIFAR's stem, K = 27: forward
 # 3.2 / 1.0, dW 2.1 / 1.4).
 IMPLICIT_ANY_SHAPE_CHANNELS = {"forward": 32, "grad_weight": 16}
-IMPLICIT_ANY_SHAPE_MAX_K = 2304
+IMPLICIT_ANY_SHAPE_MAX_K = 1152
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
