@@ -525,9 +525,26 @@ def print_memory(result: dict, console) -> None:
                   f"{result['budget_mib']:,.0f} MiB (arrays + workspace limit)")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the platform's machine type."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, NumPy {np.__version__}")
+    """The machine a benchmark ran on: CPU, cores, the vector width npconv's kernels were
+    compiled for, Python and NumPy."""
+    from ._numba import VECTOR_BYTES
+
+    isa = "AVX-512" if VECTOR_BYTES >= 64 else "AVX2 or narrower"
+    return (f"{_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, kernels for "
+            f"{isa}, Python {platform.python_version()}, NumPy {np.__version__}")
 
 
 def peak_rss_mib() -> float:
@@ -560,6 +577,7 @@ def print_suite(result: dict, console) -> None:
     console.print(table)
     console.print(f"sgemm peak measured now: {result['sgemm_peak_gflops']:.1f} GFLOP/s; "
                   f"{result['torch']}; peak RSS {result['peak_rss_mib']:.0f} MiB")
+    console.print(f"machine: {result['machine']}")
     if "geomean_speedup" in result:
         console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
     if any(r["algorithm"] == "winograd" for r in result["rows"]):
@@ -601,6 +619,7 @@ def print_passes(result: dict, console) -> None:
     console.print(f"{result['torch']}; grad_bias GFLOP/s counts one addition per element "
                   f"of dZ; PyTorch's backward asked for dB alone still runs its weight-gradient "
                   f"primitive (autograd never asks for it alone)")
+    console.print(f"machine: {result['machine']}")
 
 
 def print_book(result: dict, console) -> None:
@@ -615,6 +634,7 @@ def print_book(result: dict, console) -> None:
             line += f"   (book: {result['book_seconds'][method]:.3f} s)"
         console.print(line)
     console.print(f"{result['torch']}; the book's torch run computed no dX, ours does")
+    console.print(f"machine: {result['machine']}")
 
 
 def save_plot(result: dict, path: str) -> None:
