@@ -580,12 +580,12 @@ def print_suite(result: dict, console) -> None:
     console.print(f"machine: {result['machine']}")
     if "geomean_speedup" in result:
         console.print(f"geometric mean speed-up vs torch: {result['geomean_speedup']:.2f}x")
-    if any(r["algorithm"] == "winograd" for r in result["rows"]):
+    if any("winograd" in r["algorithm"].split("/") for r in result["rows"]):
         share = ("4/9 (F(2x2, 3x3)) or 1/4 (F(4x4, 3x3), on outputs of at least 24x24)"
                  if _f4(result) else "4/9")
         console.print("GFLOP/s counts a direct convolution's FLOPs for every row; winograd "
-                      f"executes {share} of its multiply-adds, so its GFLOP/s and % of peak "
-                      "are effective rates")
+                      f"executes {share} of its multiply-adds, so the GFLOP/s and % of peak "
+                      "of its rows are effective rates")
 
 
 def _f4(result: dict) -> bool:
