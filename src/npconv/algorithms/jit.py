@@ -554,7 +554,7 @@ IMPLICIT_ITEMSIZE = 4
 # the weight gradient's float64 tile (16 channels: two registers, x 6 pairs) does
 # vectorise: float64 dW, implicit / the tiled and plane kernels, ms, on an AVX-512 Xeon:
 # LeNet's second layer 0.29 / 0.79, the dilated suite layer 3.2 / 5.6, res28 34 / 58,
-# the stride-2 ResNet layer 20 / 204 (im2col: 29). The forward tile still runs scalar.
+# the stride-2 ResNet layer 20 / 204 (im2col: 21). The forward tile still runs scalar.
 IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES = 64
 
 
