@@ -527,18 +527,17 @@ IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS = 128
 IMPLICIT_STRIDED_MIN_CHANNELS = {"forward": 4, "grad_weight": 8}
 IMPLICIT_SHORT_K_MAX_CHANNELS = 16
 # The figures above are AVX2's. With AVX-512 (:data:`VECTOR_BYTES` 64, 32 x 8 tiles in
-# :mod:`._implicit`) the implicit kernels beat the tiled ones at every K from 100 up
-# (to 4608, the most measured) and whatever the junk, from 32 output channels per group
-# for the forward pass and 16 for dW: there the junk rule is lifted and K may reach
-# :data:`IMPLICIT_ANY_SHAPE_MAX_K`.
+# :mod:`._implicit`) the implicit kernels beat the tiled ones whatever the junk, from 32
+# output channels per group for the forward pass and 16 for dW, at every K from 100 to
+# 4608; but from K = 2304 im2col's GEMM ties with them or wins on the forward pass. So
+# there the junk rule is lifted and K may reach :data:`IMPLICIT_ANY_SHAPE_MAX_K`.
 # Measured on an AVX-512 Xeon, implicit / tiled, ms, forward and dW: res56 14.1 / 17.2
-# and 21.5 / 33.9; res28 (K = 1152) 13.5 / 18.0 and 20.2 / 29.1; (16, 256, 14, 14) with
-# 256 kernels 14.5 / 17.4 and 22.4 / 57.7; (16, 512, 7, 7) with 512, 21.0 / 23.7 and
-# 64 / 136, but im2col's GEMM beats both on the forward pass from K = 2304 (16 samples of
-# (256, 14, 14), 256 kernels: im2col 15.9, winograd 16.7, implicit 19.4; five samples
-# 6.1 / 8.1 / 5.4; 512 kernels on (6, 512, 7, 7), K = 4608: im2col 7.2, implicit 10.5); VGG's
-# (8, 64, 64, 64) 10.8 / 10.7 and 12.1 / 21.1; 16 kernels on
-# (32, 16, 32, 32), 6% junk: forward 1.45 / 1.09 (so fewer than 32 channels keep the
+# and 21.5 / 33.9; res28 (K = 1152) 13.5 / 18.0 and 20.2 / 29.1; VGG's (8, 64, 64, 64)
+# 10.8 / 10.7 and 12.1 / 21.1; (16, 256, 14, 14) with 256 kernels 14.5 / 17.4 and 22.4
+# / 57.7, and (16, 512, 7, 7) with 512, 21.0 / 23.7 and 64 / 136. Forward against
+# im2col: (16, 256, 14, 14) implicit 19.4, im2col 15.9, winograd 16.7 in another run;
+# five samples 5.4 / 6.1 / 8.1; (6, 512, 7, 7) implicit 10.5, im2col 7.2. With 16 kernels
+# on (32, 16, 32, 32), 6% junk: forward 1.45 / 1.09 (so fewer than 32 channels keep the
 # rules above), dW 1.26 / 1.68. Short columns still lose (CIFAR's stem, K = 27: forward
 # 3.2 / 1.0, dW 2.1 / 1.4).
 IMPLICIT_ANY_SHAPE_CHANNELS = {"forward": 32, "grad_weight": 16}
