@@ -177,6 +177,13 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
     deep = plan_conv2d((6, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
     assert npconv.explain_choice(deep).algorithm == "im2col"
+    # float32 winograd on F(4x4, 3x3) only: 14x14 outputs would take F(2x2, 3x3)
+    res14 = plan_conv2d((16, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
+    assert all(npconv.explain_choice(res14, np.float32, op).algorithm == "im2col"
+               for op in ("forward", "backward"))
+    assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
+    monkeypatch.setattr(tuning, "_precision", "highest")  # F(2x2, 3x3) everywhere
+    assert npconv.explain_choice(res56, np.float32, "backward").algorithm != "winograd"
 
 
 @pytest.mark.parametrize("threads", [1, 2])

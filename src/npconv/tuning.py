@@ -64,6 +64,15 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
+# With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
+# "highest") lost on every layer measured: its transforms are memory-bound and the GEMMs
+# it saves run twice as fast there. Per pass, ms, winograd against the fastest other
+# algorithm on an AVX-512 Xeon: (16, 256, 14, 14) with 256 3x3 kernels, forward 15.9 /
+# 13.5 (im2col), backward 37.9 / 30.4 (im2col); (21, 96, 14, 14), 96 kernels, 4.4 / 2.7
+# (jit) and 8.4 / 8.0 (jit); (54, 64, 14, 14) backward 10.8 / 7.6 (jit); (1, 256, 32,
+# 32) dilated 2 (16x16 phases) 8.9 / 5.9 and 17.3 / 10.9 (im2col). (With AVX-512 off
+# everywhere, the first layer's backward still took 38.3 on winograd against 42.9.)
+WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3) only
 # With AVX-512 the implicit GEMM's forward pass (:func:`npconv.algorithms.jit.implicit`)
 # ties with winograd on the suite's ResNet layers and beats it on smaller ones, so a
 # forward pass the implicit kernels take stays with them there. Forward, ms, winograd /
@@ -273,9 +282,12 @@ def _im2col_splits(spec: ConvSpec) -> bool:
 
 def _winograd_wins(spec: ConvSpec, dtype) -> bool:
     """Whether ``spec`` is in the winograd part of the rule (the thresholds above)."""
-    from .algorithms import winograd
+    from .algorithms import jit, winograd
 
     if winograd.unsupported(spec) is not None:
+        return False
+    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
+            and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE):
         return False
     channels = min(spec.c_in_g, spec.c_out_g)
     dilated = spec.dilation != (1, 1)
