@@ -182,6 +182,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert all(npconv.explain_choice(res14, np.float32, op).algorithm == "im2col"
                for op in ("forward", "backward"))
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
+    stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
+    stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec
+    assert npconv.explain_choice(stem32, np.float32, "backward").algorithm == "jit"
+    assert npconv.explain_choice(stem64, np.float32, "backward").algorithm == "im2col"
     monkeypatch.setattr(tuning, "_precision", "highest")  # F(2x2, 3x3) everywhere
     assert npconv.explain_choice(res56, np.float32, "backward").algorithm != "winograd"
 

@@ -109,6 +109,11 @@ FEW_MIN_K = 288
 STEM_MAX_K = 36
 STEM_MIN_PIXELS = 48 * 48
 STEM_MIN_CHANNELS = 32
+# With AVX-512 (32-pixel register tiles) the tiled kernels won it back below 64 output
+# channels. Backward, tiled / im2col, ms, on an AVX-512 Xeon: (64, 3, 64, 64) with 32
+# 3x3 kernels 11.3-14.9 / 13.3-16.9 in three runs; (32, 4, 64, 64) with 32, 7.3 / 7.9;
+# (8, 3, 128, 128) with 48, 9.2 / 9.4; but (16, 3, 96, 96) with 64, 15.9 / 14.7.
+STEM_AVX512_MIN_CHANNELS = 64
 # One-dimensional kernels (1xK and Kx1, Inception's factorised layers) with 64 or more
 # input and output channels per group: the register-tiled gradients lose to im2col's
 # GEMMs, and so does the tiled forward pass of a Kx1 kernel from 128 channels (a 1xK
@@ -267,7 +272,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                     else FEW_MIN_CHANNELS)
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K)
         stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
-                and spec.c_out_g >= STEM_MIN_CHANNELS
+                and spec.c_out_g >= (STEM_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64
+                                     else STEM_MIN_CHANNELS)
                 and spec.oh * spec.ow >= STEM_MIN_PIXELS)
         return "few" if few else "stem" if stem else "tiled"
     return "gemm"
