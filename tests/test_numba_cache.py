@@ -56,9 +56,10 @@ def test_variants_keep_name_and_doc():
     assert serial.py_func.__qualname__ != parallel.py_func.__qualname__
 
 
-def _features_in_child(env_extra: dict) -> list[str]:
-    """(KERNEL_FEATURES or 'None', VECTOR_BYTES, Numba's feature string) in a fresh process."""
-    code = ("import npconv, npconv._numba as n; from numba.core import config; "
+def _features_in_child(env_extra: dict, before: str = "") -> list[str]:
+    """(KERNEL_FEATURES or 'None', VECTOR_BYTES, Numba's feature string) in a fresh process
+    that runs ``before`` first."""
+    code = (before + "import npconv, npconv._numba as n; from numba.core import config; "
             "print(str(n.KERNEL_FEATURES)[-60:], n.VECTOR_BYTES, "
             "(config.CPU_FEATURES or 'host')[-60:])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
@@ -82,6 +83,10 @@ def test_kernels_compile_without_gathers_unless_the_user_chose_the_cpu():
     assert (tuned, vector_bytes, numba_features) == ("None", "32", "+avx2")
     tuned, _, numba_features = _features_in_child({"NUMBA_CPU_NAME": "generic"})
     assert tuned == "None" and numba_features == "host"
+    # Numba compiled before npconv came: its features are fixed, and npconv reads them
+    tuned, vector_bytes, numba_features = _features_in_child(
+        {}, "from numba import njit; njit(lambda v: v + 1)(1); ")
+    assert tuned == "None" and numba_features == "host" and vector_bytes in ("32", "64")
 
 
 def test_vector_width_follows_the_features():

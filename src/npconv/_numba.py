@@ -20,7 +20,8 @@ from numba import njit
 def _kernel_features() -> str | None:
     """Numba's CPU feature string for npconv's kernels, set before anything compiles; None
     where npconv leaves Numba's own choice (the user set NUMBA_CPU_FEATURES or
-    NUMBA_CPU_NAME, the CPU is not x86, or there is no flag to add).
+    NUMBA_CPU_NAME, the CPU is not x86, there is no flag to add, or Numba compiled
+    something before npconv was imported and has fixed its features).
 
     Two tuning flags are added to the host's features; neither changes a result:
 
@@ -43,7 +44,8 @@ def _kernel_features() -> str | None:
 
     if (config.CPU_FEATURES is not None or config.CPU_NAME is not None
             or "NUMBA_CPU_FEATURES" in os.environ or "NUMBA_CPU_NAME" in os.environ
-            or platform.machine().lower() not in ("x86_64", "amd64")):
+            or platform.machine().lower() not in ("x86_64", "amd64")
+            or _compiled_features() is not None):  # too late: Numba has compiled
         return None
     features = codegen.get_host_cpu_features()
     flags = ["+prefer-no-gather"] if binding.llvm_version_info >= (17,) else []
@@ -56,11 +58,23 @@ def _kernel_features() -> str | None:
     return tuned
 
 
+def _compiled_features() -> str | None:
+    """The features Numba compiles with, once it has compiled anything (its CPU codegen
+    then exists and keeps them), else None."""
+    from numba.core import registry
+
+    target = registry.cpu_target
+    if "_toplevel_target_context" not in vars(target):  # a lazily created property
+        return None
+    return getattr(target.target_context.codegen(), "_tm_features", None)
+
+
 def _vector_bytes(features: str | None) -> int:
     from numba.core import codegen, config
 
     if features is None:
-        features = config.CPU_FEATURES or codegen.get_host_cpu_features()
+        features = (_compiled_features() or config.CPU_FEATURES
+                    or codegen.get_host_cpu_features())
     flags = features.split(",")
     return 64 if "+avx512f" in flags and "+prefer-256-bit" not in flags else 32
 
