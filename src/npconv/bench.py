@@ -134,9 +134,13 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 # spin, by npconv's choice, see npconv/__init__.py), and after the pause this virtual
 # machine took some 50 ms of work to run them at full speed again (the dilated layer's
 # step, measured when they slept at once: 20 ms after one call, 12.5-13 ms after five or
-# in a loop; PyTorch's, whose threads spin longer, 16-18 ms either way).
+# in a loop; PyTorch's, whose threads spin longer, 16-18 ms either way). On a later
+# machine (a Xeon with AVX-512) 50 ms was not enough either: npconv's step after the
+# pause reached its speed in a loop only after some 0.3 s of calls (the pointwise
+# layer 3.1-3.2 ms after 50 ms of warm-up, 1.95-2.1 after 0.3 s, in two alternating
+# runs; PyTorch's 3.2-3.6 either way).
 SETTLE_SECONDS = 0.12
-WARM_SECONDS = 0.05
+WARM_SECONDS = 0.3
 
 
 def _warm_up(fn) -> None:
