@@ -207,7 +207,8 @@ def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
 def _pixel_major(dz, dzt):  # pragma: no cover - compiled
     """dzt[b, t, g, c] = dz[b, g, c, t], and 0 for each group's padding channels c >=
     C_out/G: dZ (N, G, C_out/G, OH*OW) laid out pixel-major for the weight gradient,
-    in blocks of PIXEL_BLOCK pixels (whose rows of dzt stay in cache while they fill)."""
+    one task per PIXEL_BLOCK pixels of a sample (their dZ lines stay in cache while
+    each pixel's row of dzt is written in order)."""
     n, groups, cog, ohw = dz.shape
     cp = dzt.shape[3]
     nb = (ohw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
