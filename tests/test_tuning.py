@@ -163,15 +163,24 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
 
 
 def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
+    """With AVX-512 the forward passes of winograd's layers stay on the implicit GEMM on
+    small outputs (narrow layers: up to 48x48); their backward passes do not."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
-    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
-    forward = npconv.explain_choice(res56)
+    narrow = plan_conv2d((16, 64, 40, 40), (64, 64, 3, 3), padding=1).spec
+    forward = npconv.explain_choice(narrow)
     assert forward.algorithm == "jit" and "32 channels x 8 pixels" in forward.reason
     assert "512-bit vectors" in forward.reason
-    assert npconv.explain_choice(res56, np.float32, "backward").algorithm == "winograd"
+    assert npconv.explain_choice(narrow, np.float32, "backward").algorithm == "winograd"
+    small = plan_conv2d((32, 128, 24, 24), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(small).algorithm == "jit"
+    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
+    res28 = plan_conv2d((16, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    for spec in (res56, res28):
+        assert all(npconv.explain_choice(spec, np.float32, op).algorithm == "winograd"
+                   for op in ("forward", "backward"))
     assert npconv.explain_choice(res56, np.float64).algorithm == "winograd"  # f32 kernels
     lenet2 = plan_conv2d((64, 6, 14, 14), (16, 6, 5, 5)).spec
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
