@@ -126,6 +126,36 @@ def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
     assert_close(dw, naive.grad_weight(x, g, spec), "dW")
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_blocks_of_k_and_tiles_per_task_do_not_change_the_forward(case, monkeypatch):
+    """K walked in uneven blocks (sums kept between them), several tiles per task (a
+    last task short of tiles): bit for bit K walked whole, one tile per task."""
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    monkeypatch.setattr(_implicit, "FORWARD_K_BLOCK", 10**6)
+    monkeypatch.setattr(_implicit, "FORWARD_TILES_PER_TASK", 1)
+    whole = _implicit.correlate(x, w, spec, True).copy()
+    assert_close(whole, naive.forward(x, w, spec), "y")
+    k = spec.c_in_g * spec.kh * spec.kw
+    for block, tiles in ((7, 3), (max(1, k // 2), 5), (1, 16)):
+        monkeypatch.setattr(_implicit, "FORWARD_K_BLOCK", block)
+        monkeypatch.setattr(_implicit, "FORWARD_TILES_PER_TASK", tiles)
+        monkeypatch.setattr(_implicit, "FORWARD_TASKS_PER_THREAD", 1)
+        np.testing.assert_array_equal(_implicit.correlate(x, w, spec, True), whole)
+
+
+def test_forward_blocking():
+    assert _implicit.forward_blocking(54, 10**4, 2) == (54, 16)  # one block
+    assert _implicit.forward_blocking(216, 10**4, 2) == (108, 16)  # 1.5 blocks: two
+    assert _implicit.forward_blocking(576, 10**4, 2) == (144, 16)
+    assert _implicit.forward_blocking(580, 10**4, 2) == (145, 16)  # even blocks
+    assert _implicit.forward_blocking(576, 64, 2) == (144, 4)  # 8 tasks per thread
+    assert _implicit.forward_blocking(576, 3, 2) == (144, 1)
+
+
 def test_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 8, 15, 15)).astype(np.float32)
