@@ -164,7 +164,7 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
 
 def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     """With AVX-512 the forward passes of winograd's layers stay on the implicit GEMM on
-    small outputs (narrow layers: up to 48x48); their backward passes do not."""
+    outputs below 48x48; their backward passes do not."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
@@ -176,11 +176,18 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(narrow, np.float32, "backward").algorithm == "winograd"
     small = plan_conv2d((32, 128, 24, 24), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small).algorithm == "jit"
-    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     res28 = plan_conv2d((16, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
-    for spec in (res56, res28):
-        assert all(npconv.explain_choice(spec, np.float32, op).algorithm == "winograd"
-                   for op in ("forward", "backward"))
+    assert npconv.explain_choice(res28).algorithm == "jit"
+    res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
+    assert all(npconv.explain_choice(res56, np.float32, op).algorithm == "winograd"
+               for op in ("forward", "backward"))
+    # long columns: any K from 1024 output pixels, else up to 2304 pairs
+    res7 = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
+    assert npconv.explain_choice(res7).algorithm == "im2col"
+    res7_32 = plan_conv2d((32, 512, 7, 7), (512, 512, 3, 3), padding=1).spec
+    assert npconv.explain_choice(res7_32).algorithm == "jit"
+    res14 = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # K = 2304
+    assert npconv.explain_choice(res14).algorithm == "jit"
     assert npconv.explain_choice(res56, np.float64).algorithm == "winograd"  # f32 kernels
     lenet2 = plan_conv2d((64, 6, 14, 14), (16, 6, 5, 5)).spec
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
@@ -188,8 +195,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(deep).algorithm == "im2col"
     # float32 winograd on F(4x4, 3x3) only: 14x14 outputs would take F(2x2, 3x3)
     res14 = plan_conv2d((16, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
-    assert all(npconv.explain_choice(res14, np.float32, op).algorithm == "im2col"
-               for op in ("forward", "backward"))
+    assert npconv.explain_choice(res14, np.float32, "backward").algorithm == "im2col"
+    assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
     stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
     stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec

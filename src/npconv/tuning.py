@@ -74,17 +74,15 @@ WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # everywhere, the first layer's backward still took 38.3 on winograd against 42.9.)
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3) only
 # With AVX-512 the implicit GEMM's forward pass (:func:`npconv.algorithms.jit.implicit`)
-# beats winograd's F(4x4) on outputs smaller than 28x28, and with fewer than 80 channels
-# on outputs smaller than 48x48, so a forward pass the implicit kernels take stays with
-# them there. Forward, ms, implicit / winograd (chunks sized for L2, winograd._chunk),
-# on an AVX-512 Xeon: 24x24 outputs, (32, 64, ...) with 64 3x3 kernels 4.4 / 6.8, (32,
-# 96, ...) 10.9 / 12.7, (16, 128, ...) 9.6 / 11.3; 64 channels on 28x28 3.3 / 3.6, 32x32
-# 4.6 / 4.4 and 6.4 / 6.7, 40x40 6.5 / 7.3; but 56x56 13.0 / 11.5 and 64x64 9.6 / 7.4;
-# 72 channels on 48x48 18.9 / 10.6; 80 on 28x28 5.9 / 5.1, 96 11.5-16.1 / 12.1, 128
-# (res28) 13.1 / 11.0, (8, 128, 56, 56) 27.3 / 17.4.
-WINOGRAD_AVX512_FORWARD_MIN_SIZE = 28
-WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS = 80
-WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
+# ties with winograd's F(4x4) or beats it on outputs smaller than 48x48, so a forward
+# pass the implicit kernels take stays with them there. Forward, ms, implicit /
+# winograd (both with their L1 and L2 blocking, ``_implicit.FORWARD_K_BLOCK`` and
+# ``winograd._chunk``), on an AVX-512 Xeon: 24x24 outputs, (32, 64, ...) with 64 3x3
+# kernels 4.0 / 6.5; 28x28, 64 channels 3.0 / 3.8, res28 10.5 / 10.9, (32, 96, ...)
+# 11.7 / 11.7, (8, 256, ...) 22.9 / 25.0, 192 channels in and 64 out 7.7 / 8.9; 32x32,
+# 64 channels 3.7 / 4.4; but res56 10.2 / 10.2, (8, 128, 56, 56) 19.4 / 17.2, (8, 64,
+# 64, 64) 8.0 / 7.1.
+WINOGRAD_AVX512_FORWARD_MIN_SIZE = 48
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -285,14 +283,11 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     """Whether a forward pass in winograd's part of the rule stays on the implicit GEMM
-    (AVX-512: :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds after it)."""
+    (AVX-512, outputs below :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE`)."""
     from .algorithms import jit, winograd
 
-    size = min(winograd.phase_size(spec))
-    narrow = min(spec.c_in_g, spec.c_out_g) < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
-    small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
-                    else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
-    return (jit.VECTOR_BYTES >= 64 and small
+    return (jit.VECTOR_BYTES >= 64
+            and min(winograd.phase_size(spec)) < WINOGRAD_AVX512_FORWARD_MIN_SIZE
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
 

@@ -542,6 +542,19 @@ IMPLICIT_SHORT_K_MAX_CHANNELS = 16
 # 3.2 / 1.0, dW 2.1 / 1.4).
 IMPLICIT_ANY_SHAPE_CHANNELS = {"forward": 32, "grad_weight": 16}
 IMPLICIT_ANY_SHAPE_MAX_K = 1152
+# Since the forward kernels walk K in blocks that stay in the L1 cache
+# (:data:`._implicit.FORWARD_K_BLOCK`) their forward pass beats im2col's GEMM at any K
+# with AVX-512, except with 512 channels on a few 7x7 outputs. Forward, implicit /
+# im2col, ms, on an AVX-512 Xeon: K = 2304, (16, 256, 14, 14) with 256 3x3 kernels
+# 10.6 / 14.3, five samples 3.9 / 5.1, (32, 256, 7, 7) 6.6 / 8.1, (16, 256, 7, 7)
+# 3.5 / 4.2, but (6, 256, 7, 7) 1.90 / 1.75; K = 4608, (16, 512, 14, 14) 45.7 / 56.9,
+# (8, 512, 14, 14) 28.4 / 28.4, (16, 512, 10, 10) 25.3 / 27.2, (32, 512, 7, 7) 26.6 /
+# 28.6, but (16, 512, 7, 7) 16.2-16.7 / 14.4-15.7 and (6, 512, 7, 7) 7.9 / 6.0; K =
+# 9216, (32, 1024, 7, 7) with 256, 29.0 / 39.9. So the forward pass takes K up to
+# IMPLICIT_FORWARD_LONG_K, and any K from IMPLICIT_FORWARD_ANY_K_MIN_PIXELS output
+# pixels (N*OH*OW).
+IMPLICIT_FORWARD_LONG_K = 2304
+IMPLICIT_FORWARD_ANY_K_MIN_PIXELS = 1024
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
@@ -570,7 +583,8 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
     (any junk for the forward pass of a dilated layer); with AVX-512, from
     :data:`IMPLICIT_ANY_SHAPE_CHANNELS`, K up to :data:`IMPLICIT_ANY_SHAPE_MAX_K` and
-    any junk;
+    any junk (the forward pass: K up to :data:`IMPLICIT_FORWARD_LONG_K`, any K from
+    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS` output pixels);
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
     float64_weight = (op == "grad_weight" and itemsize == 8
@@ -581,8 +595,13 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
         return False
     any_shape = VECTOR_BYTES >= 64 and spec.c_out_g >= IMPLICIT_ANY_SHAPE_CHANNELS[op]
     long_k = op == "forward" and spec.c_out_g <= IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS
-    max_k = (IMPLICIT_ANY_SHAPE_MAX_K if any_shape
-             else max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K)
+    if any_shape and op == "forward":
+        pixels = spec.n * spec.oh * spec.ow
+        max_k = (spec.c_in_g * spec.kh * spec.kw if pixels >= IMPLICIT_FORWARD_ANY_K_MIN_PIXELS
+                 else IMPLICIT_FORWARD_LONG_K)
+    else:
+        max_k = (IMPLICIT_ANY_SHAPE_MAX_K if any_shape
+                 else max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K)
     strided = not _wide(spec)
     min_channels = (min(IMPLICIT_MIN_CHANNELS, IMPLICIT_STRIDED_MIN_CHANNELS[op]) if strided
                     else IMPLICIT_MIN_CHANNELS)
