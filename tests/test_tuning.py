@@ -181,12 +181,16 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert all(npconv.explain_choice(res56, np.float32, op).algorithm == "winograd"
                for op in ("forward", "backward"))
-    # one or two samples: im2col's backward from 128 channels (in or out) per group
+    # one or two samples: im2col's backward from columns of 1152 pairs
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"
     one128 = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(one128, np.float32, "backward").algorithm == "im2col"
-    # long columns: any K from 1024 output pixels, else up to 2304 pairs
+    two5x5 = plan_conv2d((2, 64, 28, 28), (64, 64, 5, 5), padding=2).spec
+    assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "im2col"
+    # long columns: any K from 1024 output pixels, up to 2304 pairs from 512
+    two = plan_conv2d((2, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
+    assert npconv.explain_choice(two).algorithm == "im2col"
     res7 = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
     assert npconv.explain_choice(res7).algorithm == "im2col"
     res7_32 = plan_conv2d((32, 512, 7, 7), (512, 512, 3, 3), padding=1).spec

@@ -101,13 +101,14 @@ FEW_MIN_CHANNELS = 64
 FEW_FORWARD_MIN_CHANNELS = 128
 FEW_MIN_K = 288
 # With AVX-512 (the implicit GEMM's dW, 32-pixel tiles for dX) the jit algorithm won the
-# backward pass of such layers back below 128 channels (in or out) per group. Backward,
-# jit / im2col, ms, 3x3 kernels, on an AVX-512 Xeon: one 56x56 sample with 64 channels
-# 2.25 / 3.22 (1.38x in the rule's audit), with 96 5.1 / 5.9, two 28x28 samples with 64
-# 1.19 / 1.62, with 96 2.61 / 2.77; but one 28x28 sample with 128 channels 3.18 / 2.59,
-# two 5.1 / 4.7, one 56x56 sample 9.6 / 9.0, 64 channels in and 128 out 4.9 / 5.2, 192 in
-# and 64 out (5x5) 13.5 / 6.2.
-FEW_AVX512_MIN_CHANNELS = 128
+# backward pass of such layers back where their columns are shorter than 1152 pairs
+# (the implicit dW's limit with AVX-512 is 1152). Backward, jit / im2col, ms, on an
+# AVX-512 Xeon: one 56x56 sample with 64 3x3 kernels (K = 576) 2.25 / 3.22 (1.38x in
+# the rule's audit), 64 in and 128 out 4.9 / 5.2, 96 (K = 864) 5.1 / 5.9; two 28x28
+# samples with 64 1.19 / 1.62, with 96 2.61 / 2.77; but K = 1152, one 28x28 sample with
+# 128 channels 3.18 / 2.59, two 5.1 / 4.7, one 56x56 sample 9.6 / 9.0; two 28x28
+# samples with 64 5x5 kernels (K = 1600) 6.1 / 4.0; 192 in and 64 out, 5x5, 13.5 / 6.2.
+FEW_AVX512_MIN_K = 1152
 # The backward pass (dX and dW together) of a stem-like layer, a handful of input
 # channels per group (columns of at most STEM_MAX_K (channel, tap) pairs), goes to
 # im2col on outputs of at least STEM_MIN_PIXELS, with STEM_MIN_CHANNELS output
@@ -282,7 +283,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                     else FEW_MIN_CHANNELS)
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K
                and (op == "forward" or jit.VECTOR_BYTES < 64
-                    or max(spec.c_in_g, spec.c_out_g) >= FEW_AVX512_MIN_CHANNELS))
+                    or spec.c_in_g * spec.kh * spec.kw >= FEW_AVX512_MIN_K))
         stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
                 and spec.c_out_g >= (STEM_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64
                                      else STEM_MIN_CHANNELS)

@@ -550,10 +550,12 @@ IMPLICIT_ANY_SHAPE_MAX_K = 1152
 # 3.5 / 4.2, but (6, 256, 7, 7) 1.90 / 1.75; K = 4608, (16, 512, 14, 14) 45.7 / 56.9,
 # (8, 512, 14, 14) 28.4 / 28.4, (16, 512, 10, 10) 25.3 / 27.2, (32, 512, 7, 7) 26.6 /
 # 28.6, but (16, 512, 7, 7) 16.2-16.7 / 14.4-15.7 and (6, 512, 7, 7) 7.9 / 6.0; K =
-# 9216, (32, 1024, 7, 7) with 256, 29.0 / 39.9. So the forward pass takes K up to
-# IMPLICIT_FORWARD_LONG_K, and any K from IMPLICIT_FORWARD_ANY_K_MIN_PIXELS output
-# pixels (N*OH*OW).
+# 9216, (32, 1024, 7, 7) with 256, 29.0 / 39.9; and with few pixels, K = 2304, (2, 256,
+# 14, 14) 2.4 / 2.1. So past IMPLICIT_ANY_SHAPE_MAX_K the forward pass takes K up to
+# IMPLICIT_FORWARD_LONG_K from IMPLICIT_FORWARD_LONG_K_MIN_PIXELS output pixels
+# (N*OH*OW), and any K from IMPLICIT_FORWARD_ANY_K_MIN_PIXELS.
 IMPLICIT_FORWARD_LONG_K = 2304
+IMPLICIT_FORWARD_LONG_K_MIN_PIXELS = 512
 IMPLICIT_FORWARD_ANY_K_MIN_PIXELS = 1024
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
@@ -583,8 +585,9 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     with unit stride and wide rows that would be at least :data:`IMPLICIT_MIN_JUNK` junk
     (any junk for the forward pass of a dilated layer); with AVX-512, from
     :data:`IMPLICIT_ANY_SHAPE_CHANNELS`, K up to :data:`IMPLICIT_ANY_SHAPE_MAX_K` and
-    any junk (the forward pass: K up to :data:`IMPLICIT_FORWARD_LONG_K`, any K from
-    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS` output pixels);
+    any junk (the forward pass: K up to :data:`IMPLICIT_FORWARD_LONG_K` from
+    :data:`IMPLICIT_FORWARD_LONG_K_MIN_PIXELS` output pixels, any K from
+    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS`);
     its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
     float64_weight = (op == "grad_weight" and itemsize == 8
@@ -598,7 +601,8 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     if any_shape and op == "forward":
         pixels = spec.n * spec.oh * spec.ow
         max_k = (spec.c_in_g * spec.kh * spec.kw if pixels >= IMPLICIT_FORWARD_ANY_K_MIN_PIXELS
-                 else IMPLICIT_FORWARD_LONG_K)
+                 else IMPLICIT_FORWARD_LONG_K if pixels >= IMPLICIT_FORWARD_LONG_K_MIN_PIXELS
+                 else IMPLICIT_ANY_SHAPE_MAX_K)
     else:
         max_k = (IMPLICIT_ANY_SHAPE_MAX_K if any_shape
                  else max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K)
