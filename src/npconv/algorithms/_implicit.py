@@ -26,8 +26,10 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   (:data:`FORWARD_TILES`: 16 x 4 or 8 x 8 with AVX2; 32 x 8, 16 x 16 or 8 x 8 with
   AVX-512; the one that pads the layer's channels least, weighed by its speed),
   ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs for
-  ``CO*PX`` multiply-adds. Results go straight into y (N, C_out, OH, OW) (through
-  padded planes where y's would alias in the cache, :func:`output_pitch`).
+  ``CO*PX`` multiply-adds. A task walks K in blocks (:data:`FORWARD_K_BLOCK`) over
+  several tiles in turn, so that a block's weights and inputs stay in the L1 cache.
+  Results go straight into y (N, C_out, OH, OW) (through padded planes where y's would
+  alias in the cache, :func:`output_pitch`).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
   channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs; each
