@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import npconv
-from npconv import grad
+from npconv import grad, tuning
 from npconv.spec import plan_conv2d
 
 from cases import CASES
@@ -149,3 +149,35 @@ def test_book_convention_divides_by_batch_size():
 
 def test_variants_cover_every_algorithm():
     assert set(npconv.ALGORITHMS) <= set(VARIANTS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_backward_pass_split_between_algorithms_matches_torch(torch, case, dtype,
+                                                               monkeypatch):
+    """auto's split backward pass (npconv.algorithms._split: dX by im2col, dW by the jit
+    algorithm, through its implicit GEMM), forced on every case, every mask."""
+    use_variant("jit-implicit", monkeypatch)
+    monkeypatch.setattr(tuning, "choose",
+                        lambda spec, dtype, op: "im2col+jit" if op == "backward" else "im2col")
+    x, w, b, g, plan, pads = case_arrays(case, dtype)
+    s = plan.spec
+    ref = torch_conv2d(torch, x, w, b, g, s.stride, pads, s.dilation, s.groups, plan.mode)
+    ctx = f"[im2col+jit {case.id} {np.dtype(dtype)}]"
+    full = npconv.conv2d_backward(x, w, g, **case.kwargs)
+    for name, got, want in zip(("dX", "dW", "dB"), full, ref[1:], strict=True):
+        assert_close(got, want, name, ctx)
+        assert got.dtype == dtype
+    for mask in [(True, False, False), (False, True, False), (False, False, True)]:
+        got = npconv.conv2d_backward(x, w, g, output_mask=mask, **case.kwargs)
+        for want, have, asked in zip(full, got, mask, strict=True):
+            if asked:
+                np.testing.assert_array_equal(have, want)
+            else:
+                assert have is None
+
+
+def test_a_split_is_only_autos():
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        npconv.conv2d_backward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)),
+                               np.ones((1, 1, 2, 2)), algorithm="im2col+jit")

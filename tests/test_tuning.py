@@ -235,6 +235,28 @@ def test_weight_gradient_alone_follows_the_im2col_split(threads):
         npconv.set_num_threads(before)
 
 
+def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
+    """With AVX-512 a strided layer's dW runs on the implicit GEMM (columns up to 1024
+    pairs) and its dX on im2col: the backward pass is split, dW alone stays on jit."""
+    from npconv.algorithms import _implicit, jit
+
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
+    down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
+    choice = npconv.explain_choice(down, np.float32, "backward")
+    assert choice.algorithm == "im2col+jit" and "dX on im2col" in choice.reason
+    assert npconv.explain_choice(down, np.float32, "grad_weight").algorithm == "jit"
+    assert npconv.explain_choice(down, np.float32, "grad_input").algorithm == "im2col"
+    long_k = plan_conv2d((10, 128, 28, 28), (256, 128, 3, 3), padding=1, stride=2).spec
+    assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
+    two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
+    assert npconv.explain_choice(two, np.float32, "backward").algorithm == "im2col"
+    pointwise = plan_conv2d((16, 128, 56, 56), (256, 128, 1, 1), stride=2).spec
+    assert npconv.explain_choice(pointwise, np.float32, "backward").algorithm == "im2col"
+    # float64: the implicit dW runs float64 with AVX-512 too
+    assert npconv.explain_choice(down, np.float64, "backward").algorithm == "im2col+jit"
+
+
 def test_winograd_counts_the_tiles_of_its_gemms():
     f32 = np.float32
     res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec

@@ -37,6 +37,8 @@ def resolve_algorithm(algorithm: str, spec, dtype, op: str):
         if spec.n == 0:
             return algorithms.get_empty_batch()
         algorithm = tuning.choose(spec, dtype, op)
+        if "+" in algorithm:  # dX and dW on two algorithms (npconv.algorithms._split)
+            return algorithms.get_pair(algorithm)
     impl = algorithms.get(algorithm)
     reason = algorithms.unsupported(impl, spec)
     if reason is not None:

@@ -183,6 +183,17 @@ IMPLICIT_POINTWISE_MAX_K = 192
 # 32-channel stride-2 layer). The forward pass stays on the implicit GEMM (level or
 # faster: 10.8 against 13.1 ms, 8.7 against 10.8, 18.3 against 17.6), and so does a
 # layer too small to split (LeNet's second: 1.3 against 2.4 ms).
+# With AVX-512 the implicit GEMM's dW beats im2col's on strided layers with columns of
+# up to SPLIT_BACKWARD_MAX_K pairs, while their dX stays faster on im2col (a GEMM and
+# col2im: im2col packs nothing for dX). So the backward pass of such a layer, which the
+# rule gives im2col, is split: dX on im2col, dW on the jit algorithm
+# (:mod:`npconv.algorithms._split`), and dW alone no longer goes to im2col's split by
+# samples. ms, on an AVX-512 Xeon, im2col's backward / its dX alone + the implicit dW:
+# the stride-2 ResNet layer, (16, 64, 56, 56) with 128 3x3 kernels, 19.8 / 9.4 + 8.8;
+# eight samples 9.9 / 4.8 + 4.5; (16, 32, 56, 56) with 64 5x5 kernels at stride 2
+# 17.5 / 8.6 + 4.9; but (10, 128, 28, 28) with 256 3x3 kernels (K = 1152) 10.8 / 5.6 +
+# 6.9 (im2col's dW alone 5.6).
+SPLIT_BACKWARD_MAX_K = 1024
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -262,11 +273,16 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                                  or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K)
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
-        return "split_weight" if op == "grad_weight" and _im2col_splits(spec) else "implicit"
+        split = (op == "grad_weight" and _im2col_splits(spec)
+                 and not _implicit_weight_wins(spec, itemsize))
+        return "split_weight" if split else "implicit"
     if (op == "backward" and spec.stride != (1, 1) and itemsize == jit.IMPLICIT_ITEMSIZE
             and spec.kh * spec.kw > 1 and spec.c_out_g <= jit.IMPLICIT_SHORT_K_MAX_CHANNELS
             and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK):
         return "strided_thin"
+    if (op == "backward" and spec.stride != (1, 1) and spec.kh * spec.kw > 1
+            and spec.n > FEW_SAMPLES and _implicit_weight_wins(spec, itemsize)):
+        return "split_backward"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
             and (op == "backward" or (op == "forward" and spec.kw == 1
@@ -302,6 +318,15 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
 
+def _implicit_weight_wins(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether the implicit GEMM's dW beats im2col's on a layer it runs (AVX-512, columns
+    of at most :data:`SPLIT_BACKWARD_MAX_K` pairs)."""
+    from .algorithms import jit
+
+    return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
+            and spec.c_in_g * spec.kh * spec.kw <= SPLIT_BACKWARD_MAX_K)
+
+
 def _im2col_splits(spec: ConvSpec) -> bool:
     """Whether im2col splits ``spec``'s samples between the threads now."""
     from . import _workers
@@ -332,7 +357,7 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
-              "one_dim": "im2col", "gemm": "im2col"}
+              "one_dim": "im2col", "gemm": "im2col", "split_backward": "im2col+jit"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -362,6 +387,8 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                                    "come back empty and dW and dB as zeros, as in PyTorch")
     if _autotune["enabled"]:
         return _measured(spec, dtype, op)
+    from .algorithms import _implicit
+
     case, macs = _rule(spec, dtype, op), spec.flops // 2
     k = spec.c_in_g * spec.kh * spec.kw
     reason = {
@@ -397,6 +424,12 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                         f"and {spec.c_out_g} output channels per group: the jit "
                         f"algorithm's implicit GEMM for dW and dX scattered into the "
                         f"input's stride phases beat im2col's thin GEMMs",
+        "split_backward": f"dX and dW of a strided layer with columns of K = {k}: dX on "
+                          f"im2col (a GEMM and col2im, nothing packed), dW on the jit "
+                          f"algorithm's implicit GEMM "
+                          f"({_implicit.weight_tile_channels(spec.c_out_g)} channels x "
+                          f"{_implicit.WKT} (channel, tap) pairs in registers), each "
+                          f"faster there than on the other",
         "one_dim": f"a {spec.kh}x{spec.kw} kernel with {spec.c_in_g} input and "
                    f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
                    f"beat the register-tiled kernels on one-dimensional kernels",

@@ -47,6 +47,12 @@ def get(name: str) -> ModuleType:
     return module
 
 
+def get_pair(name: str) -> ModuleType:
+    """The backward pass split between two algorithms, ``"dx+dw"``
+    (:mod:`npconv.algorithms._split`; ``algorithm="auto"`` only)."""
+    return importlib.import_module(f"{__name__}._split").pair(name)
+
+
 def get_empty_batch() -> ModuleType:
     """The stand-in for every algorithm on a batch of no samples
     (:mod:`npconv.algorithms._empty_batch`)."""
