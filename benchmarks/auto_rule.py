@@ -3,9 +3,10 @@
 For each layer of a fixed, seeded sample of realistic convolution layers (ResNet-,
 VGG-, MobileNet- and DeepLab-like: 1x1 to 7x7 kernels, strides 1-2, dilations 1-4,
 groups, 3 to 512 channels, 7x7 to 112x112 inputs), times every algorithm that can run
-it (``npconv.ALGORITHMS`` except the naive loops, plus ``winograd`` where it applies)
-on the forward pass and on the backward pass (dX and dW), and compares the rule's
-choice with the fastest. The candidates take turns round by round; each figure is the
+it (``npconv.ALGORITHMS`` except the naive loops, plus ``winograd`` where it applies,
+and the rule's pair where it splits a backward pass between two algorithms) on the
+forward pass and on the backward pass (dX and dW), and compares the rule's choice with
+the fastest. The candidates take turns round by round; each figure is the
 median of the rounds, each round the median of a few calls after a warm-up call.
 
 Prints one line per layer and pass: the rule's choice, the fastest algorithm, and the
@@ -99,14 +100,18 @@ def audit(layer, dtype, rounds: int, calls: int) -> list[dict]:
     }
     rows = []
     for op, run in passes.items():
-        times: dict[str, list[float]] = {a: [] for a in candidates}
+        rule = tuning.choose(spec, dtype, op)
+        # a backward pass the rule splits between two algorithms ("im2col+jit") is a
+        # candidate too, run through "auto" (no algorithm= names a pair)
+        names = candidates + ([rule] if rule not in candidates else [])
+        times: dict[str, list[float]] = {a: [] for a in names}
         for _ in range(rounds):
-            for a in candidates:
+            for a in names:
                 # one untimed call first (and compilation, on the first round)
-                times[a].append(_median_time(lambda a=a, run=run: run(a), calls))
+                call = "auto" if a not in candidates else a
+                times[a].append(_median_time(lambda a=call, run=run: run(a), calls))
         medians = {a: statistics.median(t) for a, t in times.items()}
         best = min(medians, key=medians.get)
-        rule = tuning.choose(spec, dtype, op)
         rows.append(dict(x=x_shape, weight=w_shape, kwargs=kwargs, op=op, rule=rule, best=best,
                          ms={a: 1e3 * t for a, t in medians.items()},
                          regret=medians[rule] / medians[best]))

@@ -540,3 +540,14 @@ def test_the_rule_audit_samples_valid_layers_and_measures_the_rules_choice(tmp_p
         assert set(r["ms"]) == {"transpose", "im2col", "jit", "winograd"}
         assert r["rule"] in r["ms"] and r["best"] == min(r["ms"], key=r["ms"].get)
         assert r["regret"] >= 1.0
+
+
+def test_the_rule_audit_times_a_split_backward_pass(monkeypatch):
+    script = _auto_rule_script()
+    monkeypatch.setattr(tuning, "choose",
+                        lambda spec, dtype, op: "im2col+jit" if op == "backward" else "jit")
+    rows = script.audit(((2, 8, 12, 12), (8, 8, 3, 3), dict(stride=2)), np.float32, 1, 1)
+    forward, backward = rows
+    assert set(forward["ms"]) == {"transpose", "im2col", "jit"}
+    assert set(backward["ms"]) == {"transpose", "im2col", "jit", "im2col+jit"}
+    assert backward["rule"] == "im2col+jit" and backward["regret"] >= 1.0

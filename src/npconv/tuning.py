@@ -13,6 +13,10 @@
   outputs, the forward pass and weight gradient of one or two samples, and the weight
   gradient alone of layers large enough for im2col to split their samples between the
   threads).
+  With AVX-512 the jit algorithm's implicit GEMM takes more (forward passes at any
+  column length from 1024 output pixels, and those of winograd's layers below 48x48
+  outputs; the weight gradient of strided layers, whose backward pass is then split:
+  dX on im2col, dW on the jit algorithm).
   ``benchmarks/auto_rule.py`` measures the rule against the fastest algorithm.
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
