@@ -181,6 +181,11 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert all(npconv.explain_choice(res56, np.float32, op).algorithm == "winograd"
                for op in ("forward", "backward"))
+    # unit-stride 1x1 layers: the implicit GEMM's forward pass only on small outputs
+    small = plan_conv2d((16, 128, 14, 14), (128, 128, 1, 1)).spec
+    assert npconv.explain_choice(small).algorithm == "jit"
+    large = plan_conv2d((16, 128, 28, 28), (512, 128, 1, 1)).spec
+    assert npconv.explain_choice(large).algorithm == "im2col"
     # one or two samples: im2col's backward from columns of 1152 pairs
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"

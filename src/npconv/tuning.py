@@ -180,6 +180,13 @@ DEEP_ALL_MIN_OUT_CHANNELS = 64
 # and for the forward pass above this many input channels (im2col 1.6x faster with 512,
 # 1.05-1.33x with 256 in five runs; the implicit GEMM won with 128-160, 1.1-1.7x).
 IMPLICIT_POINTWISE_MAX_K = 192
+# With AVX-512 the implicit GEMM would take unit-stride 1x1 layers too (any junk), but
+# there it only wins on small outputs, where im2col's per-sample GEMMs are small.
+# Forward, implicit / im2col, ms, on an AVX-512 Xeon: 14x14 outputs, (16, 128, ...)
+# with 128 kernels 0.44 / 0.50, (16, 192, ...) with 192 0.89 / 0.88; 28x28, (16, 128,
+# ...) with 512 7.0 / 5.0, (32, 128, ...) with 256 6.9 / 5.0, (16, 160, ...) with 64 1.31
+# / 1.07; 56x56, (16, 128, ...) with 128 8.0 / 5.7.
+IMPLICIT_POINTWISE_MAX_PIXELS = 256
 # The weight gradient alone (a network's first layer needs no dX) of a layer on the
 # implicit GEMM goes to im2col when im2col splits the call between the threads by
 # samples (npconv._workers.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
@@ -273,8 +280,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "winograd"
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
-    pointwise_gemm = spec.kh * spec.kw == 1 and (op == "grad_weight"
-                                                 or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K)
+    pointwise_gemm = spec.kh * spec.kw == 1 and (
+        op == "grad_weight" or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K
+        or (spec.stride == (1, 1) and spec.oh * spec.ow > IMPLICIT_POINTWISE_MAX_PIXELS))
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
         split = (op == "grad_weight" and _im2col_splits(spec)
