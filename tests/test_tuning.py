@@ -164,7 +164,7 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
 
 def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     """With AVX-512 the forward passes of winograd's layers stay on the implicit GEMM on
-    outputs below 48x48; their backward passes do not."""
+    outputs below 28x28 (48x48 below 128 channels); their backward passes do not."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
@@ -177,10 +177,12 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     small = plan_conv2d((32, 128, 24, 24), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small).algorithm == "jit"
     res28 = plan_conv2d((16, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(res28).algorithm == "jit"
     res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
-    assert all(npconv.explain_choice(res56, np.float32, op).algorithm == "winograd"
-               for op in ("forward", "backward"))
+    for spec in (res28, res56):
+        assert all(npconv.explain_choice(spec, np.float32, op).algorithm == "winograd"
+                   for op in ("forward", "backward"))
+    narrow28 = plan_conv2d((16, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
+    assert npconv.explain_choice(narrow28).algorithm == "jit"
     # unit-stride 1x1 layers: the implicit GEMM's forward pass only on small outputs
     small = plan_conv2d((16, 128, 14, 14), (128, 128, 1, 1)).spec
     assert npconv.explain_choice(small).algorithm == "jit"
@@ -207,10 +209,12 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
     deep = plan_conv2d((6, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
     assert npconv.explain_choice(deep).algorithm == "im2col"
-    # float32 winograd on F(4x4, 3x3) only: 14x14 outputs would take F(2x2, 3x3)
+    # float32 winograd's F(2x2, 3x3) (14x14 outputs) only from 256 channels
     res14 = plan_conv2d((16, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
-    assert npconv.explain_choice(res14, np.float32, "backward").algorithm == "im2col"
+    assert npconv.explain_choice(res14, np.float32, "backward").algorithm == "winograd"
     assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
+    res14_128 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "jit"
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
     stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
     stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec

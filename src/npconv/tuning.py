@@ -14,9 +14,10 @@
   gradient alone of layers large enough for im2col to split their samples between the
   threads).
   With AVX-512 the jit algorithm's implicit GEMM takes more (forward passes at any
-  column length from 1024 output pixels, and those of winograd's layers below 48x48
-  outputs; the weight gradient of strided layers, whose backward pass is then split:
-  dX on im2col, dW on the jit algorithm).
+  column length from 1024 output pixels, and those of winograd's layers below 28x28
+  outputs, 48x48 below 128 channels; the weight gradient of strided layers, whose
+  backward pass is then split: dX on im2col, dW on the jit algorithm), and winograd's
+  F(2x2, 3x3) runs in float32 only from 256 channels.
   ``benchmarks/auto_rule.py`` measures the rule against the fastest algorithm.
   :func:`explain_choice` says why.
 * :func:`set_autotune` (or ``NPCONV_AUTOTUNE=1``) replaces the rule by measurement,
@@ -69,24 +70,29 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
-# "highest") lost on every layer measured: its transforms are memory-bound and the GEMMs
-# it saves run twice as fast there. Per pass, ms, winograd against the fastest other
-# algorithm on an AVX-512 Xeon: (16, 256, 14, 14) with 256 3x3 kernels, forward 15.9 /
-# 13.5 (im2col), backward 37.9 / 30.4 (im2col); (21, 96, 14, 14), 96 kernels, 4.4 / 2.7
-# (jit) and 8.4 / 8.0 (jit); (54, 64, 14, 14) backward 10.8 / 7.6 (jit); (1, 256, 32,
-# 32) dilated 2 (16x16 phases) 8.9 / 5.9 and 17.3 / 10.9 (im2col). (With AVX-512 off
-# everywhere, the first layer's backward still took 38.3 on winograd against 42.9.)
-WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3) only
+# "highest") lost with fewer than 256 channels: its transforms are memory-bound and the
+# GEMMs it saves run twice as fast there. Backward, ms, winograd against the fastest
+# other algorithm, on an AVX-512 Xeon: (21, 96, 14, 14) with 96 3x3 kernels 6.3 / 5.3
+# (jit), (54, 64, 14, 14) 7.9 / 5.7 (jit), (16, 128, 14, 14) 7.5 / 7.4 (jit); but with
+# 256 channels, since the weight transforms are one GEMM (winograd.G_KRON), (16, 256,
+# 14, 14) 21.1 / 29.0 (im2col) and (4, 256, 32, 32) dilated 2 (16x16 phases) 28.8 /
+# 32.7 (im2col). (Before that change: 37.9 / 30.4 and 17.3 / 10.9 with one sample.)
+WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
+WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
 # With AVX-512 the implicit GEMM's forward pass (:func:`npconv.algorithms.jit.implicit`)
-# ties with winograd's F(4x4) or beats it on outputs smaller than 48x48, so a forward
-# pass the implicit kernels take stays with them there. Forward, ms, implicit /
-# winograd (both with their L1 and L2 blocking, ``_implicit.FORWARD_K_BLOCK`` and
-# ``winograd._chunk``), on an AVX-512 Xeon: 24x24 outputs, (32, 64, ...) with 64 3x3
-# kernels 4.0 / 6.5; 28x28, 64 channels 3.0 / 3.8, res28 10.5 / 10.9, (32, 96, ...)
-# 11.7 / 11.7, (8, 256, ...) 22.9 / 25.0, 192 channels in and 64 out 7.7 / 8.9; 32x32,
-# 64 channels 3.7 / 4.4; but res56 10.2 / 10.2, (8, 128, 56, 56) 19.4 / 17.2, (8, 64,
-# 64, 64) 8.0 / 7.1.
-WINOGRAD_AVX512_FORWARD_MIN_SIZE = 48
+# beats winograd's on outputs smaller than 28x28, and with fewer than 128 channels
+# on outputs smaller than 48x48 (or ties), so a forward pass the implicit kernels take
+# stays with them there. Forward, ms, implicit / winograd (both with their L1 and L2
+# blocking, ``_implicit.FORWARD_K_BLOCK`` and ``winograd._chunk``, and the weight
+# transform as one GEMM), on an AVX-512 Xeon: 24x24 outputs, (32, 64, ...) with 64 3x3
+# kernels 3.9 / 5.8, (16, 128, ...) 7.3 / 8.6; 28x28, 64 channels 2.7 / 3.3, 192 in and
+# 64 out 7.5 / 7.8, (32, 96, ...) 11.2 / 11.0; 32x32 and 40x40 with 64 channels 3.5 /
+# 3.8 and 5.3 / 5.8, 96 on 40x40 11.4 / 11.1; but res28 9.9 / 9.3, (8, 256, 28, 28)
+# 19.1 / 14.3, res56 10.3 / 9.9, (8, 128, 56, 56) 19.4 / 17.2, (8, 64, 64, 64) 8.0 /
+# 7.1.
+WINOGRAD_AVX512_FORWARD_MIN_SIZE = 28
+WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS = 128
+WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -322,11 +328,14 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     """Whether a forward pass in winograd's part of the rule stays on the implicit GEMM
-    (AVX-512, outputs below :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE`)."""
+    (AVX-512: :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds after it)."""
     from .algorithms import jit, winograd
 
-    return (jit.VECTOR_BYTES >= 64
-            and min(winograd.phase_size(spec)) < WINOGRAD_AVX512_FORWARD_MIN_SIZE
+    size = min(winograd.phase_size(spec))
+    narrow = min(spec.c_in_g, spec.c_out_g) < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
+    small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
+                    else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
+    return (jit.VECTOR_BYTES >= 64 and small
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
 
@@ -352,10 +361,11 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
     if winograd.unsupported(spec) is not None:
         return False
-    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
-            and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE):
-        return False
     channels = min(spec.c_in_g, spec.c_out_g)
+    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
+            and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE
+            and channels < WINOGRAD_AVX512_F2_MIN_CHANNELS):
+        return False
     dilated = spec.dilation != (1, 1)
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
