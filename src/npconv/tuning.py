@@ -209,7 +209,9 @@ IMPLICIT_POINTWISE_MAX_PIXELS = 256
 # the stride-2 ResNet layer, (16, 64, 56, 56) with 128 3x3 kernels, 19.8 / 9.4 + 8.8;
 # eight samples 9.9 / 4.8 + 4.5; (16, 32, 56, 56) with 64 5x5 kernels at stride 2
 # 17.5 / 8.6 + 4.9; but (10, 128, 28, 28) with 256 3x3 kernels (K = 1152) 10.8 / 5.6 +
-# 6.9 (im2col's dW alone 5.6).
+# 6.9 (im2col's dW alone 5.6). float64 (whose implicit dW vectorises with AVX-512),
+# im2col / split: the stride-2 ResNet layer 33.2 / 31.2, the 5x5 one 27.9 / 22.7,
+# ResNet's 7x7 stem with 17 samples 22.7 / 18.8.
 SPLIT_BACKWARD_MAX_K = 1024
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
