@@ -215,6 +215,15 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
     res14_128 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "jit"
+    # from 128 channels, fewer tiles: 200 for F(4x4), 250 for F(2x2)
+    four = plan_conv2d((4, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 224 tiles
+    assert npconv.explain_choice(four, np.float32, "backward").algorithm == "winograd"
+    three = plan_conv2d((3, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 168
+    assert npconv.explain_choice(three, np.float32, "backward").algorithm != "winograd"
+    five = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # 280
+    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "winograd"
+    one64 = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec  # 210
+    assert npconv.explain_choice(one64, np.float32, "backward").algorithm == "jit"
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
     stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
     stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec

@@ -69,6 +69,14 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
+# With AVX-512 and cheap weight transforms (winograd.G_KRON), float32 layers with 128 or
+# more channels need fewer. Backward, ms, winograd against the fastest other algorithm,
+# on an AVX-512 Xeon: F(4x4) with 128 channels on 28x28, four samples (224 tiles) 5.7 /
+# 7.8 (jit), three (168) 6.0 / 6.2; F(2x2) with 256 on 14x14, five samples (280) 9.4 /
+# 11.2 (im2col), three (168) 9.5 / 7.6; but 64 channels, one 56x56 sample (210) 3.5 /
+# 2.0 (jit).
+WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 250}
+WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
 # "highest") lost with fewer than 256 channels: its transforms are memory-bound and the
 # GEMMs it saves run twice as fast there. Backward, ms, winograd against the fastest
@@ -373,9 +381,20 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= (WINOGRAD_NARROW_MIN_SIZE if narrow
                                                    else WINOGRAD_MIN_SIZE)
-            and (winograd.gemm_width(spec, dtype)
-                 >= WINOGRAD_MIN_TILES[winograd.tile_size(spec, dtype)])
+            and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype)
             and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
+
+
+def _winograd_min_tiles(spec: ConvSpec, dtype) -> int:
+    """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
+    float32 and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
+    :data:`WINOGRAD_AVX512_MIN_TILES`)."""
+    from .algorithms import jit, winograd
+
+    m = winograd.tile_size(spec, dtype)
+    few = (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
+           and min(spec.c_in_g, spec.c_out_g) >= WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS)
+    return (WINOGRAD_AVX512_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
