@@ -224,6 +224,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(five, np.float32, "backward").algorithm == "winograd"
     one64 = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec  # 210
     assert npconv.explain_choice(one64, np.float32, "backward").algorithm == "jit"
+    dilated = plan_conv2d((1, 256, 32, 32), (256, 256, 3, 3), padding=2, dilation=2).spec
+    assert npconv.explain_choice(dilated, np.float32, "backward").algorithm == "im2col"
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
     stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
     stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec

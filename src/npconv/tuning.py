@@ -74,7 +74,8 @@ WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # on an AVX-512 Xeon: F(4x4) with 128 channels on 28x28, four samples (224 tiles) 5.7 /
 # 7.8 (jit), three (168) 6.0 / 6.2; F(2x2) with 256 on 14x14, five samples (280) 9.4 /
 # 11.2 (im2col), three (168) 9.5 / 7.6; but 64 channels, one 56x56 sample (210) 3.5 /
-# 2.0 (jit).
+# 2.0 (jit), and a dilated layer, whose phases are copied in and out: one (256, 32, 32)
+# sample with 256 kernels, dilation 2 (288 tiles), 10.4 / 9.2 (im2col). Undilated only.
 WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 250}
 WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
@@ -387,12 +388,13 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
 
 def _winograd_min_tiles(spec: ConvSpec, dtype) -> int:
     """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
-    float32 and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
+    float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
     :data:`WINOGRAD_AVX512_MIN_TILES`)."""
     from .algorithms import jit, winograd
 
     m = winograd.tile_size(spec, dtype)
     few = (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
+           and spec.dilation == (1, 1)
            and min(spec.c_in_g, spec.c_out_g) >= WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS)
     return (WINOGRAD_AVX512_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
 
