@@ -45,6 +45,8 @@ compiles (a few seconds per dtype).
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -600,7 +602,7 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     long_k = op == "forward" and spec.c_out_g <= IMPLICIT_FORWARD_LONG_K_MAX_CHANNELS
     if any_shape and op == "forward":
         pixels = spec.n * spec.oh * spec.ow
-        max_k = (spec.c_in_g * spec.kh * spec.kw if pixels >= IMPLICIT_FORWARD_ANY_K_MIN_PIXELS
+        max_k = (math.inf if pixels >= IMPLICIT_FORWARD_ANY_K_MIN_PIXELS
                  else IMPLICIT_FORWARD_LONG_K if pixels >= IMPLICIT_FORWARD_LONG_K_MIN_PIXELS
                  else IMPLICIT_ANY_SHAPE_MAX_K)
     else:
