@@ -27,6 +27,17 @@ def torch():
     return torch_module
 
 
+@pytest.fixture(autouse=True)
+def _fresh_preparations():
+    """Each test starts with no remembered conv2d preparations (npconv.functional), so
+    that what a test patches is what its calls run."""
+    from npconv import functional
+
+    functional.forget_prepared()
+    yield
+    functional.forget_prepared()
+
+
 @pytest.fixture
 def avx2_rule(monkeypatch):
     """The algorithm rules as on an AVX2 machine, whatever this one has: the tests that

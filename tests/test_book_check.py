@@ -105,6 +105,7 @@ def test_exceptions_and_wrong_dtypes_fail_without_stopping_the_check(monkeypatch
 
     monkeypatch.setattr(jit, "grad_weight", broken)
     monkeypatch.setattr(jit, "backward", broken, raising=False)
+    monkeypatch.setattr(jit, "bind_backward", lambda spec, dtype: broken)
     transpose = importlib.import_module("npconv.algorithms.transpose")
     forward = transpose.forward
     monkeypatch.setattr(transpose, "forward", lambda x, w, s: forward(x, w, s).astype(np.float64))

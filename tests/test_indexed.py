@@ -17,7 +17,9 @@ from reference import assert_close
 def test_which_problems_take_the_index_table_path():
     book = plan_conv2d((8, 3, 7, 6), (2, 3, 4, 5)).spec
     assert jit.indexed(book)
-    assert "index table" in npconv.explain_choice(book).reason
+    assert "dense matrix" in npconv.explain_choice(book).reason  # npconv.algorithms._dense
+    two_samples = plan_conv2d((2, 3, 7, 6), (2, 3, 4, 5)).spec
+    assert "index table" in npconv.explain_choice(two_samples).reason
     strided = plan_conv2d((2, 3, 32, 32), (8, 3, 3, 3), stride=2, padding=1).spec
     assert jit.indexed(strided)  # 16x16 output, but the plane kernels' strided loops are scalar
     wide_rows = plan_conv2d((1, 3, 20, 20), (4, 3, 3, 3), padding=1).spec

@@ -82,6 +82,54 @@ def _check_mask(output_mask, who: str) -> tuple[bool, bool, bool]:
     return tuple(bool(m) for m in output_mask)
 
 
+# A training loop calls each layer again and again with the same shapes, dtypes and
+# settings, and everything conv2d and conv2d_backward work out before computing is then
+# the same: the validation, the plan, the algorithm (with ``auto``, the rule) and the
+# algorithm's own choice of path (:func:`npconv.algorithms.bind_forward`). Each call
+# whose arguments are plain (NumPy arrays, ints, strings) is prepared once, under a key
+# of everything the preparation reads: the shapes, the dtypes, the arguments and
+# :func:`npconv.tuning.settings_key`. On the book's layer that preparation took 2 us of
+# a 5 us forward call and 4 of a 10 us backward call.
+_PREPARED: dict = {}
+MAX_PREPARED = 256
+
+
+def _call_key(op: str, x, weight, third, stride, padding, dilation, groups, padding_mode,
+              algorithm):
+    """The key a call's preparation is remembered under, or None for a call whose
+    arguments are not plain (array-likes, subclasses, tuples of numpy ints: prepared
+    every time, as bool and int, or 1 and 1.0, would otherwise share a key)."""
+    if (type(x) is not np.ndarray or type(weight) is not np.ndarray
+            or (third is not None and type(third) is not np.ndarray)
+            or type(groups) is not int or type(padding_mode) is not str
+            or type(algorithm) is not str
+            or not (_plain(stride) and _plain(padding) and _plain(dilation))):
+        return None
+    return (op, x.shape, x.dtype, weight.shape, weight.dtype,
+            None if third is None else (third.shape, third.dtype), stride, padding,
+            dilation, groups, padding_mode, algorithm, tuning.settings_key())
+
+
+def _plain(v) -> bool:
+    """An int, a string, or a pair of ints (exactly those types)."""
+    t = type(v)
+    return (t is int or t is str
+            or (t is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int))
+
+
+def forget_prepared() -> None:
+    """Forget every remembered preparation (the next call of each kind prepares again)."""
+    _PREPARED.clear()
+
+
+def _remember(key, prepared):
+    if key is not None:
+        if len(_PREPARED) >= MAX_PREPARED:
+            _PREPARED.clear()
+        _PREPARED[key] = prepared
+    return prepared
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", algorithm="auto"):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
@@ -107,18 +155,34 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     ndarray of shape (N, C_out, OH, OW) (or (C_out, OH, OW)), the dtype of ``x``, with
     ``OH = (H + P_top + P_bottom - D*(KH-1) - 1) // S + 1`` (formula 14.3.1).
     """
-    who = "conv2d"
-    x = as_float_array(x, "input", who)
-    weight = as_float_array(weight, "weight", who)
-    plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
-                       who)
-    bias = _check_bias(bias, plan.spec.c_out, who)
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        check_same_dtype(who, input=x, weight=weight, bias=bias)  # raises, naming them
-    impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "forward")
-    y = algorithms.forward(impl, _batched_input(x, plan), weight, bias,
-                           plan.spec)  # (N, C_out, OH, OW)
-    return y if plan.batched else y[0]
+    key = _call_key("conv2d", x, weight, bias, stride, padding, dilation, groups,
+                    padding_mode, algorithm)
+    run = _PREPARED.get(key) if key is not None else None
+    if run is None:
+        who = "conv2d"
+        x = as_float_array(x, "input", who)
+        weight = as_float_array(weight, "weight", who)
+        plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups,
+                           padding_mode, who)
+        bias = _check_bias(bias, plan.spec.c_out, who)
+        if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
+            check_same_dtype(who, input=x, weight=weight, bias=bias)  # raises, naming them
+        impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "forward")
+        run = _remember(key, _prepared_forward(plan, impl, x.dtype))
+    return run(x, weight, bias)
+
+
+def _prepared_forward(plan: Conv2dPlan, impl, dtype):
+    """``run(x, weight, bias) -> y`` for validated arrays of ``plan``."""
+    forward = algorithms.bind_forward(impl, plan.spec, dtype)
+    if plan.batched and plan.mode == "zeros":
+        return forward
+
+    def run(x, weight, bias):
+        y = forward(_batched_input(x, plan), weight, bias)  # (N, C_out, OH, OW)
+        return y if plan.batched else y[0]
+
+    return run
 
 
 def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -143,25 +207,43 @@ def conv2d_backward(x, weight, grad_output, stride=1, padding=0, dilation=1, gro
     """
     who = "conv2d_backward"
     need_dx, need_dw, need_db = _check_mask(output_mask, who)
-    x = as_float_array(x, "input", who)
-    weight = as_float_array(weight, "weight", who)
-    grad_output = as_float_array(grad_output, "grad_output", who)
-    if weight.dtype != x.dtype or grad_output.dtype != x.dtype:
-        check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)  # raises
-    plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups, padding_mode,
-                       who)
-    check_grad_output(grad_output, plan, who)
-    gb = grad_output if plan.batched else grad_output[None]  # (N, C_out, OH, OW)
-    dx = dw = db = None
-    if need_dx or need_dw or need_db:  # dB alone too, so it is summed the same way
+    key = _call_key("conv2d_backward", x, weight, grad_output, stride, padding, dilation,
+                    groups, padding_mode, algorithm)
+    run = _PREPARED.get(key) if key is not None else None
+    if run is None:
+        x = as_float_array(x, "input", who)
+        weight = as_float_array(weight, "weight", who)
+        grad_output = as_float_array(grad_output, "grad_output", who)
+        if weight.dtype != x.dtype or grad_output.dtype != x.dtype:
+            check_same_dtype(who, input=x, weight=weight, grad_output=grad_output)  # raises
+        plan = plan_conv2d(x.shape, weight.shape, stride, padding, dilation, groups,
+                           padding_mode, who)
+        check_grad_output(grad_output, plan, who)
         impl = resolve_algorithm(algorithm, plan.spec, x.dtype, "backward")
-        dx, dw, db = algorithms.backward(impl, _batched_input(x, plan), weight, gb,
-                                         plan.spec, need_dx, need_dw, need_db)
-    if dx is not None:
-        if plan.mode != "zeros":
-            dx = pad_adjoint(dx, plan.mode_padding, plan.mode)  # (N, C_in, H, W)
-        dx = dx if plan.batched else dx[0]
-    return dx, dw, db
+        run = _remember(key, _prepared_backward(plan, impl, x.dtype))
+    if not (need_dx or need_dw or need_db):
+        return None, None, None
+    return run(x, weight, grad_output, need_dx, need_dw, need_db)
+
+
+def _prepared_backward(plan: Conv2dPlan, impl, dtype):
+    """``run(x, weight, grad_output, need_dx, need_dw, need_db) -> (dx, dw, db)`` for
+    validated arrays of ``plan``."""
+    backward = algorithms.bind_backward(impl, plan.spec, dtype)
+    if plan.batched and plan.mode == "zeros":
+        return backward
+
+    def run(x, weight, grad_output, need_dx, need_dw, need_db):
+        gb = grad_output if plan.batched else grad_output[None]  # (N, C_out, OH, OW)
+        dx, dw, db = backward(_batched_input(x, plan), weight, gb, need_dx, need_dw,
+                              need_db)  # dB alone too, so it is summed the same way
+        if dx is not None:
+            if plan.mode != "zeros":
+                dx = pad_adjoint(dx, plan.mode_padding, plan.mode)  # (N, C_in, H, W)
+            dx = dx if plan.batched else dx[0]
+        return dx, dw, db
+
+    return run
 
 
 # --------------------------------------------------------------------------- transposed

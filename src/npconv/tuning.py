@@ -264,6 +264,7 @@ def set_float32_precision(level: str) -> None:
     """
     global _precision
     _precision = _check_precision(level)
+    _changed()
 
 
 def get_float32_precision() -> str:
@@ -440,10 +441,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "depthwise": f"one input channel per group (groups={spec.groups}): a GEMM would have "
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
-                 f"BLAS to pay for their set-up" + (
-                     "; the jit algorithm runs it as one compiled call per pass "
-                     "(im2col through a cached index table, fused with its GEMM)"
-                     if _jit_indexed(spec) else ""),
+                 f"BLAS to pay for their set-up" + _small_path(spec, dtype),
         "winograd": _winograd_because(spec, dtype),
         "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
@@ -556,10 +554,19 @@ def _jit_adjoint(spec: ConvSpec, dtype) -> bool:
     return jit.dilated_adjoint(spec, np.dtype(dtype).itemsize) is not None
 
 
-def _jit_indexed(spec: ConvSpec) -> bool:
-    from .algorithms import jit
+def _small_path(spec: ConvSpec, dtype) -> str:
+    """How the jit algorithm runs a small problem, for :func:`explain_choice`."""
+    from .algorithms import _dense, jit
 
-    return jit.indexed(spec)
+    if not jit.indexed(spec):
+        return ""
+    if _dense.applies(spec, np.dtype(dtype).itemsize):
+        return ("; the jit algorithm runs it as one compiled call per pass, on the "
+                "convolution written as one dense matrix (npconv.algorithms._dense: "
+                f"{spec.c_out_g * spec.oh * spec.ow} x {spec.c_in_g * spec.h * spec.w} per "
+                "group, its transpose for dX)")
+    return ("; the jit algorithm runs it as one compiled call per pass (im2col through a "
+            "cached index table, fused with its GEMM)")
 
 
 # ------------------------------------------------------------------------------ autotune
@@ -586,6 +593,7 @@ def set_autotune(enabled: bool = True, cache_file: str | os.PathLike | None = No
         raise TypeError(f"enabled must be a bool, got {enabled!r}")
     _autotune.update(enabled=bool(enabled), loaded=False,
                      path=None if cache_file is None else os.fspath(cache_file))
+    _changed()
 
 
 def autotune_enabled() -> bool:
@@ -691,6 +699,7 @@ def set_workspace_limit(nbytes: int) -> None:
         raise ValueError(f"workspace limit must be a positive number of bytes, got {nbytes!r}")
     global _workspace_limit
     _workspace_limit = int(nbytes)
+    _changed()
 
 
 _blas_limiter = None
@@ -707,6 +716,7 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(n)
     global _blas_limiter
     _blas_limiter = threadpool_limits(limits=n, user_api="blas")
+    _changed()
 
 
 def get_num_threads() -> int:
@@ -714,6 +724,41 @@ def get_num_threads() -> int:
     import numba
 
     return numba.get_num_threads()
+
+
+# What ``auto``'s choice (and an algorithm's choice between its paths) may depend on
+# besides the call itself: the settings above, counted by _changed() at every change,
+# and the thread count. npconv.functional remembers each call's preparation under it.
+_generation = 0
+
+
+def _changed() -> None:
+    global _generation
+    _generation += 1
+
+
+def _thread_count():
+    """A function returning Numba's thread count now: its C accessor where Numba has one
+    (0.07 us a call, against 0.55 for ``numba.get_num_threads``, which first makes sure
+    the thread pool has started), else the public one."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    numba.get_num_threads()  # starts the pool: the accessor reads it
+    reader = getattr(parallel, "_get_num_threads", None)
+    return reader if callable(reader) else numba.get_num_threads
+
+
+def settings_key() -> tuple:
+    """(setting changes so far, threads now): calls prepared under another key are
+    prepared again (:mod:`npconv.functional`)."""
+    global _threads_now
+    if _threads_now is None:
+        _threads_now = _thread_count()
+    return _generation, _threads_now()
+
+
+_threads_now = None
 
 
 if os.environ.get("NPCONV_NUM_THREADS"):

@@ -9,7 +9,9 @@ padding modes are applied before and undone after, in :mod:`npconv.functional`):
     grad_weight(x, grad_output, spec)      -> dw  (C_out, C_in/groups, KH, KW)
 
 and optionally ``backward(x, weight, grad_output, spec, need_input, need_weight)``
-when computing both gradients together can share work. A module that sets
+when computing both gradients together can share work, and ``bind_forward(spec,
+dtype)`` / ``bind_backward(spec, dtype)`` when it has choices to make per geometry that
+are worth making once (:func:`bind_forward`, :func:`bind_backward`). A module that sets
 ``FUSES_BIAS = True`` also takes the bias: ``forward(x, weight, spec, bias)`` adds it,
 and ``backward(..., need_input, need_weight, need_bias)`` returns ``(dx, dw, db)``
 (the book's layer is small enough that a separate pass over y or dZ shows).
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+import numpy as np
 
 ALGORITHMS = ("naive", "transpose", "im2col", "jit")
 SPECIALISED = ("winograd",)
@@ -97,3 +101,24 @@ def backward(impl: ModuleType, x, weight, grad_output, spec, need_input: bool,
         dx = impl.grad_input(grad_output, weight, spec) if need_input else None
         dw = impl.grad_weight(x, grad_output, spec) if need_weight else None
     return dx, dw, bias_grad(grad_output) if need_bias else None
+
+
+def bind_forward(impl: ModuleType, spec, dtype):
+    """``run(x, weight, bias) -> y`` for batched arrays of ``spec`` and ``dtype`` (bias may
+    be None): the module's own ``bind_forward`` where it has one, its paths chosen once
+    for every later call with the same geometry, else :func:`forward` on each call."""
+    bind = impl.__dict__.get("bind_forward")
+    if bind is not None:
+        return bind(spec, np.dtype(dtype))
+    return lambda x, weight, bias: forward(impl, x, weight, bias, spec)
+
+
+def bind_backward(impl: ModuleType, spec, dtype):
+    """``run(x, weight, grad_output, need_input, need_weight, need_bias) -> (dx, dw,
+    db)`` for batched arrays of ``spec`` and ``dtype``, as :func:`bind_forward`
+    (:func:`backward` on each call where the module has no ``bind_backward``)."""
+    bind = impl.__dict__.get("bind_backward")
+    if bind is not None:
+        return bind(spec, np.dtype(dtype))
+    return lambda x, weight, grad_output, need_input, need_weight, need_bias: backward(
+        impl, x, weight, grad_output, spec, need_input, need_weight, need_bias)

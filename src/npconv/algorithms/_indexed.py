@@ -103,6 +103,7 @@ def _forward_kernel(x, weight, bias, y, idx, groups):  # pragma: no cover - comp
                     for k in range(kk):
                         acc += wf[co, k] * cols[p, k]
                     yf[b, co, p] = acc + bias[co]  # bias: C_out zeros when there is none
+    return True
 
 
 @njit(cache=True, fastmath=_FLAGS)
@@ -149,16 +150,62 @@ def _backward_kernel(x, weight, dz, dx, dw, db, idx, groups, need_dx, need_dw,
     if need_db:
         for co in range(c_out):
             db[co] = bias_total[co]
+    return True
+
+
+def bind_forward(spec: ConvSpec, dtype, kernel=None):
+    """``run(x, weight, bias) -> y`` (N, C_out, OH, OW) for C-contiguous arrays of
+    ``spec`` and ``dtype`` (bias may be None), with the table and the output's shape
+    looked up once: a training loop's calls on small layers take a few microseconds,
+    and each lookup is a tenth of one. ``kernel(args)`` gives the compiled kernel (this
+    module's by default); where that kernel returns False, ``run`` returns None."""
+    idx, groups, shape = table(spec), spec.groups, spec.y_shape
+    no_bias = np.zeros(spec.c_out, dtype=dtype)  # only read
+    pick = kernel or (lambda args: _forward_kernel)
+    compiled = []  # the kernel, once picked
+
+    def run(x, weight, bias):
+        y = np.empty(shape, dtype=dtype)
+        args = (x, weight, no_bias if bias is None else bias, y, idx, groups)
+        if not compiled:
+            compiled.append(pick(args))
+        return y if compiled[0](*args) else None
+
+    return run
+
+
+def bind_backward(spec: ConvSpec, dtype, kernel=None):
+    """``run(x, weight, grad_output, need_input, need_weight, need_bias) -> (dx, dw,
+    db)`` (each None unless asked for; the whole result None where the kernel returns
+    False), as :func:`bind_forward`. ``x`` is read only for dW and ``weight`` only for
+    dX: either may be None without it."""
+    idx, groups = table(spec), spec.groups
+    x_shape, w_shape, c_out = spec.x_shape, spec.weight_shape, spec.c_out
+    pick = kernel or (lambda args: _backward_kernel)
+    compiled = []  # the kernel, once picked
+
+    def run(x, weight, grad_output, need_input, need_weight, need_bias):
+        dx = np.empty(x_shape, dtype=dtype)  # not touched unless need_input
+        dw = np.empty(w_shape, dtype=dtype)
+        db = np.empty(c_out, dtype=dtype)
+        if (x is None and need_weight) or (weight is None and need_input):
+            raise ValueError("the weight gradient needs x, the input gradient the weight")
+        args = (dx if x is None else x, dw if weight is None else weight, grad_output, dx,
+                dw, db, idx, groups, need_input, need_weight, need_bias)
+        if not compiled:
+            compiled.append(pick(args))
+        if not compiled[0](*args):
+            return None
+        return (dx if need_input else None, dw if need_weight else None,
+                db if need_bias else None)
+
+    return run
 
 
 def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
             bias: np.ndarray | None = None) -> np.ndarray:
     """y (N, C_out, OH, OW) from C-contiguous x (N, C_in, H, W) and weight, plus bias."""
-    y = np.empty(spec.y_shape, dtype=x.dtype)
-    if bias is None:
-        bias = np.zeros(spec.c_out, dtype=x.dtype)
-    _forward_kernel(x, weight, bias, y, table(spec), spec.groups)
-    return y
+    return bind_forward(spec, x.dtype)(x, weight, bias)
 
 
 def backward(x: np.ndarray | None, weight: np.ndarray | None, grad_output: np.ndarray,
@@ -166,15 +213,5 @@ def backward(x: np.ndarray | None, weight: np.ndarray | None, grad_output: np.nd
     """``(dx, dw, db)``, each None unless asked for, from C-contiguous arrays in one pass
     over dZ (``x`` is read only for dW and ``weight`` only for dX: either may be None
     without it)."""
-    dtype = grad_output.dtype
-    dx = np.empty(spec.x_shape, dtype=dtype)  # not touched unless need_input
-    dw = np.empty(spec.weight_shape, dtype=dtype)
-    db = np.empty(spec.c_out, dtype=dtype)
-    if (x is None and need_weight) or (weight is None and need_input):
-        raise ValueError("the weight gradient needs x, the input gradient the weight")
-    x = dx if x is None else x  # then only its shape is used
-    weight = dw if weight is None else weight  # likewise
-    _backward_kernel(x, weight, grad_output, dx, dw, db, table(spec), spec.groups,
-                     need_input, need_weight, need_bias)
-    return (dx if need_input else None, dw if need_weight else None,
-            db if need_bias else None)
+    return bind_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
+                                                  need_weight, need_bias)

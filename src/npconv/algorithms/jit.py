@@ -55,15 +55,16 @@ from .. import tuning
 from .._numba import VECTOR_BYTES, serial_and_parallel
 from .._scratch import output
 from ..spec import ConvSpec, plan_conv2d
-from . import _blocked, _implicit, _indexed, bias_grad
+from . import _blocked, _dense, _implicit, _indexed, bias_grad
 from .transpose import transposed_kernel
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
 
 
 def _prepare(a: np.ndarray) -> np.ndarray:
-    """C-contiguous and writeable: one compiled signature per dtype, whatever came in."""
-    if a.flags.c_contiguous and a.flags.writeable:
+    """C-contiguous, aligned and writeable: one compiled signature per dtype, whatever
+    came in."""
+    if a.flags.carray:  # all three
         return a
     return np.array(a, order="C")  # a copy: the caller's array is never written
 
@@ -627,6 +628,52 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     return copies * itemsize <= tuning.workspace_limit()
 
 
+def bind_forward(spec: ConvSpec, dtype):
+    """``run(x, weight, bias) -> y`` for arrays of ``spec`` and ``dtype``
+    (:func:`npconv.algorithms.bind_forward`). For the layers :func:`indexed` sends to
+    the small-problem kernels the path is chosen here, once: the dense matrix
+    (:mod:`._dense`) where it applies and x is finite, else the index table. Their calls
+    take a few microseconds, and choosing took a third of one. Other layers run
+    :func:`forward`."""
+    if not indexed(spec):
+        return lambda x, weight, bias: forward(x, weight, spec, bias)
+    table = _indexed.bind_forward(spec, dtype)
+    dense = (_dense.bind_forward(spec, dtype) if _dense.applies(spec, dtype.itemsize)
+             else None)
+
+    def run(x, weight, bias):
+        x, weight = _prepare(x), _prepare(weight)
+        bias = None if bias is None else _prepare(bias)
+        y = None if dense is None else dense(x, weight, bias)
+        return table(x, weight, bias) if y is None else y
+
+    return run
+
+
+def bind_backward(spec: ConvSpec, dtype):
+    """``run(x, weight, grad_output, need_input, need_weight, need_bias) -> (dx, dw,
+    db)``, as :func:`bind_forward` (the dense matrix where dZ is finite or dX is not
+    asked for); x may be None without dW and the weight without dX."""
+    if not indexed(spec):
+        return lambda x, weight, grad_output, need_input, need_weight, need_bias: backward(
+            x, weight, grad_output, spec, need_input, need_weight, need_bias)
+    table = _indexed.bind_backward(spec, dtype)
+    dense = (_dense.bind_backward(spec, dtype) if _dense.applies(spec, dtype.itemsize)
+             else None)
+
+    def run(x, weight, grad_output, need_input, need_weight, need_bias):
+        x = _prepare(x) if need_weight else None
+        weight = _prepare(weight) if need_input else None
+        grad_output = _prepare(grad_output)
+        grads = (None if dense is None else
+                 dense(x, weight, grad_output, need_input, need_weight, need_bias))
+        if grads is None:
+            grads = table(x, weight, grad_output, need_input, need_weight, need_bias)
+        return grads
+
+    return run
+
+
 def _wide(spec: ConvSpec) -> bool:
     """Stride 1 in both directions: the wide-plane kernels apply."""
     return spec.stride == (1, 1)
@@ -654,7 +701,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     """
     bias = None if bias is None else _prepare(bias)
     if indexed(spec):  # the index-table, implicit and tiled paths take the bias along
-        return _indexed.forward(_prepare(x), _prepare(weight), spec, bias)
+        return bind_forward(spec, x.dtype)(x, weight, bias)
     if implicit(spec, "forward", x.itemsize):
         return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec),
                                    bias)
@@ -720,8 +767,8 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     ndarray of shape (N, C_in, H, W)
     """
     if indexed(spec):
-        return _indexed.backward(None, _prepare(weight), _prepare(grad_output), spec,
-                                 True, False)[0]
+        return bind_backward(spec, grad_output.dtype)(None, weight, grad_output, True,
+                                                      False, False)[0]
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
@@ -761,8 +808,7 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
     if indexed(spec):
-        return _indexed.backward(_prepare(x), None, _prepare(grad_output), spec, False,
-                                 True)[1]
+        return bind_backward(spec, x.dtype)(x, None, grad_output, False, True, False)[1]
     if implicit(spec, "grad_weight", x.itemsize):  # no junk: exact for inf and NaN too
         return _implicit.weight_grad(_prepare(x), _prepare(grad_output), spec,
                                      _parallel(spec))
@@ -791,9 +837,8 @@ def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: C
     """``(dx, dw, db)``, each None unless asked for: one pass over dZ for all three on
     the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum."""
     if indexed(spec):
-        return _indexed.backward(_prepare(x) if need_weight else None, _prepare(weight),
-                                 _prepare(grad_output), spec, need_input, need_weight,
-                                 need_bias)
+        return bind_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
+                                                      need_weight, need_bias)
     dx = grad_input(grad_output, weight, spec) if need_input else None
     dw = grad_weight(x, grad_output, spec) if need_weight else None
     return dx, dw, bias_grad(grad_output) if need_bias else None
