@@ -99,15 +99,19 @@ def _call_key(op: str, x, weight, third, stride, padding, dilation, groups, padd
     """The key a call's preparation is remembered under, or None for a call whose
     arguments are not plain (array-likes, subclasses, tuples of numpy ints: prepared
     every time, as bool and int, or 1 and 1.0, would otherwise share a key)."""
-    if (type(x) is not np.ndarray or type(weight) is not np.ndarray
-            or (third is not None and type(third) is not np.ndarray)
-            or type(groups) is not int or type(padding_mode) is not str
-            or type(algorithm) is not str
-            or not (_plain(stride) and _plain(padding) and _plain(dilation))):
-        return None
-    return (op, x.shape, x.dtype, weight.shape, weight.dtype,
-            None if third is None else (third.shape, third.dtype), stride, padding,
-            dilation, groups, padding_mode, algorithm, tuning.settings_key())
+    if (type(x) is _ARRAY and type(weight) is _ARRAY
+            and (third is None or type(third) is _ARRAY)
+            and type(groups) is int and type(padding_mode) is str and type(algorithm) is str
+            and (type(stride) is int or _plain(stride))
+            and (type(padding) is int or _plain(padding))
+            and (type(dilation) is int or _plain(dilation))):
+        return (op, x.shape, x.dtype, weight.shape, weight.dtype,
+                None if third is None else (third.shape, third.dtype), stride, padding,
+                dilation, groups, padding_mode, algorithm, tuning.settings_key())
+    return None
+
+
+_ARRAY = np.ndarray
 
 
 def _plain(v) -> bool:
