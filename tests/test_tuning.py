@@ -188,6 +188,16 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(small).algorithm == "jit"
     large = plan_conv2d((16, 128, 28, 28), (512, 128, 1, 1)).spec
     assert npconv.explain_choice(large).algorithm == "im2col"
+    # ... whatever their input channels: on 7x7 outputs, and with few output channels
+    pointwise = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec  # the suite's
+    assert npconv.explain_choice(pointwise).algorithm == "jit"
+    assert npconv.explain_choice(pointwise, np.float32, "grad_weight").algorithm == "im2col"
+    wide = plan_conv2d((16, 256, 14, 14), (256, 256, 1, 1)).spec
+    assert npconv.explain_choice(wide).algorithm == "im2col"
+    last_stage = plan_conv2d((16, 1024, 7, 7), (512, 1024, 1, 1)).spec
+    assert npconv.explain_choice(last_stage).algorithm == "jit"
+    shortcut = plan_conv2d((16, 256, 28, 28), (64, 256, 1, 1), stride=2).spec
+    assert npconv.explain_choice(shortcut).algorithm == "im2col"  # strided: a sample of x
     # one or two samples: im2col's backward from columns of 1152 pairs
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"

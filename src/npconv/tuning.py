@@ -202,6 +202,19 @@ IMPLICIT_POINTWISE_MAX_K = 192
 # ...) with 512 7.0 / 5.0, (32, 128, ...) with 256 6.9 / 5.0, (16, 160, ...) with 64 1.31
 # / 1.07; 56x56, (16, 128, ...) with 128 8.0 / 5.7.
 IMPLICIT_POINTWISE_MAX_PIXELS = 256
+# There, unlike the strided 1x1 layers above, the forward pass keeps winning past
+# IMPLICIT_POINTWISE_MAX_K input channels: on 7x7 outputs with any number of output
+# channels, and on up to 256-pixel outputs with up to IMPLICIT_POINTWISE_MAX_OUT_CHANNELS.
+# Forward, im2col / implicit, ms, on an AVX-512 Xeon, two runs: (16, 256, 14, 14) with
+# 64 kernels (the suite's pointwise layer) 0.52-0.54 / 0.41-0.42; (16, 1024, 14, 14)
+# with 64 1.65-1.66 / 1.51-1.57; (16, 256, 14, 14) with 128 0.85-0.89 / 0.73-0.80, with
+# 256 1.44 / 1.51 (lost); (32, 512, 7, 7) with 64 0.69-0.71 / 0.38-0.39, with 512 3.34 /
+# 2.79; (16, 1024, 7, 7) with 512 3.47 / 3.28; 28x28 outputs lost (0.74-0.90x). Their
+# weight gradients stay on im2col: the implicit GEMM's dW wins with 64 output channels
+# (1.2-2.6x) but the backward pass split between the two (dX on im2col) was 0.9-1.1x of
+# im2col's own on the same layers.
+IMPLICIT_POINTWISE_MAX_OUT_CHANNELS = 128
+IMPLICIT_POINTWISE_ANY_CHANNELS_MAX_PIXELS = 64
 # The weight gradient alone (a network's first layer needs no dX) of a layer on the
 # implicit GEMM goes to im2col when im2col splits the call between the threads by
 # samples (npconv._workers.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
@@ -299,7 +312,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
         return "deep"
     pointwise_gemm = spec.kh * spec.kw == 1 and (
-        op == "grad_weight" or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K
+        op == "grad_weight"
+        or (spec.c_in_g > IMPLICIT_POINTWISE_MAX_K and not _deep_pointwise_forward(spec, op))
         or (spec.stride == (1, 1) and spec.oh * spec.ow > IMPLICIT_POINTWISE_MAX_PIXELS))
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
@@ -336,6 +350,19 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                 and spec.oh * spec.ow >= STEM_MIN_PIXELS)
         return "few" if few else "stem" if stem else "tiled"
     return "gemm"
+
+
+def _deep_pointwise_forward(spec: ConvSpec, op: str) -> bool:
+    """Whether the forward pass of a unit-stride 1x1 layer with more than
+    :data:`IMPLICIT_POINTWISE_MAX_K` input channels stays on the implicit GEMM
+    (AVX-512: small outputs, :data:`IMPLICIT_POINTWISE_MAX_OUT_CHANNELS`)."""
+    from .algorithms import jit
+
+    pixels = spec.oh * spec.ow
+    return (op == "forward" and jit.VECTOR_BYTES >= 64 and spec.stride == (1, 1)
+            and pixels <= IMPLICIT_POINTWISE_MAX_PIXELS
+            and (pixels <= IMPLICIT_POINTWISE_ANY_CHANNELS_MAX_PIXELS
+                 or spec.c_out_g <= IMPLICIT_POINTWISE_MAX_OUT_CHANNELS))
 
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
