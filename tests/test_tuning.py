@@ -183,6 +183,13 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
                    for op in ("forward", "backward"))
     narrow28 = plan_conv2d((16, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
     assert npconv.explain_choice(narrow28).algorithm == "jit"
+    # small batches: the implicit GEMM up to 80,000 tiles x channels
+    for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
+                                 (8, 128, 28, "jit"), (2, 128, 56, "winograd"),
+                                 (2, 64, 112, "winograd")):
+        spec = plan_conv2d((n, c, size, size), (c, c, 3, 3), padding=1).spec
+        assert npconv.explain_choice(spec).algorithm == expected, (n, c, size)
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == "winograd"
     # unit-stride 1x1 layers: the implicit GEMM's forward pass only on small outputs
     small = plan_conv2d((16, 128, 14, 14), (128, 128, 1, 1)).spec
     assert npconv.explain_choice(small).algorithm == "jit"

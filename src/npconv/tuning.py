@@ -102,6 +102,19 @@ WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
 WINOGRAD_AVX512_FORWARD_MIN_SIZE = 28
 WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS = 128
 WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
+# Small batches too: winograd's transforms and its GEMMs over channels pay off with
+# enough tiles, fewer the more channels (undilated layers of at most 128 channels, on
+# outputs of at most 56x56, 28x28 from 96 channels). Forward, ms, implicit / winograd,
+# by samples, on an AVX-512 Xeon: (N, 64, 56, 56) with 64 3x3 kernels, 2 samples (392
+# tiles of F(4x4)) 1.40 / 1.74, 5 (980) 3.30 / 4.09, 8 (1568) 5.30 / 5.16, 16 10.6 /
+# 9.9; (N, 128, 28, 28), 2 (98) 1.42 / 2.05, 5 3.05 / 4.03, 8 (392) 4.75 / 5.14, 16
+# (784) 9.8 / 9.1; but (2, 96, 56, 56) 2.93 / 2.84, (2, 128, 56, 56) 4.99 / 4.28 and
+# (2, 64, 112, 112) 5.02 / 4.81.
+WINOGRAD_AVX512_FORWARD_MAX_WORK = 80_000  # tiles per GEMM x channels
+WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS = 128
+WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE = 56
+WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS = 96  # from here on outputs of at most ...
+WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE = 28
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -367,14 +380,21 @@ def _deep_pointwise_forward(spec: ConvSpec, op: str) -> bool:
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     """Whether a forward pass in winograd's part of the rule stays on the implicit GEMM
-    (AVX-512: :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds after it)."""
+    (AVX-512: small outputs, :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds
+    after it, or few tiles, :data:`WINOGRAD_AVX512_FORWARD_MAX_WORK`)."""
     from .algorithms import jit, winograd
 
     size = min(winograd.phase_size(spec))
-    narrow = min(spec.c_in_g, spec.c_out_g) < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
+    channels = min(spec.c_in_g, spec.c_out_g)
+    narrow = channels < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
     small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
                     else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
-    return (jit.VECTOR_BYTES >= 64 and small
+    wide = channels >= WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS
+    few = (spec.dilation == (1, 1) and channels <= WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS
+           and size <= (WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE if wide
+                        else WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE)
+           and winograd.gemm_width(spec, dtype) * channels <= WINOGRAD_AVX512_FORWARD_MAX_WORK)
+    return (jit.VECTOR_BYTES >= 64 and (small or few)
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
 

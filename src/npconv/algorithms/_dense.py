@@ -122,7 +122,7 @@ def _forward_source(lanes: int, name: str) -> str:
         "        m = mt[g]",
         f"        for b0 in range(0, n, {tb}):",
     ]
-    # a short last tile computes the last sample again; its sums are never stored
+    # a short last tile computes the last sample again in its spare slots
     lines += [f"            b{t} = min(b0 + {t}, n - 1)" for t in range(tb)]
     lines += [f"            for r0 in range(0, rows, {lanes}):"]
     lines += [f"{i4}{a} = zero" for row in acc for a in row]
@@ -209,7 +209,7 @@ def _backward_source(lanes: int, lanes64: int, name: str) -> str:
         "            for g in range(groups):",
         "                for e in range(size):",
         "                    xp[b, g, e] = xf[b, g, e]",
-        "        gm = np.empty((rows, width))  # G of one group; column E is 0",
+        "        gm = np.empty((rows, width))  # G of one group (column E: dZ * 0)",
         "        dzt = np.empty((groups, rows, n))  # dZ in float64, (group, row, sample)",
         "        for b in range(n):",
         "            for g in range(groups):",
