@@ -183,6 +183,14 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
                    for op in ("forward", "backward"))
     narrow28 = plan_conv2d((16, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
     assert npconv.explain_choice(narrow28).algorithm == "jit"
+    # the register-tiled kernels up to columns of 1152 pairs backward, 2304 forward
+    five = plan_conv2d((4, 64, 28, 28), (64, 64, 5, 5), padding=2).spec  # K = 1600
+    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "im2col"
+    assert "columns this long" in npconv.explain_choice(five, np.float32, "backward").reason
+    three = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec  # K = 1152
+    assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"
+    wide = plan_conv2d((4, 192, 14, 14), (192, 192, 5, 5), padding=2).spec  # K = 4800
+    assert npconv.explain_choice(wide).algorithm == "im2col"
     # small batches: the implicit GEMM up to 80,000 tiles x channels
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
                                  (8, 128, 28, "jit"), (2, 128, 56, "winograd"),

@@ -202,6 +202,17 @@ DEEP_MIN_CHANNELS = 128
 # still won (5x5 on 28x28 and 14x14: 1.1-1.5x).
 DEEP_ALL_CHANNELS = 256
 DEEP_ALL_MIN_OUT_CHANNELS = 64
+# With AVX-512, where BLAS gained more than the register-tiled kernels, the columns'
+# length decides: the backward pass (and either gradient) of such a layer goes to
+# im2col past 1152 (channel, tap) pairs, the forward pass (where the implicit GEMM does
+# not take it) past 2304. Backward, tiled / im2col, ms, on an AVX-512 Xeon: 5x5 kernels
+# with 64 channels (K = 1600), (4, 64, 14, 14) 5.2 / 2.6, (16, 64, 14, 14) 11.0 / 9.0,
+# (4, 64, 28, 28) 8.7 / 7.5, (4, 64, 56, 56) 30.5 / 25.6, but (16, 64, 28, 28) 25.7 /
+# 28.6; 128 channels (K = 3200) on 14x14 and 28x28 1.8-2.9x slower; 3x3 with 192
+# channels (K = 1728) on 14x14 2.1-3.5x; with 128 (K = 1152) 3.1 / 2.7 and 8.7 / 9.5
+# (4 and 16 samples); 32-64 channels of 3x3 and 32 of 5x5 (K <= 800) 0.3-0.7x. Forward:
+# (4, 128, 14, 14) with 5x5 kernels (K = 3200) 3.3 / 3.0, (4, 192, 14, 14) 7.2 / 5.4.
+DEEP_ALL_AVX512_MAX_K = {"forward": 2304, "backward": 1152}
 # 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
 # strided sample of x, go to im2col rather than the jit algorithm's implicit GEMM for dW
 # (im2col 1.6-3.2x faster with 128-512 input channels, level with 160 and 64 outputs)
@@ -346,8 +357,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                       and spec.c_in_g >= ONE_DIM_FORWARD_MIN_CHANNELS))):
         return "one_dim"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
-            and spec.c_in_g >= DEEP_ALL_CHANNELS
-            and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS):
+            and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS
+            and (spec.c_in_g >= DEEP_ALL_CHANNELS or _long_columns(spec, op))):
         return "deep_all"
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     if spec.kh * spec.kw > 1 and all(jit.tiled(spec, part, itemsize) for part in parts):
@@ -363,6 +374,15 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                 and spec.oh * spec.ow >= STEM_MIN_PIXELS)
         return "few" if few else "stem" if stem else "tiled"
     return "gemm"
+
+
+def _long_columns(spec: ConvSpec, op: str) -> bool:
+    """Whether, with AVX-512, ``spec``'s columns are too long for the register-tiled
+    kernels (:data:`DEEP_ALL_AVX512_MAX_K`)."""
+    from .algorithms import jit
+
+    limit = DEEP_ALL_AVX512_MAX_K["forward" if op == "forward" else "backward"]
+    return jit.VECTOR_BYTES >= 64 and spec.c_in_g * spec.kh * spec.kw > limit
 
 
 def _deep_pointwise_forward(spec: ConvSpec, op: str) -> bool:
@@ -494,7 +514,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
                 f"the register-tiled gradients",
         "deep_all": f"{spec.c_in_g} input and {spec.c_out_g} output channels per group: "
-                    f"im2col's GEMMs (K = {k}) beat the register-tiled kernels",
+                    f"im2col's GEMMs (K = {k}) beat the register-tiled kernels" + (
+                        " on columns this long with AVX-512"
+                        if spec.c_in_g < DEEP_ALL_CHANNELS else ""),
         "implicit": _implicit_because(spec, op, macs, k),
         "split_weight": f"the weight gradient alone of {spec.n} samples, which im2col splits "
                         f"between {get_num_threads()} threads (each packs its own samples "
