@@ -191,6 +191,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"
     wide = plan_conv2d((4, 192, 14, 14), (192, 192, 5, 5), padding=2).spec  # K = 4800
     assert npconv.explain_choice(wide).algorithm == "im2col"
+    thin = plan_conv2d((1, 192, 28, 28), (64, 192, 5, 5), padding=2).spec
+    assert npconv.explain_choice(thin).algorithm == "jit"  # 64 output channels: tiled
     # small batches: the implicit GEMM up to 80,000 tiles x channels
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
                                  (8, 128, 28, "jit"), (2, 128, 56, "winograd"),

@@ -210,9 +210,11 @@ DEEP_ALL_MIN_OUT_CHANNELS = 64
 # (4, 64, 28, 28) 8.7 / 7.5, (4, 64, 56, 56) 30.5 / 25.6, but (16, 64, 28, 28) 25.7 /
 # 28.6; 128 channels (K = 3200) on 14x14 and 28x28 1.8-2.9x slower; 3x3 with 192
 # channels (K = 1728) on 14x14 2.1-3.5x; with 128 (K = 1152) 3.1 / 2.7 and 8.7 / 9.5
-# (4 and 16 samples); 32-64 channels of 3x3 and 32 of 5x5 (K <= 800) 0.3-0.7x. Forward:
-# (4, 128, 14, 14) with 5x5 kernels (K = 3200) 3.3 / 3.0, (4, 192, 14, 14) 7.2 / 5.4.
+# (4 and 16 samples); 32-64 channels of 3x3 and 32 of 5x5 (K <= 800) 0.3-0.7x. Forward,
+# from 128 output channels: (4, 128, 14, 14) with 5x5 kernels (K = 3200) 3.3 / 3.0,
+# (4, 192, 14, 14) 7.2 / 5.4; but (1, 192, 28, 28) with 64 5x5 kernels 2.4 / 3.2-3.3.
 DEEP_ALL_AVX512_MAX_K = {"forward": 2304, "backward": 1152}
+DEEP_ALL_AVX512_FORWARD_MIN_OUT_CHANNELS = 128
 # 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
 # strided sample of x, go to im2col rather than the jit algorithm's implicit GEMM for dW
 # (im2col 1.6-3.2x faster with 128-512 input channels, level with 160 and 64 outputs)
@@ -381,6 +383,8 @@ def _long_columns(spec: ConvSpec, op: str) -> bool:
     kernels (:data:`DEEP_ALL_AVX512_MAX_K`)."""
     from .algorithms import jit
 
+    if op == "forward" and spec.c_out_g < DEEP_ALL_AVX512_FORWARD_MIN_OUT_CHANNELS:
+        return False
     limit = DEEP_ALL_AVX512_MAX_K["forward" if op == "forward" else "backward"]
     return jit.VECTOR_BYTES >= 64 and spec.c_in_g * spec.kh * spec.kw > limit
 
