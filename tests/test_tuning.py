@@ -193,6 +193,11 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(wide).algorithm == "im2col"
     thin = plan_conv2d((1, 192, 28, 28), (64, 192, 5, 5), padding=2).spec
     assert npconv.explain_choice(thin).algorithm == "jit"  # 64 output channels: tiled
+    # gradients on outputs below 12x12: the register-tiled kernels up to 128 channels
+    small128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
+    small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
+    assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "im2col"
     # small batches: the implicit GEMM up to 80,000 tiles x channels
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
                                  (8, 128, 28, "jit"), (2, 128, 56, "winograd"),

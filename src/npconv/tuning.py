@@ -194,6 +194,12 @@ DILATED_WINOGRAD_MIN_CHANNELS = 128
 # input channels per group (ResNet's 7x7 stage: backward 2-3x slower; 10x10 with 128
 # channels: 1.4x slower).
 DEEP_MIN_CHANNELS = 128
+# With AVX-512 the register-tiled gradients keep 128 channels on small outputs (columns
+# of 1152 pairs). Backward, tiled / im2col, ms, on an AVX-512 Xeon: (16, 128, 10, 10)
+# 4.9 / 5.5, (40, 128, 8, 8) 7.7 / 9.1, (64, 128, 7, 7) 8.7 / 11.8, (32, 128, 11, 11)
+# 10.4 / 12.7, (34-50, 128, 10, 10) level (10.8-16.6 / 11.0-16.1); with 192 and 256
+# channels the tiled kernels were 2.2-3.6x slower.
+DEEP_AVX512_MIN_CHANNELS = 192
 # With 256 or more input channels per group (and 64 or more output channels, so the
 # GEMMs are not thin) im2col wins every pass of the unit-stride layers that the
 # register-tiled kernels would otherwise run, whatever the output size: forward 1.05-1.5x
@@ -335,7 +341,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
     if _winograd_wins(spec, dtype) and not (op == "forward" and _implicit_forward(spec, dtype)):
         return "winograd"
-    if op != "forward" and spec.c_in_g >= DEEP_MIN_CHANNELS and size < WINOGRAD_MIN_SIZE:
+    deep = DEEP_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64 else DEEP_MIN_CHANNELS
+    if op != "forward" and spec.c_in_g >= deep and size < WINOGRAD_MIN_SIZE:
         return "deep"
     pointwise_gemm = spec.kh * spec.kw == 1 and (
         op == "grad_weight"
