@@ -195,10 +195,11 @@ DILATED_WINOGRAD_MIN_CHANNELS = 128
 # channels: 1.4x slower).
 DEEP_MIN_CHANNELS = 128
 # With AVX-512 the register-tiled gradients keep 128 channels on small outputs (columns
-# of 1152 pairs). Backward, tiled / im2col, ms, on an AVX-512 Xeon: (16, 128, 10, 10)
-# 4.9 / 5.5, (40, 128, 8, 8) 7.7 / 9.1, (64, 128, 7, 7) 8.7 / 11.8, (32, 128, 11, 11)
-# 10.4 / 12.7, (34-50, 128, 10, 10) level (10.8-16.6 / 11.0-16.1); with 192 and 256
-# channels the tiled kernels were 2.2-3.6x slower.
+# of 1152 pairs). Backward, tiled / im2col, ms, on an AVX-512 Xeon, two runs: (40, 128,
+# 8, 8) 7.3-7.7 / 9.1-9.2, (64, 128, 7, 7) 8.1-8.7 / 11.8-12.0, (32, 128, 11, 11)
+# 10.4 / 12.4-12.7; 10x10 outputs level, within 10% either way ((16, 128, 10, 10)
+# 4.9-6.1 / 5.5, (34-50, 128, 10, 10) 10.8-16.6 / 11.0-16.4); with 192 and 256 channels
+# the tiled kernels were 2.2-3.6x slower.
 DEEP_AVX512_MIN_CHANNELS = 192
 # With 256 or more input channels per group (and 64 or more output channels, so the
 # GEMMs are not thin) im2col wins every pass of the unit-stride layers that the
