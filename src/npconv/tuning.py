@@ -211,16 +211,16 @@ DEEP_ALL_CHANNELS = 256
 DEEP_ALL_MIN_OUT_CHANNELS = 64
 # With AVX-512, where BLAS gained more than the register-tiled kernels, the columns'
 # length decides: the backward pass (and either gradient) of such a layer goes to
-# im2col past 1152 (channel, tap) pairs, the forward pass (where the implicit GEMM does
-# not take it) past 2304. Backward, tiled / im2col, ms, on an AVX-512 Xeon: 5x5 kernels
-# with 64 channels (K = 1600), (4, 64, 14, 14) 5.2 / 2.6, (16, 64, 14, 14) 11.0 / 9.0,
-# (4, 64, 28, 28) 8.7 / 7.5, (4, 64, 56, 56) 30.5 / 25.6, but (16, 64, 28, 28) 25.7 /
-# 28.6; 128 channels (K = 3200) on 14x14 and 28x28 1.8-2.9x slower; 3x3 with 192
-# channels (K = 1728) on 14x14 2.1-3.5x; with 128 (K = 1152) 3.1 / 2.7 and 8.7 / 9.5
+# im2col past 1600 (channel, tap) pairs, the forward pass (where the implicit GEMM does
+# not take it) past 2304. Backward, tiled / im2col, ms, on an AVX-512 Xeon: 128 channels
+# of 5x5 (K = 3200) on 14x14 and 28x28 outputs 1.8-2.9x slower, 192 of 3x3 (K = 1728)
+# on 14x14 2.1-3.5x; at K = 1600 (64 channels of 5x5) a step (forward + backward) was
+# level or either way: (4, 64, 28, 28) 9.7 / 9.6, (16, 64, 14, 14) 12.9 / 11.0, (16,
+# 64, 28, 28) 33.5 / 36.6; with 128 channels of 3x3 (K = 1152) 3.1 / 2.7 and 8.7 / 9.5
 # (4 and 16 samples); 32-64 channels of 3x3 and 32 of 5x5 (K <= 800) 0.3-0.7x. Forward,
 # from 128 output channels: (4, 128, 14, 14) with 5x5 kernels (K = 3200) 3.3 / 3.0,
 # (4, 192, 14, 14) 7.2 / 5.4; but (1, 192, 28, 28) with 64 5x5 kernels 2.4 / 3.2-3.3.
-DEEP_ALL_AVX512_MAX_K = {"forward": 2304, "backward": 1152}
+DEEP_ALL_AVX512_MAX_K = {"forward": 2304, "backward": 1600}
 DEEP_ALL_AVX512_FORWARD_MIN_OUT_CHANNELS = 128
 # 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
 # strided sample of x, go to im2col rather than the jit algorithm's implicit GEMM for dW
@@ -235,19 +235,14 @@ IMPLICIT_POINTWISE_MAX_K = 192
 # ...) with 512 7.0 / 5.0, (32, 128, ...) with 256 6.9 / 5.0, (16, 160, ...) with 64 1.31
 # / 1.07; 56x56, (16, 128, ...) with 128 8.0 / 5.7.
 IMPLICIT_POINTWISE_MAX_PIXELS = 256
-# There, unlike the strided 1x1 layers above, the forward pass keeps winning past
-# IMPLICIT_POINTWISE_MAX_K input channels: on 7x7 outputs with any number of output
-# channels, and on up to 256-pixel outputs with up to IMPLICIT_POINTWISE_MAX_OUT_CHANNELS.
-# Forward, im2col / implicit, ms, on an AVX-512 Xeon, two runs: (16, 256, 14, 14) with
-# 64 kernels (the suite's pointwise layer) 0.52-0.54 / 0.41-0.42; (16, 1024, 14, 14)
-# with 64 1.65-1.66 / 1.51-1.57; (16, 256, 14, 14) with 128 0.85-0.89 / 0.73-0.80, with
-# 256 1.44 / 1.51 (lost); (32, 512, 7, 7) with 64 0.69-0.71 / 0.38-0.39, with 512 3.34 /
-# 2.79; (16, 1024, 7, 7) with 512 3.47 / 3.28; 28x28 outputs lost (0.74-0.90x). Their
-# weight gradients stay on im2col: the implicit GEMM's dW wins with 64 output channels
-# (1.2-2.6x) but the backward pass split between the two (dX on im2col) was 0.9-1.1x of
-# im2col's own on the same layers.
-IMPLICIT_POINTWISE_MAX_OUT_CHANNELS = 128
-IMPLICIT_POINTWISE_ANY_CHANNELS_MAX_PIXELS = 64
+# Past IMPLICIT_POINTWISE_MAX_K input channels the implicit GEMM's forward pass still
+# won alone, on such outputs: im2col / implicit, ms, (16, 256, 14, 14) with 64 kernels
+# (the suite's pointwise layer) 0.52-0.54 / 0.41-0.42, (32, 512, 7, 7) with 64 0.69 /
+# 0.38. But not in a step: its backward pass runs on im2col, and by the next forward
+# call the implicit GEMM's threads have gone to sleep, which costs about 0.1 ms to wake
+# them. Forward + backward, ms, with the forward on im2col / implicit: the pointwise layer
+# 1.81-1.87 / 1.89-2.02, (32, 512, 7, 7) 2.25 / 2.12, (16, 1024, 7, 7) with 128 3.43 /
+# 3.41, (32, 256, 7, 7) with 128 2.03 / 2.14. So they stay on im2col.
 # The weight gradient alone (a network's first layer needs no dX) of a layer on the
 # implicit GEMM goes to im2col when im2col splits the call between the threads by
 # samples (npconv._workers.shares: single-threaded BLAS per thread): measured 2.1-3.1x faster on
@@ -347,7 +342,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "deep"
     pointwise_gemm = spec.kh * spec.kw == 1 and (
         op == "grad_weight"
-        or (spec.c_in_g > IMPLICIT_POINTWISE_MAX_K and not _deep_pointwise_forward(spec, op))
+        or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K
         or (spec.stride == (1, 1) and spec.oh * spec.ow > IMPLICIT_POINTWISE_MAX_PIXELS))
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
@@ -395,19 +390,6 @@ def _long_columns(spec: ConvSpec, op: str) -> bool:
         return False
     limit = DEEP_ALL_AVX512_MAX_K["forward" if op == "forward" else "backward"]
     return jit.VECTOR_BYTES >= 64 and spec.c_in_g * spec.kh * spec.kw > limit
-
-
-def _deep_pointwise_forward(spec: ConvSpec, op: str) -> bool:
-    """Whether the forward pass of a unit-stride 1x1 layer with more than
-    :data:`IMPLICIT_POINTWISE_MAX_K` input channels stays on the implicit GEMM
-    (AVX-512: small outputs, :data:`IMPLICIT_POINTWISE_MAX_OUT_CHANNELS`)."""
-    from .algorithms import jit
-
-    pixels = spec.oh * spec.ow
-    return (op == "forward" and jit.VECTOR_BYTES >= 64 and spec.stride == (1, 1)
-            and pixels <= IMPLICIT_POINTWISE_MAX_PIXELS
-            and (pixels <= IMPLICIT_POINTWISE_ANY_CHANNELS_MAX_PIXELS
-                 or spec.c_out_g <= IMPLICIT_POINTWISE_MAX_OUT_CHANNELS))
 
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
