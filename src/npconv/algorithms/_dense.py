@@ -92,6 +92,17 @@ def _finite(a):  # pragma: no cover - compiled
     return check == 0
 
 
+def _build(target: str, indent: str) -> list[str]:
+    """Source lines storing each tap's weight at its place in M (``target``: the
+    element of M, or of its transpose, for group g, channel c, pixel p and pair k)."""
+    return [f"{indent}{line}" for line in (
+        "for g in range(groups):",
+        "    for c in range(cog):",
+        "        for p in range(p_count):",
+        "            for k in range(kk):",
+        f"                {target} = wf[g * cog + c, k]")]
+
+
 def _forward_source(lanes: int, name: str) -> str:
     """Source of the forward kernel ``name``: tiles of SAMPLES samples x ``lanes`` rows of
     M, summed over E with M laid out transposed, (G, E + 1, R rounded up to lanes)."""
@@ -112,18 +123,14 @@ def _forward_source(lanes: int, name: str) -> str:
         "    yf = y.reshape(n, groups, rows)",
         f"    mt = np.zeros((groups, size + 1, (rows + {lanes - 1}) // {lanes} * {lanes}),",
         "                  dtype=x.dtype)  # M.T; row E: the padding slot, never read",
-        "    for g in range(groups):",
-        "        for c in range(cog):",
-        "            for p in range(p_count):",
-        "                for k in range(kk):",
-        "                    mt[g, idx[p, k], c * p_count + p] = wf[g * cog + c, k]",
+        *_build("mt[g, idx[p, k], c * p_count + p]", "    "),
         "    zero = y.dtype.type(0)",
         "    for g in range(groups):",
         "        m = mt[g]",
-        f"        for b0 in range(0, n, {tb}):",
+        f"        for first in range(0, n, {tb}):",
     ]
     # a short last tile computes the last sample again in its spare slots
-    lines += [f"            b{t} = min(b0 + {t}, n - 1)" for t in range(tb)]
+    lines += [f"            b{t} = min(first + {t}, n - 1)" for t in range(tb)]
     lines += [f"            for r0 in range(0, rows, {lanes}):"]
     lines += [f"{i4}{a} = zero" for row in acc for a in row]
     lines += [f"{i4}for e in range(size):",
@@ -175,16 +182,12 @@ def _backward_source(lanes: int, lanes64: int, name: str) -> str:
         "        dxf = dx.reshape(n, groups, size)",
         f"        m = np.zeros((groups, rows, (size + {lanes}) // {lanes} * {lanes}),",
         "                     dtype=dz.dtype)  # M; column E: the padding slot",
-        "        for g in range(groups):",
-        "            for c in range(cog):",
-        "                for p in range(p_count):",
-        "                    for k in range(kk):",
-        "                        m[g, c * p_count + p, idx[p, k]] = wf[g * cog + c, k]",
+        *_build("m[g, c * p_count + p, idx[p, k]]", "        "),
         "        zero = dz.dtype.type(0)",
         "        for g in range(groups):",
-        f"            for b0 in range(0, n, {tb}):",
+        f"            for first in range(0, n, {tb}):",
     ]
-    lines += [f"                b{t} = min(b0 + {t}, n - 1)" for t in range(tb)]
+    lines += [f"                b{t} = min(first + {t}, n - 1)" for t in range(tb)]
     lines += [f"                for e0 in range(0, size, {lanes}):"]
     lines += [f"{i5}{a} = zero" for row in acc for a in row]
     lines += [f"{i5}for r in range(rows):",
