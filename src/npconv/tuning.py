@@ -341,8 +341,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     if op != "forward" and spec.c_in_g >= deep and size < WINOGRAD_MIN_SIZE:
         return "deep"
     pointwise_gemm = spec.kh * spec.kw == 1 and (
-        op == "grad_weight"
-        or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K
+        op == "grad_weight" or spec.c_in_g > IMPLICIT_POINTWISE_MAX_K
         or (spec.stride == (1, 1) and spec.oh * spec.ow > IMPLICIT_POINTWISE_MAX_PIXELS))
     if (op in ("forward", "grad_weight") and jit.implicit(spec, op, itemsize)
             and not pointwise_gemm):
