@@ -54,3 +54,24 @@ def test_a_wait_policy_of_the_users_is_not_overridden_by_a_spin_count():
 def test_one_spin_variable_of_the_users_keeps_the_other_default():
     ours, _ = _run(GOMP_SPINCOUNT="1000")
     assert ours["GOMP_SPINCOUNT"] == "1000" and ours["KMP_BLOCKTIME"] == "1"
+
+
+def test_small_problems_leave_numbas_thread_pool_unstarted():
+    """Small problems run on one thread, and remembering their calls reads the thread
+    count without starting Numba's pool (a program that forks afterwards keeps a child
+    free of GNU OpenMP's fork check); the first parallel kernel starts it."""
+    script = """
+import numpy as np, npconv
+from numba.np.ufunc import parallel
+x = np.ones((8, 3, 7, 6), np.float32)
+w = np.ones((2, 3, 4, 5), np.float32)
+for _ in range(2):
+    y = npconv.conv2d(x, w)
+    npconv.conv2d_backward(x, w, np.ones_like(y))
+print(parallel._is_initialized)
+npconv.conv2d(np.ones((16, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32))
+print(parallel._is_initialized)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -800,22 +800,30 @@ def _changed() -> None:
 
 
 def _thread_count():
-    """A function returning Numba's thread count now: its C accessor where Numba has one
-    (0.07 us a call, against 0.55 for ``numba.get_num_threads``, which first makes sure
-    the thread pool has started), else the public one."""
+    """A function returning Numba's thread count now, once its thread pool has started:
+    its C accessor where Numba has one (0.07 us a call, against 0.55 for
+    ``numba.get_num_threads``, which first makes sure the pool has started), else the
+    public one."""
     import numba
     from numba.np.ufunc import parallel
 
-    numba.get_num_threads()  # starts the pool: the accessor reads it
     reader = getattr(parallel, "_get_num_threads", None)
     return reader if callable(reader) else numba.get_num_threads
 
 
 def settings_key() -> tuple:
     """(setting changes so far, threads now): calls prepared under another key are
-    prepared again (:mod:`npconv.functional`)."""
+    prepared again (:mod:`npconv.functional`). Before Numba's thread pool has started
+    (only small problems so far, which run on one thread) the thread count is Numba's
+    default, and reading it does not start the pool: a program that forks after small
+    convolutions only keeps a child free of GNU OpenMP's fork check."""
     global _threads_now
     if _threads_now is None:
+        from numba.core import config
+        from numba.np.ufunc import parallel
+
+        if not getattr(parallel, "_is_initialized", True):
+            return _generation, config.NUMBA_NUM_THREADS
         _threads_now = _thread_count()
     return _generation, _threads_now()
 
