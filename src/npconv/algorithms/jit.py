@@ -637,6 +637,11 @@ def bind_forward(spec: ConvSpec, dtype):
     layers run :func:`forward`."""
     if not indexed(spec):
         return lambda x, weight, bias: forward(x, weight, spec, bias)
+    return _small_forward(spec, np.dtype(dtype))
+
+
+def _small_forward(spec: ConvSpec, dtype):
+    """:func:`bind_forward` for a layer :func:`indexed` takes."""
     table = _indexed.bind_forward(spec, dtype)
     dense = (_dense.bind_forward(spec, dtype) if _dense.applies(spec, dtype.itemsize)
              else None)
@@ -657,6 +662,11 @@ def bind_backward(spec: ConvSpec, dtype):
     if not indexed(spec):
         return lambda x, weight, grad_output, need_input, need_weight, need_bias: backward(
             x, weight, grad_output, spec, need_input, need_weight, need_bias)
+    return _small_backward(spec, np.dtype(dtype))
+
+
+def _small_backward(spec: ConvSpec, dtype):
+    """:func:`bind_backward` for a layer :func:`indexed` takes."""
     table = _indexed.bind_backward(spec, dtype)
     dense = (_dense.bind_backward(spec, dtype) if _dense.applies(spec, dtype.itemsize)
              else None)
@@ -701,7 +711,7 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     """
     bias = None if bias is None else _prepare(bias)
     if indexed(spec):  # the index-table, implicit and tiled paths take the bias along
-        return bind_forward(spec, x.dtype)(x, weight, bias)
+        return _small_forward(spec, x.dtype)(x, weight, bias)
     if implicit(spec, "forward", x.itemsize):
         return _implicit.correlate(_prepare(x), _prepare(weight), spec, _parallel(spec),
                                    bias)
@@ -767,8 +777,8 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     ndarray of shape (N, C_in, H, W)
     """
     if indexed(spec):
-        return bind_backward(spec, grad_output.dtype)(None, weight, grad_output, True,
-                                                      False, False)[0]
+        return _small_backward(spec, grad_output.dtype)(None, weight, grad_output, True,
+                                                        False, False)[0]
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
@@ -808,7 +818,7 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
     if indexed(spec):
-        return bind_backward(spec, x.dtype)(x, None, grad_output, False, True, False)[1]
+        return _small_backward(spec, x.dtype)(x, None, grad_output, False, True, False)[1]
     if implicit(spec, "grad_weight", x.itemsize):  # no junk: exact for inf and NaN too
         return _implicit.weight_grad(_prepare(x), _prepare(grad_output), spec,
                                      _parallel(spec))
@@ -837,8 +847,8 @@ def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: C
     """``(dx, dw, db)``, each None unless asked for: one pass over dZ for all three on
     the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum."""
     if indexed(spec):
-        return bind_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
-                                                      need_weight, need_bias)
+        return _small_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
+                                                        need_weight, need_bias)
     dx = grad_input(grad_output, weight, spec) if need_input else None
     dw = grad_weight(x, grad_output, spec) if need_weight else None
     return dx, dw, bias_grad(grad_output) if need_bias else None
