@@ -232,7 +232,7 @@ def test_float64_keeps_off_the_implicit_kernels():
     for s in (spec, down):
         assert jit.implicit(s, "forward", 4) and not jit.implicit(s, "forward", 8)
     assert jit.implicit(down, "grad_weight", 4) and not jit.implicit(down, "grad_weight", 8)
-    assert jit.dilated_adjoint(spec, 4) is not None and jit.dilated_adjoint(spec, 8) is None
+    assert jit.adjoint(spec, 4) is not None and jit.adjoint(spec, 8) is None
     for op in ("forward", "grad_weight"):
         assert npconv.explain_choice(down, np.float64, op).algorithm == "im2col"
 
@@ -272,7 +272,7 @@ def test_a_dilated_input_gradient_runs_as_the_adjoint_correlation(case, dtype,
     _implicit_dtype(dtype, monkeypatch)
     x_shape, w_shape, kwargs = ADJOINT_CASES[case]
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
-    adjoint = jit.dilated_adjoint(spec, np.dtype(dtype).itemsize)
+    adjoint = jit.adjoint(spec, np.dtype(dtype).itemsize)
     assert adjoint is not None and (adjoint.oh, adjoint.ow) == (spec.h, spec.w)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -292,7 +292,7 @@ def test_the_adjoint_is_not_used_where_it_does_not_fit():
     undilated = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=1).spec
     narrow = plan_conv2d((2, 16, 14, 14), (32, 8, 3, 3), padding=2, dilation=2,
                          groups=2).spec  # 8 input channels per group: dX's tile too thin
-    assert all(jit.dilated_adjoint(s, 4) is None for s in (padded_beyond, undilated, narrow))
+    assert all(jit.adjoint(s, 4) is None for s in (padded_beyond, undilated, narrow))
 
 
 def test_an_inf_weight_keeps_the_dilated_input_gradient_exact(correlate_calls):
@@ -312,6 +312,92 @@ def test_an_inf_weight_keeps_the_dilated_input_gradient_exact(correlate_calls):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)
+
+
+POINTWISE_CASES = {
+    "plain": ((4, 32, 10, 11), (16, 32, 1, 1), {}),
+    "grouped": ((4, 48, 10, 13), (48, 16, 1, 1), dict(groups=3)),
+    "few channels": ((16, 4, 40, 40), (6, 4, 1, 1), {}),
+    "dilated": ((4, 32, 10, 11), (16, 32, 1, 1), dict(dilation=3)),  # a 1x1: no effect
+}
+
+
+@pytest.fixture
+def weight_grad_calls(monkeypatch) -> list:
+    """The calls made to the implicit GEMM's weight gradient, recorded (and run)."""
+    calls = []
+    real = _implicit.weight_grad
+    monkeypatch.setattr(_implicit, "weight_grad",
+                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(POINTWISE_CASES))
+def test_a_pointwise_layer_runs_every_pass_on_the_implicit_gemm(case, dtype, correlate_calls,
+                                                                weight_grad_calls,
+                                                                monkeypatch):
+    _implicit_dtype(dtype, monkeypatch)
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)  # the rule's AVX-512 case, on any machine
+    x_shape, w_shape, kwargs = POINTWISE_CASES[case]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    itemsize = np.dtype(dtype).itemsize
+    assert jit.pointwise(spec, itemsize)
+    adjoint = jit.adjoint(spec, itemsize)
+    assert adjoint is not None and not any(adjoint.padding)
+    assert (adjoint.c_out, adjoint.c_in_g) == (spec.c_in, spec.c_out_g)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    y = npconv.conv2d(x, w, b, algorithm="jit", **kwargs)
+    grads = npconv.conv2d_backward(x, w, g, algorithm="jit", **kwargs)
+    assert correlate_calls == [spec, adjoint] and weight_grad_calls == [spec]
+    want_y = npconv.conv2d(x, w, b, algorithm="naive", **kwargs)
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for got, expected in zip((y, *grads), (want_y, *want), strict=True):
+        assert got.dtype == dtype and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+
+
+def test_a_pointwise_input_gradient_stays_exact_with_an_inf_weight(correlate_calls,
+                                                                   monkeypatch):
+    # nothing is padded around dZ, so no 0 * inf appears: the adjoint keeps the call
+    _implicit_dtype(np.float64, monkeypatch)
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    x_shape, w_shape, kwargs = POINTWISE_CASES["plain"]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    w[3, 5, 0, 0] = np.inf
+    w[7, 2, 0, 0] = np.nan
+    g = rng.standard_normal(spec.y_shape)
+    mask = (True, False, False)
+    got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=mask)[0]
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", output_mask=mask)[0]
+    assert correlate_calls == [jit.adjoint(spec, 8)]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_pointwise_needs_an_unpadded_unit_stride_1x1_kernel_and_avx512(monkeypatch):
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    x_shape, w_shape, _ = POINTWISE_CASES["plain"]
+    assert jit.pointwise(plan_conv2d(x_shape, w_shape).spec, 4)
+    others = [plan_conv2d(x_shape, w_shape, padding=1).spec,
+              plan_conv2d(x_shape, w_shape, stride=2).spec,
+              plan_conv2d(x_shape, (16, 32, 3, 1)).spec,
+              plan_conv2d((1, 32, 10, 11), w_shape).spec,  # too small for the threads
+              plan_conv2d((16, 2, 40, 40), (6, 2, 1, 1)).spec]  # 2 input channels
+    assert not any(jit.pointwise(s, 4) for s in others)
+    assert not jit.pointwise(plan_conv2d(x_shape, w_shape).spec, 8)  # float64: scalar
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 32)
+    assert not jit.pointwise(plan_conv2d(x_shape, w_shape).spec, 4)
 
 
 def test_the_forward_pass_takes_longer_columns_with_few_output_channels():

@@ -212,9 +212,21 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(small).algorithm == "jit"
     large = plan_conv2d((16, 128, 28, 28), (512, 128, 1, 1)).spec
     assert npconv.explain_choice(large).algorithm == "im2col"
-    # ... and up to 192 input channels (faster alone past them, not in a step)
-    pointwise = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec  # the suite's
-    assert npconv.explain_choice(pointwise).algorithm == "im2col"
+    # ... and up to 192 input channels (faster alone past them, not in a step) ...
+    wide_out = plan_conv2d((16, 256, 14, 14), (128, 256, 1, 1)).spec
+    assert npconv.explain_choice(wide_out).algorithm == "im2col"
+    # ... unless the layer has at most 96 output channels: then every pass is the jit
+    # algorithm's (the suite's pointwise layer), on outputs of up to 256 pixels
+    for c_out, size, expected in ((64, 14, "jit"), (96, 7, "jit"), (16, 16, "jit"),
+                                  (64, 28, "im2col"), (128, 7, "im2col")):
+        spec = plan_conv2d((16, 256, size, size), (c_out, 256, 1, 1)).spec
+        for op in ("forward", "backward", "grad_input", "grad_weight"):
+            assert npconv.explain_choice(spec, np.float32, op).algorithm == expected, (
+                c_out, size, op)
+    padded = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1), padding=1).spec
+    assert npconv.explain_choice(padded, np.float32, "backward").algorithm == "im2col"
+    suite = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec
+    assert npconv.explain_choice(suite, np.float64).algorithm == "im2col"
     # one or two samples: im2col's backward from columns of 1152 pairs
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"

@@ -573,6 +573,37 @@ IMPLICIT_ITEMSIZE = 4
 # LeNet's second layer 0.29 / 0.79, the dilated suite layer 3.2 / 5.6, res28 34 / 58,
 # the stride-2 ResNet layer 20 / 204 (im2col: 21). The forward tile still runs scalar.
 IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES = 64
+# An unpadded 1x1 layer at stride 1 has no junk and no padding for the implicit GEMM to
+# skip, and its dX is the forward correlation of dZ with W's channel axes swapped (17.3.2
+# with nothing to pad or rotate). With AVX-512 all three of its passes run there, at any
+# column length (K = C_in/G for the forward pass and dW, C_out/G for dX), from
+# POINTWISE_MIN_CHANNELS channels per group on either side. Measured on an AVX-512 Xeon,
+# the jit algorithm's kernels before / the implicit GEMM, on 23 random 1x1 layers (2-32
+# samples, 16-512 input and 4-256 output channels, 7x7 to 56x56): forward 1.0-2.8x
+# faster wherever the tiled kernels ran it (fewer than 32 output channels, or K < 100),
+# dW 1.0-4.3x, dX (where the tiled kernels scattered it) 1.0-2.9x; slower in 4 of the 69
+# passes (dX 0.85-0.99x with 4-8 output channels on 28x28 and 56x56, the forward pass of
+# 256 channels from 16-32 on 56x56 0.90-0.91x).
+POINTWISE_MIN_CHANNELS = 4
+
+
+def pointwise(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether every pass of ``spec`` runs on the implicit GEMM as an unpadded unit-stride
+    1x1 layer (:data:`POINTWISE_MIN_CHANNELS`): float32, AVX-512, a parallel-sized
+    problem."""
+    return (VECTOR_BYTES >= 64 and itemsize == IMPLICIT_ITEMSIZE and _parallel(spec)
+            and spec.kh == spec.kw == 1 and _wide(spec) and not any(spec.padding)
+            and min(spec.c_in_g, spec.c_out_g) >= POINTWISE_MIN_CHANNELS)
+
+
+def _implicit_copies_fit(spec: ConvSpec, op: str, itemsize: int) -> bool:
+    """Whether the implicit kernels' copies (the padded input, and dZ for the weight
+    gradient) fit the workspace limit."""
+    wco = _implicit.weight_tile_channels(spec.c_out_g)
+    copies = spec.n * spec.c_in * spec.hp * spec.wp + (
+        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // wco) * wco
+        if op == "grad_weight" else 0)
+    return copies * itemsize <= tuning.workspace_limit()
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
@@ -590,9 +621,11 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     :data:`IMPLICIT_ANY_SHAPE_CHANNELS`, K up to :data:`IMPLICIT_ANY_SHAPE_MAX_K` and
     any junk (the forward pass: K up to :data:`IMPLICIT_FORWARD_LONG_K` from
     :data:`IMPLICIT_FORWARD_LONG_K_MIN_PIXELS` output pixels, any K from
-    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS`);
-    its copies (the padded input, and dZ for the weight gradient) must fit the
+    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS`); or any 1x1 layer :func:`pointwise`
+    takes; its copies (the padded input, and dZ for the weight gradient) must fit the
     workspace limit."""
+    if op in ("forward", "grad_weight") and pointwise(spec, itemsize):
+        return _implicit_copies_fit(spec, op, itemsize)
     float64_weight = (op == "grad_weight" and itemsize == 8
                       and VECTOR_BYTES >= IMPLICIT_FLOAT64_WEIGHT_VECTOR_BYTES)
     if (op not in ("forward", "grad_weight")
@@ -621,11 +654,7 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     if (_wide(spec) and (spec.wp - spec.ow) < IMPLICIT_MIN_JUNK * spec.wp
             and not (dilated_forward or any_shape)):
         return False
-    wco = _implicit.weight_tile_channels(spec.c_out_g)
-    copies = spec.n * spec.c_in * spec.hp * spec.wp + (
-        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // wco) * wco
-        if op == "grad_weight" else 0)
-    return copies * itemsize <= tuning.workspace_limit()
+    return _implicit_copies_fit(spec, op, itemsize)
 
 
 def bind_forward(spec: ConvSpec, dtype):
@@ -738,20 +767,21 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return y
 
 
-def dilated_adjoint(spec: ConvSpec, itemsize: int) -> ConvSpec | None:
-    """dX of a dilated unit-stride layer as a forward correlation (17.3.2): dZ padded by
-    the kernel's dilated extent less the layer's padding, correlated with W rotated by
-    180 degrees, its channel axes swapped. Its spec, where that correlation runs on the
-    implicit GEMM (:func:`implicit`); else None.
+def adjoint(spec: ConvSpec, itemsize: int) -> ConvSpec | None:
+    """dX of a dilated unit-stride layer, or of a 1x1 one :func:`pointwise` takes, as a
+    forward correlation (17.3.2): dZ padded by the kernel's dilated extent less the
+    layer's padding, correlated with W rotated by 180 degrees, its channel axes swapped
+    (for the 1x1 layer nothing is padded or rotated). Its spec, where that correlation
+    runs on the implicit GEMM (:func:`implicit`); else None.
 
     Measured against the scattering input gradient (:func:`_blocked.scatter_input_grad`),
     ms: (16, 32, 32, 32) with 32 3x3 kernels, dilation 2, 5.75 / 5.47; (16, 64, 32, 32)
     20.2 / 15.7; (8, 32, 64, 64), dilation 4, 11.8 / 10.5; (32, 16, 28, 28) 4.64 / 3.06.
-    Undilated layers keep the scatter: their padded dZ would carry more zeros than the
-    implicit kernel's advantage is worth (17.3.2's zero padding, measured slower on
+    Other undilated layers keep the scatter: their padded dZ would carry more zeros than
+    the implicit kernel's advantage is worth (17.3.2's zero padding, measured slower on
     every suite layer with the register-tiled correlation).
     """
-    if not _wide(spec) or spec.dilation == (1, 1):
+    if not _wide(spec) or (spec.dilation == (1, 1) and not pointwise(spec, itemsize)):
         return None
     (dh, dw), (top, bottom, left, right) = spec.dilation, spec.padding
     extent_h, extent_w = dh * (spec.kh - 1), dw * (spec.kw - 1)
@@ -782,11 +812,12 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
     finite = _wide(spec) and np.isfinite(weight).all()
-    adjoint = dilated_adjoint(spec, grad_output.itemsize) if finite else None
-    if adjoint is not None:  # the zeros around dZ meet w as 0 * w too: finite w only
+    correlation = adjoint(spec, grad_output.itemsize)
+    # the zeros around dZ meet w as 0 * w too: finite w only, unless nothing is padded
+    if correlation is not None and (finite or not any(correlation.padding)):
         return _implicit.correlate(_prepare(grad_output),
-                                   _prepare(transposed_kernel(weight, spec.groups)), adjoint,
-                                   _parallel(spec))
+                                   _prepare(transposed_kernel(weight, spec.groups)),
+                                   correlation, _parallel(spec))
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
         return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
                                            (spec.h, spec.w), spec.padding, spec.dilation,
