@@ -28,8 +28,9 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   ``CO*PX`` sums in registers over all K; each k loads CO weights and PX inputs for
   ``CO*PX`` multiply-adds. A task walks K in blocks (:data:`FORWARD_K_BLOCK`) over
   several tiles in turn, so that a block's weights and inputs stay in the L1 cache.
-  Results go straight into y (N, C_out, OH, OW) (through padded planes where y's would
-  alias in the cache, :func:`output_pitch`).
+  Results go straight into y (N, C_out, OH, OW): a whole tile within one sample as PX
+  consecutive pixels of each of its CO planes, which LLVM transposes in registers and
+  stores as vectors (:func:`_forward_source`).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
   channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs; each
@@ -113,7 +114,7 @@ def _forward_source(co: int, px: int, name: str) -> str:
     size = co * px
     i4, i5 = " " * 16, " " * 20
     lines = [
-        f"def {name}(planes, pbase, offs, wt, out, npix, ohw, pitch, cy, gstride,",
+        f"def {name}(planes, pbase, offs, wt, out, npix, ohw, cy, gstride,",
         "        groups, nblk, kb, tpt):  # pragma: no cover - compiled",
         "    kk = offs.shape[0]",
         "    zero = out.dtype.type(0)",
@@ -153,11 +154,21 @@ def _forward_source(co: int, px: int, name: str) -> str:
     lines += [f"{i5}part[{p * co + c}] = {acc[c][p]}" for p in range(px) for c in range(co)]
     lines += [f"{i5}continue",
               f"{i4}s = p0 // ohw  # sample and pixel of the tile's first pixel",
-              f"{i4}r = p0 - s * ohw"]
+              f"{i4}r = p0 - s * ohw",
+              # a whole tile in one sample: each plane's PX pixels side by side, which
+              # LLVM's SLP vectoriser stores as vectors after a transpose in registers
+              # (stored pixel by pixel, as below, they went out one float at a time:
+              # forward 8% slower on the dilated suite layer and the stride-2 ResNet
+              # layer, AVX-512 and AVX2 alike)
+              f"{i4}if p0 + {px - 1} < npix and r + {px - 1} < ohw:",
+              f"{i5}o = {u}((s * cy + row) * ohw + r)"]
+    lines += [f"{i5}out[o + {u}({c} * ohw + {p})] = {acc[c][p]}"
+              for c in range(co) for p in range(px)]
+    lines += [f"{i5}continue"]
     for p in range(px):
         lines += [f"{i4}if p0 + {p} < npix:",
-                  f"{i5}o = {u}((s * cy + row) * pitch + r)"]
-        lines += [f"{i5}out[o + {u}({c} * pitch)] = {acc[c][p]}" for c in range(co)]
+                  f"{i5}o = {u}((s * cy + row) * ohw + r)"]
+        lines += [f"{i5}out[o + {u}({c} * ohw)] = {acc[c][p]}" for c in range(co)]
         lines += [f"{i4}r += 1",
                   f"{i4}if r == ohw:",
                   f"{i5}r = 0",
@@ -314,23 +325,6 @@ def _planes(x: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
     return planes.reshape(-1)
 
 
-# A forward tile stores its CO channels of a pixel CO output planes apart. Where a plane
-# is a multiple of ALIAS_BYTES long (32x32 float32 outputs: 4 KiB), all CO lines fall in
-# one or two sets of the L1 cache (64 sets of 64 bytes), more than its ways, and every
-# store misses: the tiles then write planes padded by PITCH_PAD_BYTES and y is copied
-# out of them. Measured on the dilated suite layer (32x32 outputs), forward, ms: 1.97
-# against 1.35 plus the copy (one thread 3.2 against 2.2); 64 channels on 32x32, 5.6
-# against 4.3; the stride-2 ResNet layer (28x28: 3136-byte planes) the same either way.
-ALIAS_BYTES = 2048
-PITCH_PAD_BYTES = 64
-
-
-def output_pitch(ohw: int, itemsize: int) -> int:
-    """Elements between the output planes the forward kernels write (``ohw``, or more
-    where that would alias in the L1 cache)."""
-    return ohw + (PITCH_PAD_BYTES // itemsize if ohw * itemsize % ALIAS_BYTES == 0 else 0)
-
-
 def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
               bias: np.ndarray | None = None) -> np.ndarray:
     """y = x (*) W + bias (14.4's im2col product, with the column matrix read in place).
@@ -349,23 +343,22 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     co, px = forward_tile(spec.c_out_g)
     wt, nblk = _weight_tiles(weight, spec.groups, co)  # (G*blocks*K*co,)
     ohw = spec.oh * spec.ow
-    pitch = output_pitch(ohw, x.itemsize)
-    # the tiles are y's own channels, at y's pitch: write y directly
-    exact = spec.c_out_g % co == 0 and pitch == ohw
+    # the tiles are y's own channels: write y directly
+    exact = spec.c_out_g % co == 0
     y = output(spec.y_shape, x.dtype)
-    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * co, pitch),
+    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * co, ohw),
                                   x.dtype)
     offs = _offsets(spec)
     tasks = -(-spec.n * ohw // px) * spec.groups * nblk  # of one tile each
     kb, tpt = forward_blocking(len(offs), tasks, numba.get_num_threads() if parallel else 1)
-    args = (planes, pixel_table(spec), offs, wt, out.reshape(-1), spec.n * ohw, ohw, pitch,
+    args = (planes, pixel_table(spec), offs, wt, out.reshape(-1), spec.n * ohw, ohw,
             out.shape[1], spec.c_in_g * spec.hp * spec.wp, spec.groups, nblk, kb, tpt)
     kernel = _FORWARD[co, px][parallel]
     _compile(kernel, args)
     kernel(*args)
     # the bias is added after the kernel: added to the sums inside it, it changed how
     # LLVM's SLP vectoriser packed the whole tile (forward 3x slower on the down layer)
-    if not exact:  # copy y out, without each group's padding channels and plane padding
+    if not exact:  # copy y out, without each group's padding channels
         _CROP[_copy_parallel(parallel, out)](
             out, y, 0, spec.ow, spec.groups, nblk * co,
             np.empty(0, dtype=x.dtype) if bias is None else bias)
