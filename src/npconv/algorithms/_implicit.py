@@ -38,7 +38,8 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   inputs. The pixels are cut into
   :data:`SLICES` fixed slices (partial sums, added up in float64 in a fixed order, so
   the result does not depend on the thread count), and each slice walks them in chunks
-  of :data:`CHUNK` that stay in cache while every tile passes over them.
+  whose dZ (:data:`CHUNK_BYTES`) stays in the L1 cache while every tile passes over
+  them.
 
 The input gradient stays with the other kernels: it is a scatter (or a correlation
 with the rotated kernel), not this GEMM. The sources are generated, as in
@@ -81,7 +82,16 @@ FORWARD_TILES = {32: {(16, 4): 1.0, (8, 8): 0.8},
                  64: {(32, 8): 1.0, (16, 16): 0.85, (8, 8): 0.5}}
 WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
 SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
-CHUNK = 128  # pixels a weight-gradient slice keeps in cache at a time
+# A weight-gradient slice walks its pixels in chunks of dZ of about CHUNK_BYTES (every
+# tile of pairs reads the chunk's dZ again, so it should stay in the L1 cache): rows of
+# C_out padded to whole tiles, so 48 pixels at 128 channels in float32, 192 at 32. It
+# was 128 pixels whatever the channels. dW, ms, on an AVX-512 Xeon (48 KiB of L1 data
+# cache), chunks of 16 / 24 / 32 / 48 KiB: the stride-2 ResNet layer (128 channels)
+# 6.9 / 6.6 / 6.5 / 7.4 (128 pixels: 7.6), res28 12.4 / 11.8 / 11.5 / 13.3 (13.8), (8,
+# 64, 56, 56) with 64 3x3 kernels 6.0 / 5.8 / 5.75 / 6.8; the dilated suite layer (32
+# channels) 1.07-1.09 from 12 to 32 KiB; the pointwise suite layer 0.44 from 16 to 32.
+# 24 KiB keeps within 3% of the best there and leaves room in a 32 KiB L1 cache.
+CHUNK_BYTES = 24 * 1024
 # measured on LeNet's second layer, the stride-2 ResNet layer and a 1x1 layer: 16 x 6
 # weight-gradient tiles at 65-105 GFLOP/s (16 x 4 and 8 x 8: 30-80). With AVX-512,
 # layers of more than WCO output channels per group take WIDE_WCO x 6 tiles (two
@@ -391,10 +401,11 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
         np.ascontiguousarray(grad_output).reshape(n, groups, cog, ohw), dzt)
     offs = _offsets(spec, WKT)
     nkt = len(offs) // WKT
-    slices = max(1, min(SLICES, -(-npix // CHUNK)))
+    chunk = max(WKT, CHUNK_BYTES // (nblk * wco * x.itemsize))  # pixels (a group's dZ)
+    slices = max(1, min(SLICES, -(-npix // chunk)))
     per = -(-npix // slices)
     part = np.zeros((slices, groups * nkt, nblk, WKT * wco), dtype=x.dtype)
-    args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, CHUNK,
+    args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, chunk,
             spec.c_in_g * spec.hp * spec.wp, nblk)
     kernel = _WEIGHT[wco][parallel]
     _compile(kernel, args)
