@@ -395,6 +395,103 @@ def test_pointwise_needs_an_unpadded_unit_stride_1x1_kernel_and_avx512(monkeypat
     assert not jit.pointwise(plan_conv2d(x_shape, w_shape).spec, 4)
 
 
+PHASE_CASES = {
+    # x shape, weight shape, conv kwargs
+    "stride 2": ((3, 16, 13, 11), (24, 16, 3, 3), dict(stride=2, padding=1)),
+    "mixed": ((4, 32, 17, 14), (20, 16, 3, 2),
+              dict(stride=(2, 3), padding=((2, 0), (1, 1)), dilation=(2, 1), groups=2)),
+    "empty phases": ((8, 32, 30, 30), (40, 32, 1, 1), dict(stride=3)),  # 8 of 9 zero
+    "stride past the kernel": ((4, 16, 20, 19), (32, 16, 2, 2), dict(stride=3, padding=1)),
+    "channel tail": ((4, 20, 15, 15), (24, 20, 3, 3), dict(stride=2, padding=1)),
+}
+
+
+@pytest.fixture
+def phase_calls(monkeypatch) -> list:
+    """The calls made to the phase-by-phase input gradient, recorded (and run)."""
+    calls = []
+    real = _implicit.input_grad_phases
+    monkeypatch.setattr(_implicit, "input_grad_phases",
+                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(PHASE_CASES))
+def test_a_strided_input_gradient_runs_phase_by_phase_and_agrees(case, dtype, phase_calls,
+                                                                monkeypatch):
+    # 17.3.2's zero insertion without the zeros: each stride phase of dX a unit-stride
+    # correlation of dZ with the taps of W that reach it
+    _implicit_dtype(dtype, monkeypatch)
+    x_shape, w_shape, kwargs = PHASE_CASES[case]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    assert jit.phases(spec, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    mask = (True, False, False)
+    dx = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=mask, **kwargs)[0]
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", output_mask=mask, **kwargs)[0]
+    assert phase_calls == [spec] and dx.dtype == dtype and dx.shape == x.shape
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
+    # a second call reuses the buffers: nothing of the first may leak into it
+    g2 = rng.standard_normal(spec.y_shape).astype(dtype)
+    dx2 = npconv.conv2d_backward(x, w, g2, algorithm="jit", output_mask=mask, **kwargs)[0]
+    want2 = npconv.conv2d_backward(x, w, g2, algorithm="naive", output_mask=mask, **kwargs)[0]
+    np.testing.assert_allclose(dx2, want2, rtol=tol, atol=tol)
+
+
+def test_the_phase_geometry_covers_every_input_position_once():
+    for x_shape, w_shape, kwargs in PHASE_CASES.values():
+        spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+        _, phases = _implicit._phase_tables(spec)
+        seen = np.zeros((spec.h, spec.w), dtype=int)
+        for i0, j0, m, mw, rows, cols, pbase, offs in phases:
+            seen[i0::spec.stride[0], j0::spec.stride[1]] += 1
+            assert seen[i0::spec.stride[0], j0::spec.stride[1]].shape == (m, mw)
+            assert len(pbase) == spec.n * m * mw
+            assert len(offs) == spec.c_out_g * len(rows) * len(cols)
+        assert (seen == 1).all()
+
+
+def test_an_inf_weight_keeps_the_strided_input_gradient_exact(phase_calls):
+    # the zeros around dZ would meet the inf as 0 * inf: the phase-plane kernel takes it
+    x_shape, w_shape, kwargs = PHASE_CASES["stride 2"]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    w[5, 3, 0, 2] = np.inf
+    g = rng.standard_normal(plan_conv2d(x_shape, w_shape, **kwargs).spec.y_shape)
+    g = g.astype(np.float32)
+    mask = (True, False, False)
+    got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=mask, **kwargs)[0]
+    want = npconv.conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                  g.astype(np.float64), algorithm="naive", output_mask=mask,
+                                  **kwargs)[0]
+    assert not phase_calls
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_phases_need_a_strided_layer_with_enough_input_channels():
+    x_shape, w_shape, kwargs = PHASE_CASES["stride 2"]
+    assert jit.phases(plan_conv2d(x_shape, w_shape, **kwargs).spec, 4)
+    assert not jit.phases(plan_conv2d(x_shape, w_shape, padding=1).spec, 4)  # stride 1
+    assert not jit.phases(plan_conv2d(x_shape, w_shape, **kwargs).spec, 8)  # float64
+    thin = plan_conv2d((16, 8, 28, 28), (64, 8, 3, 3), stride=2, padding=1).spec
+    assert not jit.phases(thin, 4)  # 8 input channels: the tiles would be mostly padding
+    before = tuning.workspace_limit()
+    npconv.set_workspace_limit(1024)  # dZ's padded copy and the phases' planes: too big
+    try:
+        assert not jit.phases(plan_conv2d(x_shape, w_shape, **kwargs).spec, 4)
+    finally:
+        npconv.set_workspace_limit(before)
+
+
 def test_the_forward_pass_takes_longer_columns_with_few_output_channels():
     # K = 800: past IMPLICIT_MAX_K, within IMPLICIT_FORWARD_MAX_K for 64 output channels
     narrow = plan_conv2d((32, 32, 28, 28), (64, 32, 5, 5), stride=2, padding=2).spec

@@ -296,16 +296,24 @@ def test_weight_gradient_alone_follows_the_im2col_split(threads):
 
 def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     """With AVX-512 a strided layer's dW runs on the implicit GEMM (columns up to 1024
-    pairs) and its dX on im2col: the backward pass is split, dW alone stays on jit."""
+    pairs), and its dX phase by phase on jit up to 128 output channels (the backward
+    pass all on jit), on im2col past them (the backward pass split)."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
     down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
     choice = npconv.explain_choice(down, np.float32, "backward")
-    assert choice.algorithm == "im2col+jit" and "dX on im2col" in choice.reason
+    assert choice.algorithm == "jit" and "stride phase" in choice.reason
     assert npconv.explain_choice(down, np.float32, "grad_weight").algorithm == "jit"
-    assert npconv.explain_choice(down, np.float32, "grad_input").algorithm == "im2col"
+    assert npconv.explain_choice(down, np.float32, "grad_input").algorithm == "jit"
+    wide = plan_conv2d((16, 64, 56, 56), (160, 64, 3, 3), padding=1, stride=2).spec
+    choice = npconv.explain_choice(wide, np.float32, "backward")
+    assert choice.algorithm == "im2col+jit" and "dX on im2col" in choice.reason
+    assert npconv.explain_choice(wide, np.float32, "grad_input").algorithm == "im2col"
+    # dX on jit, dW on im2col: columns past 1024 pairs
+    five = plan_conv2d((8, 128, 28, 28), (64, 128, 5, 5), padding=2, stride=2).spec
+    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "jit+im2col"
     long_k = plan_conv2d((10, 128, 28, 28), (256, 128, 3, 3), padding=1, stride=2).spec
     assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
     two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec

@@ -274,6 +274,22 @@ POINTWISE_JIT_MAX_CHANNELS = 96
 # im2col / split: the stride-2 ResNet layer 33.2 / 31.2, the 5x5 one 27.9 / 22.7,
 # ResNet's 7x7 stem with 17 samples 22.7 / 18.8.
 SPLIT_BACKWARD_MAX_K = 1024
+# With AVX-512, dX of a strided layer with up to PHASES_MAX_OUT_CHANNELS output channels
+# per group goes to the jit algorithm, which runs it phase by phase on the implicit GEMM
+# (:func:`npconv.algorithms.jit.phases`: each stride phase of dX a unit-stride
+# correlation of dZ with the taps of W that reach it), rather than to im2col's GEMM
+# (K = C_out/G) and col2im. Its dW stays where it was: on the jit algorithm where the
+# implicit GEMM wins it (the backward pass then all on jit), else on im2col (the pair
+# "jit+im2col"). dX, im2col / phases, ms, on an AVX-512 Xeon, 22 random stride-2 layers
+# (3x3 to 7x7, 1-32 samples, 16-256 input channels): with 16-64 output channels
+# 1.2-3.5x faster (e.g. (16, 32, 112, 112) with 16 5x5 kernels 18.3 / 5.2, (16, 64, 56,
+# 56) with 64 3x3 6.0 / 4.5), with 128 1.1x (the stride-2 ResNet layer 8.3 / 7.6, (1,
+# 256, 112, 112) 9.1 / 8.0); with 256 and 512 0.4-0.97x. Forward + backward 1.1-1.9x
+# faster where dX moved (16 random such layers: 1.0-2.45x, and 0.89x with one sample),
+# the stride-2 ResNet layer 1.0-1.03x. Not 1x1 kernels (with 16-32 output channels their
+# dX was 0.74-0.87x as fast), nor FEW_SAMPLES or fewer samples (the stride-2 ResNet
+# layer's step, one and two samples, 0.84x and 0.97x; (2, 128, 28, 28) 0.73x).
+PHASES_MAX_OUT_CHANNELS = 128
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -365,6 +381,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
             and spec.kh * spec.kw > 1 and spec.c_out_g <= jit.IMPLICIT_SHORT_K_MAX_CHANNELS
             and spec.c_out_g * spec.c_in_g * spec.kh * spec.kw <= STRIDED_BACKWARD_MAX_WORK):
         return "strided_thin"
+    if _phases_win(spec, itemsize, op):
+        return ("phases" if op == "grad_input" or _implicit_weight_wins(spec, itemsize)
+                else "phases_gemm")
     if (op == "backward" and spec.stride != (1, 1) and spec.kh * spec.kw > 1
             and spec.n > FEW_SAMPLES and _implicit_weight_wins(spec, itemsize)):
         return "split_backward"
@@ -404,6 +423,17 @@ def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     return all(jit.adjoint(spec, itemsize) is not None if part == "grad_input"
                else jit.implicit(spec, part, itemsize) for part in parts)
+
+
+def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
+    """Whether dX of a strided layer goes to the jit algorithm's phases
+    (:data:`PHASES_MAX_OUT_CHANNELS`)."""
+    from .algorithms import jit
+
+    return (op in ("backward", "grad_input") and jit.VECTOR_BYTES >= 64
+            and spec.n > FEW_SAMPLES and spec.kh * spec.kw > 1
+            and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS
+            and jit.phases(spec, itemsize))
 
 
 def _long_columns(spec: ConvSpec, op: str) -> bool:
@@ -490,7 +520,8 @@ _ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep"
               "pointwise": "jit",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
-              "one_dim": "im2col", "gemm": "im2col", "split_backward": "im2col+jit"}
+              "one_dim": "im2col", "gemm": "im2col", "split_backward": "im2col+jit",
+              "phases": "jit", "phases_gemm": "jit+im2col"}
 
 
 def choose(spec: ConvSpec, dtype, op: str) -> str:
@@ -567,6 +598,9 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                           f"({_implicit.weight_tile_channels(spec.c_out_g)} channels x "
                           f"{_implicit.WKT} (channel, tap) pairs in registers), each "
                           f"faster there than on the other",
+        "phases": _phases_because(spec) + (
+            "" if op == "grad_input" else "; dW on the jit algorithm's implicit GEMM too"),
+        "phases_gemm": _phases_because(spec) + f"; dW on im2col (K = {k})",
         "one_dim": f"a {spec.kh}x{spec.kw} kernel with {spec.c_in_g} input and "
                    f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
                    f"beat the register-tiled kernels on one-dimensional kernels",
@@ -603,6 +637,16 @@ def _implicit_because(spec: ConvSpec, op: str, macs: int, k: int) -> str:
     return (f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, columns of "
             f"K = {k}, and {shape}: the jit algorithm's implicit GEMM (im2col's product "
             f"with the column matrix read in place, {tile}) beats copying it out for BLAS")
+
+
+def _phases_because(spec: ConvSpec) -> str:
+    """The reason of the rule's "phases" cases."""
+    sh, sw = spec.stride
+    return (f"dX of a stride-{sh}x{sw} layer with {spec.c_out_g} output channels per "
+            f"group: the jit algorithm runs it as {sh * sw} unit-stride correlations of dZ, "
+            f"one per stride phase of dX, each with the taps of W that reach it (17.3.2's "
+            f"zero insertion without the zeros), on its implicit GEMM; faster than "
+            f"im2col's GEMM (K = {spec.c_out_g}) and col2im")
 
 
 def _winograd_because(spec: ConvSpec, dtype) -> str:

@@ -377,6 +377,158 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     return y
 
 
+def _dim_phases(size: int, out: int, stride: int, dilation: int, taps: int,
+                pad: int) -> tuple[list, int, int]:
+    """One axis of a strided layer's dX by stride phases: for each phase i0 < stride (the
+    input positions i0, i0 + S, ...), its length and its taps ``(u, q)``: tap u meets the
+    phase's m-th position at dZ position m + q. With the zeros dZ needs before and after
+    (most taps' q reach past its ends)."""
+    phases = []
+    for i0 in range(min(stride, size)):
+        length = -(-(size - i0) // stride)
+        hits = [(u, (i0 + pad - u * dilation) // stride) for u in range(taps)
+                if (i0 + pad - u * dilation) % stride == 0]
+        phases.append((i0, length, hits))
+    before = max([0] + [-q for _, _, hits in phases for _, q in hits])
+    after = max([0] + [n - 1 + q - (out - 1) for _, n, hits in phases for _, q in hits])
+    return phases, before, after
+
+
+def padded_grad_shape(spec: ConvSpec) -> tuple[int, int]:
+    """(Hp, Wp): dZ with the zeros :func:`input_grad_phases` pads it with."""
+    _, top, bottom = _dim_phases(spec.h, spec.oh, spec.stride[0], spec.dilation[0],
+                                 spec.kh, spec.padding[0])
+    _, left, right = _dim_phases(spec.w, spec.ow, spec.stride[1], spec.dilation[1],
+                                 spec.kw, spec.padding[2])
+    return spec.oh + top + bottom, spec.ow + left + right
+
+
+@functools.lru_cache(maxsize=32)
+def _phase_tables(spec: ConvSpec) -> tuple:
+    """The geometry of :func:`input_grad_phases` (cached per spec, never written to):
+    dZ's padding (top, left, Hp, Wp); each stride phase as (i0, j0, its rows and columns
+    m x mw, the kernel rows and columns it meets (none: its dX is zero), pbase (its
+    pixels' windows in padded dZ, N*m*mw) and offs (each (channel, tap) relative to a
+    window, in W's (o, u, v) order))."""
+    rows, top, bottom = _dim_phases(spec.h, spec.oh, spec.stride[0], spec.dilation[0],
+                                    spec.kh, spec.padding[0])
+    cols, left, right = _dim_phases(spec.w, spec.ow, spec.stride[1], spec.dilation[1],
+                                    spec.kw, spec.padding[2])
+    hp, wp = spec.oh + top + bottom, spec.ow + left + right
+    n = np.arange(spec.n, dtype=np.int64).reshape(-1, 1, 1) * (spec.c_out * hp * wp)
+    c = np.arange(spec.c_out_g, dtype=np.int64).reshape(-1, 1, 1) * (hp * wp)
+    phases = []
+    for i0, m, row_hits in rows:
+        for j0, mw, col_hits in cols:
+            i = np.arange(m, dtype=np.int64).reshape(1, -1, 1) * wp
+            j = np.arange(mw, dtype=np.int64).reshape(1, 1, -1)
+            u = np.array([q + top for _, q in row_hits], dtype=np.int64).reshape(1, -1, 1)
+            v = np.array([q + left for _, q in col_hits], dtype=np.int64).reshape(1, 1, -1)
+            phases.append((i0, j0, m, mw, [u for u, _ in row_hits], [v for v, _ in col_hits],
+                           (n + i + j).reshape(-1), (c + u * wp + v).reshape(-1)))
+    return (top, left, hp, wp), phases
+
+
+def _interleave(buf, table, dx, c, h, w, cig, rpg, sh, sw):  # pragma: no cover - compiled
+    """dx[b, ch, i0 + sh*m, j0 + sw*n] = phase (i0, j0)'s [b, row of ch, m, n], for the
+    phases of ``table`` in (i0, j0) order: rows (offset of its (N, cy, m, mw) planes in
+    ``buf``, their plane and row pitches; a phase that meets no tap points at zeros with
+    pitches 0), cy = ``rpg`` planes per group. ``dx`` (N, C, h, w) is flat; one task per
+    plane of it, written row by row in order (at stride 2 two phases at a time, as
+    interleaved vectors)."""
+    ncols = min(sw, w)
+    cy = c // cig * rpg
+    for task in prange(dx.shape[0] // (h * w)):
+        b = task // c
+        ch = task % c
+        row = b * cy + ch // cig * rpg + ch % cig
+        for i in range(h):
+            f0 = i % sh * ncols
+            m = i // sh
+            d = task * h * w + i * w
+            dst = dx[d:d + w]
+            if ncols == 2 and sw == 2:
+                sa = table[f0, 0] + row * table[f0, 1] + m * table[f0, 2]
+                sb = table[f0 + 1, 0] + row * table[f0 + 1, 1] + m * table[f0 + 1, 2]
+                half = w // 2
+                a = buf[sa:sa + w - half]
+                z = buf[sb:sb + half]
+                for n in range(half):
+                    dst[2 * n] = a[n]
+                    dst[2 * n + 1] = z[n]
+                if w % 2:
+                    dst[w - 1] = a[half]
+            else:
+                for f in range(ncols):
+                    src = table[f0 + f, 0] + row * table[f0 + f, 1] + m * table[f0 + f, 2]
+                    part = buf[src:src + (w - f + sw - 1) // sw]
+                    for n in range(part.shape[0]):
+                        dst[f + sw * n] = part[n]
+
+
+_INTERLEAVE = serial_and_parallel(_interleave)
+
+
+def input_grad_phases(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+                      parallel: bool) -> np.ndarray:
+    """dX of a strided layer, phase by phase: 17.3.2's correlation of the zero-inserted,
+    padded dZ with W rotated by 180 degrees, without the zeros. The input positions of
+    one stride phase (i0 + S_h*m, j0 + S_w*n) meet dZ only through the taps (u, v) with
+    i0 + pad - u*D_h a multiple of S_h (and so for columns), each at a fixed shift of
+    (m, n): so each phase is a unit-stride correlation of dZ with those taps of W (its
+    channel axes swapped), which the forward tiles run on the implicit GEMM into the
+    phase's own planes; one pass then interleaves the phases into dX. Finite weights
+    only: the zeros around dZ meet W as 0 * w.
+
+    Parameters
+    ----------
+    grad_output : ndarray of shape (N, C_out, OH, OW), C-contiguous
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW), C-contiguous
+
+    Returns
+    -------
+    ndarray of shape (N, C_in, H, W)
+    """
+    (top, left, hp, wp), phases = _phase_tables(spec)
+    groups, cog, cig = spec.groups, spec.c_out_g, spec.c_in_g
+    planes = scratch("implicit dz planes", (spec.n, spec.c_out, hp * wp), grad_output.dtype)
+    _PLACE[_copy_parallel(parallel, planes)](grad_output, planes, wp, top, left, hp)
+    co, px = forward_tile(cig)
+    nblk = -(-cig // co)
+    cy = groups * nblk * co  # each phase's planes per sample: each group's padded to tiles
+    # each phase's (offset in buf, pitch of its planes, pitch of its rows); the phases
+    # that meet no tap read zeros at the end of buf
+    table = np.zeros((len(phases), 3), dtype=np.int64)
+    total = 0
+    for f, (_, _, m, mw, rows, cols, _, _) in enumerate(phases):
+        if rows and cols:
+            table[f] = total, m * mw, mw
+            total += spec.n * cy * m * mw
+    table[[not (rows and cols) for *_, rows, cols, _, _ in phases], 0] = total
+    buf = scratch("implicit dx phases", (total + spec.w,), grad_output.dtype)
+    buf[total:] = 0
+    kernel = _FORWARD[co, px][parallel]
+    w = weight.reshape(groups, cog, cig, spec.kh, spec.kw)
+    threads = numba.get_num_threads() if parallel else 1
+    for (_, _, m, mw, rows, cols, pbase, offs), off in zip(phases, table[:, 0], strict=True):
+        if not rows or not cols:
+            continue
+        taps = w[:, :, :, rows][:, :, :, :, cols]  # (G, C_out/G, C_in/G, rows, cols)
+        swapped = taps.transpose(0, 2, 1, 3, 4).reshape(spec.c_in, cog, len(rows), len(cols))
+        wt, _ = _weight_tiles(swapped, groups, co)  # (G*blocks*K*co,)
+        npix = spec.n * m * mw
+        kb, tpt = forward_blocking(len(offs), -(-npix // px) * groups * nblk, threads)
+        out = buf[off:off + npix * cy]  # (N, cy, m*mw), flat
+        args = (planes.reshape(-1), pbase, offs, wt, out, npix, m * mw, cy,
+                cog * hp * wp, groups, nblk, kb, tpt)
+        _compile(kernel, args)
+        kernel(*args)
+    dx = output(spec.x_shape, grad_output.dtype)
+    _INTERLEAVE[_copy_parallel(parallel, dx)](buf, table, dx.reshape(-1), spec.c_in, spec.h,
+                                              spec.w, cig, nblk * co, *spec.stride)
+    return dx
+
+
 def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
                 parallel: bool) -> np.ndarray:
     """dW = dZ @ cols.T (formula 17.3 (11)), with the column matrix read in place.

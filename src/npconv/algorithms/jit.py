@@ -596,6 +596,29 @@ def pointwise(spec: ConvSpec, itemsize: int) -> bool:
             and min(spec.c_in_g, spec.c_out_g) >= POINTWISE_MIN_CHANNELS)
 
 
+# A strided layer's dX runs phase by phase on the implicit GEMM's forward tiles
+# (:func:`._implicit.input_grad_phases`: each stride phase of dX a unit-stride
+# correlation of dZ with the taps of W that reach it) from PHASES_MIN_CHANNELS input
+# channels per group (the tiles' channels). Measured on an AVX-512 Xeon against the
+# phase-plane kernels that ran it before: the stride-2 ResNet layer 46 ms / 7.6 (and
+# against im2col's GEMM and col2im, 8.3: see npconv.tuning.PHASES_MAX_OUT_CHANNELS).
+PHASES_MIN_CHANNELS = 16
+
+
+def phases(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether dX of strided ``spec`` (finite weights) runs phase by phase on the
+    implicit GEMM (:data:`PHASES_MIN_CHANNELS`): float32, a parallel-sized problem, its
+    padded dZ and the phases' planes within the workspace limit."""
+    if (_wide(spec) or itemsize != IMPLICIT_ITEMSIZE or not _parallel(spec)
+            or spec.c_in_g < PHASES_MIN_CHANNELS):
+        return False
+    co, _ = _implicit.forward_tile(spec.c_in_g)
+    hp, wp = _implicit.padded_grad_shape(spec)
+    copies = (spec.n * spec.c_out * hp * wp  # padded dZ, and the phases' planes
+              + spec.n * spec.groups * -(-spec.c_in_g // co) * co * spec.h * spec.w)
+    return copies * itemsize <= tuning.workspace_limit()
+
+
 def _implicit_copies_fit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether the implicit kernels' copies (the padded input, and dZ for the weight
     gradient) fit the workspace limit."""
@@ -818,6 +841,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
         return _implicit.correlate(_prepare(grad_output),
                                    _prepare(transposed_kernel(weight, spec.groups)),
                                    correlation, _parallel(spec))
+    if not _wide(spec) and phases(spec, grad_output.itemsize) and np.isfinite(weight).all():
+        return _implicit.input_grad_phases(_prepare(grad_output), _prepare(weight), spec,
+                                           _parallel(spec))
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
         return _blocked.scatter_input_grad(_prepare(grad_output), _prepare(weight),
                                            (spec.h, spec.w), spec.padding, spec.dilation,
