@@ -448,7 +448,7 @@ def test_the_phase_geometry_covers_every_input_position_once():
         spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
         _, phases = _implicit._phase_tables(spec)
         seen = np.zeros((spec.h, spec.w), dtype=int)
-        for i0, j0, m, mw, rows, cols, pbase, offs in phases:
+        for i0, j0, m, mw, rows, cols, pbase, offs, _ in phases:
             seen[i0::spec.stride[0], j0::spec.stride[1]] += 1
             assert seen[i0::spec.stride[0], j0::spec.stride[1]].shape == (m, mw)
             assert len(pbase) == spec.n * m * mw

@@ -424,9 +424,29 @@ def _phase_tables(spec: ConvSpec) -> tuple:
             j = np.arange(mw, dtype=np.int64).reshape(1, 1, -1)
             u = np.array([q + top for _, q in row_hits], dtype=np.int64).reshape(1, -1, 1)
             v = np.array([q + left for _, q in col_hits], dtype=np.int64).reshape(1, 1, -1)
-            phases.append((i0, j0, m, mw, [u for u, _ in row_hits], [v for v, _ in col_hits],
-                           (n + i + j).reshape(-1), (c + u * wp + v).reshape(-1)))
+            taps = [u for u, _ in row_hits], [v for v, _ in col_hits]
+            phases.append((i0, j0, m, mw, *taps, (n + i + j).reshape(-1),
+                           (c + u * wp + v).reshape(-1), _phase_weights(spec, *taps)))
     return (top, left, hp, wp), phases
+
+
+def _phase_weights(spec: ConvSpec, rows: list, cols: list) -> np.ndarray:
+    """Where each entry of a phase's packed weights (:func:`._blocked._weight_tiles` of
+    W's taps ``rows`` x ``cols``, its channel axes swapped: (G, blocks, C_out/G * taps,
+    co)) comes from in W flattened; W.size (a zero appended to W) for the padding
+    channels of each group's last block."""
+    groups, cog, cig = spec.groups, spec.c_out_g, spec.c_in_g
+    co, _ = forward_tile(cig)
+    nblk = -(-cig // co)
+    g = np.arange(groups).reshape(-1, 1, 1, 1, 1, 1)
+    ci = (np.arange(nblk).reshape(1, -1, 1, 1, 1, 1) * co
+          + np.arange(co).reshape(1, 1, 1, 1, 1, -1))  # input channel of the tile's lane
+    o = np.arange(cog).reshape(1, 1, -1, 1, 1, 1)
+    u = np.array(rows).reshape(1, 1, 1, -1, 1, 1)
+    v = np.array(cols).reshape(1, 1, 1, 1, -1, 1)
+    index = (((g * cog + o) * cig + ci) * spec.kh + u) * spec.kw + v
+    index = np.where(ci < cig, index, groups * cog * cig * spec.kh * spec.kw)
+    return index.astype(np.int64).reshape(-1)  # (G*blocks*C_out/G*taps*co,)
 
 
 def _interleave(buf, table, dx, c, h, w, cig, rpg, sh, sw):  # pragma: no cover - compiled
@@ -500,22 +520,21 @@ def input_grad_phases(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpe
     # that meet no tap read zeros at the end of buf
     table = np.zeros((len(phases), 3), dtype=np.int64)
     total = 0
-    for f, (_, _, m, mw, rows, cols, _, _) in enumerate(phases):
+    for f, (_, _, m, mw, rows, cols, *_) in enumerate(phases):
         if rows and cols:
             table[f] = total, m * mw, mw
             total += spec.n * cy * m * mw
-    table[[not (rows and cols) for *_, rows, cols, _, _ in phases], 0] = total
+    table[[not (rows and cols) for *_, rows, cols, _, _, _ in phases], 0] = total
     buf = scratch("implicit dx phases", (total + spec.w,), grad_output.dtype)
     buf[total:] = 0
     kernel = _FORWARD[co, px][parallel]
-    w = weight.reshape(groups, cog, cig, spec.kh, spec.kw)
+    w = np.append(weight.reshape(-1), weight.dtype.type(0))  # W flattened, and a zero
     threads = numba.get_num_threads() if parallel else 1
-    for (_, _, m, mw, rows, cols, pbase, offs), off in zip(phases, table[:, 0], strict=True):
+    for (_, _, m, mw, rows, cols, pbase, offs, index), off in zip(phases, table[:, 0],
+                                                                  strict=True):
         if not rows or not cols:
             continue
-        taps = w[:, :, :, rows][:, :, :, :, cols]  # (G, C_out/G, C_in/G, rows, cols)
-        swapped = taps.transpose(0, 2, 1, 3, 4).reshape(spec.c_in, cog, len(rows), len(cols))
-        wt, _ = _weight_tiles(swapped, groups, co)  # (G*blocks*K*co,)
+        wt = w[index]  # (G*blocks*K*co,): the phase's taps, channel axes swapped, in tiles
         npix = spec.n * m * mw
         kb, tpt = forward_blocking(len(offs), -(-npix // px) * groups * nblk, threads)
         out = buf[off:off + npix * cy]  # (N, cy, m*mw), flat
