@@ -121,6 +121,32 @@ def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
     assert_close(dw, naive.grad_weight(x, g, spec), "dW")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("tile", sorted(_implicit._WEIGHT), ids=lambda t: f"{t[0]}x{t[1]}")
+def test_every_weight_gradient_tile_matches_the_loops(case, dtype, tile, monkeypatch):
+    # every (channels, pairs) tile on any machine: AVX-512 takes 8 pairs where the
+    # channels fill two vector registers, 6 elsewhere
+    wco, kt = tile
+    monkeypatch.setattr(_implicit, "weight_tile_channels", lambda c_out_g: wco)
+    monkeypatch.setattr(_implicit, "weight_tile_pairs", lambda wco, itemsize: kt)
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    g = rng.standard_normal(spec.y_shape).astype(dtype)
+    dw = _implicit.weight_grad(x, g, spec, True)
+    assert dw.dtype == dtype and dw.shape == spec.weight_shape
+    assert_close(dw, naive.grad_weight(x, g, spec), "dW")
+
+
+def test_weight_gradient_tiles_take_eight_pairs_where_two_registers_hold_them():
+    assert _implicit.weight_tile_pairs(32, 4, 64) == _implicit.WIDE_WKT == 8
+    assert _implicit.weight_tile_pairs(16, 8, 64) == 8
+    assert _implicit.weight_tile_pairs(32, 8, 64) == _implicit.WKT == 6  # four registers
+    assert _implicit.weight_tile_pairs(16, 4, 32) == 6  # AVX2: 16 registers
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_blocks_of_k_and_tiles_per_task_do_not_change_the_forward(case, monkeypatch):
     """K walked in uneven blocks (sums kept between them), several tiles per task (a

@@ -551,7 +551,6 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                                    "come back empty and dW and dB as zeros, as in PyTorch")
     if _autotune["enabled"]:
         return _measured(spec, dtype, op)
-    from .algorithms import _implicit
 
     case, macs = _rule(spec, dtype, op), spec.flops // 2
     k = spec.c_in_g * spec.kh * spec.kw
@@ -568,7 +567,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                     f"im2col's GEMMs (K = {k}) beat the register-tiled kernels" + (
                         " on columns this long with AVX-512"
                         if spec.c_in_g < DEEP_ALL_CHANNELS else ""),
-        "implicit": _implicit_because(spec, op, macs, k),
+        "implicit": _implicit_because(spec, dtype, op, macs, k),
         "pointwise": f"an unpadded 1x1 kernel at stride 1 with {spec.c_out_g} output "
                      f"channels per group on {spec.oh}x{spec.ow} outputs: im2col's "
                      f"per-sample GEMMs are small, and the jit algorithm runs every pass as "
@@ -595,8 +594,7 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "split_backward": f"dX and dW of a strided layer with columns of K = {k}: dX on "
                           f"im2col (a GEMM and col2im, nothing packed), dW on the jit "
                           f"algorithm's implicit GEMM "
-                          f"({_implicit.weight_tile_channels(spec.c_out_g)} channels x "
-                          f"{_implicit.WKT} (channel, tap) pairs in registers), each "
+                          f"({_weight_tile(spec, dtype)} in registers), each "
                           f"faster there than on the other",
         "phases": _phases_because(spec) + (
             "" if op == "grad_input" else "; dW on the jit algorithm's implicit GEMM too"),
@@ -618,7 +616,16 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
     return Choice(_ALGORITHM[case], reason)
 
 
-def _implicit_because(spec: ConvSpec, op: str, macs: int, k: int) -> str:
+def _weight_tile(spec: ConvSpec, dtype) -> str:
+    """The implicit GEMM's weight-gradient tile, in words."""
+    from .algorithms import _implicit
+
+    wco = _implicit.weight_tile_channels(spec.c_out_g)
+    return (f"{wco} channels x {_implicit.weight_tile_pairs(wco, np.dtype(dtype).itemsize)} "
+            f"(channel, tap) pairs")
+
+
+def _implicit_because(spec: ConvSpec, dtype, op: str, macs: int, k: int) -> str:
     """The reason of the rule's "implicit" case."""
     from .algorithms import _implicit, jit
 
@@ -632,8 +639,7 @@ def _implicit_because(spec: ConvSpec, op: str, macs: int, k: int) -> str:
         shape = f"{jit.VECTOR_BYTES * 8}-bit vectors"
     co, px = _implicit.forward_tile(spec.c_out_g)
     tile = (f"{co} channels x {px} pixels in registers" if op == "forward" else
-            f"{_implicit.weight_tile_channels(spec.c_out_g)} channels x {_implicit.WKT} "
-            f"(channel, tap) pairs in registers")
+            f"{_weight_tile(spec, dtype)} in registers")
     return (f"{macs:,} multiply-adds, {spec.c_out_g} output channels per group, columns of "
             f"K = {k}, and {shape}: the jit algorithm's implicit GEMM (im2col's product "
             f"with the column matrix read in place, {tile}) beats copying it out for BLAS")

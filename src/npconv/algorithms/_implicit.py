@@ -33,9 +33,9 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   stores as vectors (:func:`_forward_source`).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
-  channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs; each
-  pixel loads WCO values of dZ (laid out pixel-major, (P, C_out), one copy) and WKT
-  inputs. The pixels are cut into
+  channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs
+  (:func:`weight_tile_pairs`); each pixel loads WCO values of dZ (laid out pixel-major,
+  (P, C_out), one copy) and WKT inputs. The pixels are cut into
   :data:`SLICES` fixed slices (partial sums, added up in float64 in a fixed order, so
   the result does not depend on the thread count), and each slice walks them in chunks
   whose dZ (:data:`CHUNK_BYTES`) stays in the L1 cache while every tile passes over
@@ -80,7 +80,13 @@ from ._blocked import _CROP, _PLACE, _compile, _copy_parallel, _weight_tiles
 #   30x slower.)
 FORWARD_TILES = {32: {(16, 4): 1.0, (8, 8): 0.8},
                  64: {(32, 8): 1.0, (16, 16): 0.85, (8, 8): 0.5}}
-WCO, WKT = 16, 6  # weight-gradient tile: output channels x (channel, tap) pairs
+WCO = 16  # weight-gradient tile: output channels x weight_tile_pairs() (channel, tap) pairs
+# WKT pairs, or WIDE_WKT with AVX-512 where the tile's channels fill at most two vector
+# registers (16 accumulators of 32): float32 dW 1.03-1.06x faster than with 6 on eight
+# of nine layers measured on an AVX-512 Xeon (the suite's dilated, stride-2, res28 and
+# LeNet layers, a 7x7 stem; the pointwise layer level), float64 LeNet's second layer
+# 1.04x; but float64 tiles of 32 channels (four registers: 32 accumulators) 0.72x
+WKT, WIDE_WKT = 6, 8
 SLICES = 8  # fixed partial sums of the weight gradient (independent of the threads)
 # A weight-gradient slice walks its pixels in chunks of dZ of about CHUNK_BYTES (every
 # tile of pairs reads the chunk's dZ again, so it should stay in the L1 cache): rows of
@@ -254,11 +260,19 @@ def forward_tile(c_out_g: int, vector_bytes: int | None = None) -> tuple[int, in
 
 
 _WEIGHT = {
-    co: serial_and_parallel(
-        generated(_weight_source(co, WKT, f"implicit_weight_grad{co}x{WKT}"),
-                  f"implicit_weight_grad{co}x{WKT}", globals()), fastmath={"contract"})
-    for co in (WCO, WIDE_WCO)
+    (co, kt): serial_and_parallel(
+        generated(_weight_source(co, kt, f"implicit_weight_grad{co}x{kt}"),
+                  f"implicit_weight_grad{co}x{kt}", globals()), fastmath={"contract"})
+    for co in (WCO, WIDE_WCO) for kt in (WKT, WIDE_WKT)
 }
+
+
+def weight_tile_pairs(wco: int, itemsize: int, vector_bytes: int | None = None) -> int:
+    """(channel, tap) pairs per weight-gradient tile of ``wco`` channels of ``itemsize``
+    bytes: :data:`WIDE_WKT` with AVX-512 where the channels fill at most two vector
+    registers, else :data:`WKT`."""
+    vector = vector_bytes or VECTOR_BYTES
+    return WIDE_WKT if vector >= 64 and wco * itemsize <= 2 * vector else WKT
 
 
 def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
@@ -570,18 +584,19 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     dzt = scratch("implicit dz", (n, ohw, groups, nblk * wco), grad_output.dtype)
     _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
         np.ascontiguousarray(grad_output).reshape(n, groups, cog, ohw), dzt)
-    offs = _offsets(spec, WKT)
-    nkt = len(offs) // WKT
-    chunk = max(WKT, CHUNK_BYTES // (nblk * wco * x.itemsize))  # pixels (a group's dZ)
+    kt = weight_tile_pairs(wco, x.itemsize)
+    offs = _offsets(spec, kt)
+    nkt = len(offs) // kt
+    chunk = max(kt, CHUNK_BYTES // (nblk * wco * x.itemsize))  # pixels (a group's dZ)
     slices = max(1, min(SLICES, -(-npix // chunk)))
     per = -(-npix // slices)
-    part = np.zeros((slices, groups * nkt, nblk, WKT * wco), dtype=x.dtype)
+    part = np.zeros((slices, groups * nkt, nblk, kt * wco), dtype=x.dtype)
     args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, chunk,
             spec.c_in_g * spec.hp * spec.wp, nblk)
-    kernel = _WEIGHT[wco][parallel]
+    kernel = _WEIGHT[wco, kt][parallel]
     _compile(kernel, args)
     kernel(*args)
-    sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, WKT*WCO)
-    sums = sums.reshape(groups, nkt, nblk, WKT, wco).transpose(0, 2, 4, 1, 3)
-    sums = sums.reshape(groups, nblk * wco, nkt * WKT)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
+    sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, kt*wco)
+    sums = sums.reshape(groups, nkt, nblk, kt, wco).transpose(0, 2, 4, 1, 3)
+    sums = sums.reshape(groups, nblk * wco, nkt * kt)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
     return sums.reshape(spec.weight_shape).astype(x.dtype)
