@@ -41,8 +41,11 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   whose dZ (:data:`CHUNK_BYTES`) stays in the L1 cache while every tile passes over
   them.
 
-The input gradient stays with the other kernels: it is a scatter (or a correlation
-with the rotated kernel), not this GEMM. The sources are generated, as in
+The input gradient is not this GEMM but a correlation of dZ with W rotated by 180
+degrees, its channel axes swapped (17.3.2), which the forward tiles run: for dilated and
+1x1 layers as one correlation (:func:`npconv.algorithms.jit.adjoint`), for strided ones
+phase by phase (:func:`input_grad_phases`: each stride phase of dX meets only some taps,
+so the zero-inserted dZ of 17.3.2 is never built). The sources are generated, as in
 :mod:`._blocked`, and compiled with LLVM's SLP vectoriser on, which packs the named
 accumulators into vector registers.
 """

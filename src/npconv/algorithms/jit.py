@@ -30,12 +30,16 @@ channels x 16 pixels per task kept in vector registers over every tap, dX by sca
 Layers with 16 or more output channels per group whose outputs are strided or narrow
 (LeNet's 10x10, the stride-2 ResNet layer) run their forward pass and weight gradient
 as implicit GEMMs in :mod:`npconv.algorithms._implicit` instead (:func:`implicit`
-decides): im2col's products with the column matrix read in place, no junk columns.
+decides): im2col's products with the column matrix read in place, no junk columns; so do
+unpadded unit-stride 1x1 layers with AVX-512 (:func:`pointwise`), all three passes. The
+same forward tiles run dX as a correlation of dZ with W's rotated taps (17.3.2): of
+dilated and 1x1 layers whole (:func:`adjoint`), of strided layers phase by phase
+(:func:`phases`: each stride phase of dX meets only the taps that reach it).
 Tiny problems (the book's layer) and small strided ones go to the index-table kernels
 of :mod:`npconv.algorithms._indexed` (:func:`indexed` decides): im2col as a gather
 fused with its GEMM, one serial call per pass, both gradients in one pass over dZ.
 The plane kernels below remain for depthwise layers, mid-sized serial problems,
-non-finite weights and large strided layers.
+non-finite weights and strided layers with few channels.
 
 The kernels see only validated, C-contiguous, writeable arrays (:func:`_prepare`), and
 index the zero-padded input they are given, so every index is in bounds by construction.
