@@ -649,8 +649,9 @@ def _phases_because(spec: ConvSpec) -> str:
     """The reason of the rule's "phases" cases."""
     sh, sw = spec.stride
     return (f"dX of a stride-{sh}x{sw} layer with {spec.c_out_g} output channels per "
-            f"group: the jit algorithm runs it as {sh * sw} unit-stride correlations of dZ, "
-            f"one per stride phase of dX, each with the taps of W that reach it (17.3.2's "
+            f"group: the jit algorithm runs it as unit-stride correlations of dZ, one per "
+            f"stride phase of dX ({sh * sw} phases), each with the taps of W that reach it "
+            f"(phases no tap reaches are zero; 17.3.2's "
             f"zero insertion without the zeros), on its implicit GEMM; faster than "
             f"im2col's GEMM (K = {spec.c_out_g}) and col2im")
 
