@@ -605,7 +605,9 @@ def pointwise(spec: ConvSpec, itemsize: int) -> bool:
 # correlation of dZ with the taps of W that reach it) from PHASES_MIN_CHANNELS input
 # channels per group (the tiles' channels). Measured on an AVX-512 Xeon against the
 # phase-plane kernels that ran it before: the stride-2 ResNet layer 46 ms / 7.6 (and
-# against im2col's GEMM and col2im, 8.3: see npconv.tuning.PHASES_MAX_OUT_CHANNELS).
+# against im2col's GEMM and col2im, 8.3: see npconv.tuning.PHASES_MAX_OUT_CHANNELS);
+# with AVX2 tiles 47.5 / 12.7 (im2col 12.8), and a 5x5 stride-2 layer, (16, 32, 56, 56)
+# with 64 kernels, 31.1 / 7.2 (im2col 10.4).
 PHASES_MIN_CHANNELS = 16
 
 
