@@ -114,7 +114,8 @@ def test_set_num_threads_validated():
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "grad_input", "jit"),
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "backward", "jit"),
     ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "forward", "jit"),  # strided: implicit
-    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),
+    ((64, 16, 28, 28), (32, 16, 5, 5), dict(stride=2), "grad_input", "jit"),  # phases
+    ((64, 16, 28, 28), (128, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),  # > 64
     ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
     ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
     ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # narrow, small
@@ -139,7 +140,9 @@ def test_set_num_threads_validated():
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # stem
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (8, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
-    ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
+    ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward",
+     "jit+im2col"),  # dX phase by phase, dW on im2col
+    ((2, 64, 112, 112), (16, 64, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
     ((16, 128, 56, 56), (128, 4, 3, 3), dict(stride=2, padding=1, groups=32), "backward",
      "jit"),  # ResNeXt
     ((16, 3, 112, 112), (32, 3, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),

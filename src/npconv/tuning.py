@@ -274,9 +274,9 @@ POINTWISE_JIT_MAX_CHANNELS = 96
 # im2col / split: the stride-2 ResNet layer 33.2 / 31.2, the 5x5 one 27.9 / 22.7,
 # ResNet's 7x7 stem with 17 samples 22.7 / 18.8.
 SPLIT_BACKWARD_MAX_K = 1024
-# With AVX-512, dX of a strided layer with up to PHASES_MAX_OUT_CHANNELS output channels
-# per group goes to the jit algorithm, which runs it phase by phase on the implicit GEMM
-# (:func:`npconv.algorithms.jit.phases`: each stride phase of dX a unit-stride
+# dX of a strided layer with up to PHASES_MAX_OUT_CHANNELS output channels per group
+# (AVX-512: 128, AVX2: 64) goes to the jit algorithm, which runs it phase by phase on
+# the implicit GEMM (:func:`npconv.algorithms.jit.phases`: each stride phase of dX a unit-stride
 # correlation of dZ with the taps of W that reach it), rather than to im2col's GEMM
 # (K = C_out/G) and col2im. Its dW stays where it was: on the jit algorithm where the
 # implicit GEMM wins it (the backward pass then all on jit), else on im2col (the pair
@@ -288,8 +288,12 @@ SPLIT_BACKWARD_MAX_K = 1024
 # faster where dX moved (16 random such layers: 1.0-2.45x, and 0.89x with one sample),
 # the stride-2 ResNet layer 1.0-1.03x. Not 1x1 kernels (with 16-32 output channels their
 # dX was 0.74-0.87x as fast), nor FEW_SAMPLES or fewer samples (the stride-2 ResNet
-# layer's step, one and two samples, 0.84x and 0.97x; (2, 128, 28, 28) 0.73x).
-PHASES_MAX_OUT_CHANNELS = 128
+# layer's step, one and two samples, 0.84x and 0.97x; (2, 128, 28, 28) 0.73x). With AVX2
+# tiles (measured with AVX-512 switched off, OpenBLAS as Haswell) dX alone gained as
+# much (the same 22 layers: 1.06-2.7x up to 128 output channels, 0.6-0.93x from 256),
+# but steps with dW on im2col ("jit+im2col") only up to 64 output channels: 1.04-1.36x
+# on six layers, and 0.98-1.03x on three with 128. So AVX2 stops at 64.
+PHASES_MAX_OUT_CHANNELS = {32: 64, 64: 128}  # by the kernels' vector bytes
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -427,12 +431,12 @@ def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
 
 def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
     """Whether dX of a strided layer goes to the jit algorithm's phases
-    (:data:`PHASES_MAX_OUT_CHANNELS`)."""
+    (:data:`PHASES_MAX_OUT_CHANNELS` for this machine's vector width)."""
     from .algorithms import jit
 
-    return (op in ("backward", "grad_input") and jit.VECTOR_BYTES >= 64
-            and spec.n > FEW_SAMPLES and spec.kh * spec.kw > 1
-            and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS
+    return (op in ("backward", "grad_input") and spec.n > FEW_SAMPLES
+            and spec.kh * spec.kw > 1
+            and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES]
             and jit.phases(spec, itemsize))
 
 
