@@ -469,6 +469,25 @@ def test_a_strided_input_gradient_runs_phase_by_phase_and_agrees(case, dtype, ph
     np.testing.assert_allclose(dx2, want2, rtol=tol, atol=tol)
 
 
+def test_auto_runs_the_phases_paired_with_im2col_and_agrees(phase_calls, monkeypatch):
+    # dX phase by phase on jit, dW on im2col (columns past 1024 pairs): the "jit+im2col"
+    # pair of the rule, through the functional API
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
+    x_shape, w_shape, kwargs = (3, 48, 15, 15), (64, 48, 5, 5), dict(stride=2, padding=2)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    assert npconv.explain_choice(spec, np.float32, "backward").algorithm == "jit+im2col"
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    got = npconv.conv2d_backward(x, w, g, **kwargs)
+    want = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    assert phase_calls == [spec]
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b, "auto")
+
+
 def test_the_phase_geometry_covers_every_input_position_once():
     for x_shape, w_shape, kwargs in PHASE_CASES.values():
         spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
