@@ -234,10 +234,15 @@ def test_the_forward_tile_pads_few_channels():
 @pytest.fixture
 def correlate_calls(monkeypatch) -> list:
     """The calls made to the implicit GEMM's correlation, recorded (and run)."""
+    return _recorded(monkeypatch, "correlate")
+
+
+def _recorded(monkeypatch, name: str) -> list:
+    """The specs (third argument) of the calls made to ``_implicit.<name>``, recorded as
+    they run."""
     calls = []
-    real = _implicit.correlate
-    monkeypatch.setattr(_implicit, "correlate",
-                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = getattr(_implicit, name)
+    monkeypatch.setattr(_implicit, name, lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     return calls
 
 
@@ -346,11 +351,7 @@ POINTWISE_CASES = {
 @pytest.fixture
 def weight_grad_calls(monkeypatch) -> list:
     """The calls made to the implicit GEMM's weight gradient, recorded (and run)."""
-    calls = []
-    real = _implicit.weight_grad
-    monkeypatch.setattr(_implicit, "weight_grad",
-                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    return calls
+    return _recorded(monkeypatch, "weight_grad")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -435,11 +436,7 @@ PHASE_CASES = {
 @pytest.fixture
 def phase_calls(monkeypatch) -> list:
     """The calls made to the phase-by-phase input gradient, recorded (and run)."""
-    calls = []
-    real = _implicit.input_grad_phases
-    monkeypatch.setattr(_implicit, "input_grad_phases",
-                        lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    return calls
+    return _recorded(monkeypatch, "input_grad_phases")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
