@@ -411,12 +411,17 @@ def _dim_phases(size: int, out: int, stride: int, dilation: int, taps: int,
     return phases, before, after
 
 
+def _phase_axes(spec: ConvSpec) -> tuple[tuple, tuple]:
+    """:func:`_dim_phases` of ``spec``'s rows and of its columns."""
+    return (_dim_phases(spec.h, spec.oh, spec.stride[0], spec.dilation[0], spec.kh,
+                        spec.padding[0]),
+            _dim_phases(spec.w, spec.ow, spec.stride[1], spec.dilation[1], spec.kw,
+                        spec.padding[2]))
+
+
 def padded_grad_shape(spec: ConvSpec) -> tuple[int, int]:
     """(Hp, Wp): dZ with the zeros :func:`input_grad_phases` pads it with."""
-    _, top, bottom = _dim_phases(spec.h, spec.oh, spec.stride[0], spec.dilation[0],
-                                 spec.kh, spec.padding[0])
-    _, left, right = _dim_phases(spec.w, spec.ow, spec.stride[1], spec.dilation[1],
-                                 spec.kw, spec.padding[2])
+    (_, top, bottom), (_, left, right) = _phase_axes(spec)
     return spec.oh + top + bottom, spec.ow + left + right
 
 
@@ -427,11 +432,8 @@ def _phase_tables(spec: ConvSpec) -> tuple:
     m x mw, the kernel rows and columns it meets (none: its dX is zero), pbase (its
     pixels' windows in padded dZ, N*m*mw) and offs (each (channel, tap) relative to a
     window, in W's (o, u, v) order))."""
-    rows, top, bottom = _dim_phases(spec.h, spec.oh, spec.stride[0], spec.dilation[0],
-                                    spec.kh, spec.padding[0])
-    cols, left, right = _dim_phases(spec.w, spec.ow, spec.stride[1], spec.dilation[1],
-                                    spec.kw, spec.padding[2])
-    hp, wp = spec.oh + top + bottom, spec.ow + left + right
+    (rows, top, _), (cols, left, _) = _phase_axes(spec)
+    hp, wp = padded_grad_shape(spec)
     n = np.arange(spec.n, dtype=np.int64).reshape(-1, 1, 1) * (spec.c_out * hp * wp)
     c = np.arange(spec.c_out_g, dtype=np.int64).reshape(-1, 1, 1) * (hp * wp)
     phases = []

@@ -840,14 +840,15 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
                                                         False, False)[0]
     # the junk columns of the wide planes meet the weights as 0 * w: exact unless w has
     # an inf or a NaN, where the row kernel keeps the answer exact
-    finite = _wide(spec) and np.isfinite(weight).all()
+    finite_weights = bool(np.isfinite(weight).all())
+    finite = _wide(spec) and finite_weights
     correlation = adjoint(spec, grad_output.itemsize)
     # the zeros around dZ meet w as 0 * w too: finite w only, unless nothing is padded
     if correlation is not None and (finite or not any(correlation.padding)):
         return _implicit.correlate(_prepare(grad_output),
                                    _prepare(transposed_kernel(weight, spec.groups)),
                                    correlation, _parallel(spec))
-    if not _wide(spec) and phases(spec, grad_output.itemsize) and np.isfinite(weight).all():
+    if not _wide(spec) and phases(spec, grad_output.itemsize) and finite_weights:
         return _implicit.input_grad_phases(_prepare(grad_output), _prepare(weight), spec,
                                            _parallel(spec))
     if finite and tiled(spec, "grad_input", grad_output.itemsize):
@@ -862,7 +863,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
         return dx
     # strided layers, and any layer with an inf or NaN weight: the stride phases (at
     # stride 1 the padded plane itself), whole-plane runs only for finite weights
-    whole = not _wide(spec) and bool(np.isfinite(weight).all())
+    whole = not _wide(spec) and finite_weights
     _kernel("grad_input_phases", spec)(_prepare(grad_output), _prepare(weight), dx,
                                        *_phase_args(spec), whole)
     return dx
