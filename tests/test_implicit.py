@@ -7,6 +7,7 @@ the "jit-implicit" variant."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -496,6 +497,43 @@ def test_the_phase_geometry_covers_every_input_position_once():
             assert len(pbase) == spec.n * m * mw
             assert len(offs) == spec.c_out_g * len(rows) * len(cols)
         assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("case", list(PHASE_CASES))
+def test_the_phases_give_the_same_dx_a_chunk_of_samples_at_a_time(case, parallel,
+                                                                  monkeypatch):
+    # chunks of 1, 2 and 3 samples (a short last chunk where 3 does not divide N) against
+    # the whole batch at once: bit for bit, each pixel's sum is the same sum
+    x_shape, w_shape, kwargs = PHASE_CASES[case]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    sample = _implicit.phase_sample_bytes(spec, 4)
+    threads = numba.get_num_threads() if parallel else 1
+    monkeypatch.setattr(_implicit, "PHASE_CHUNK_BYTES", spec.n * sample)
+    assert _implicit.phase_chunk(spec, 4, threads) == spec.n
+    whole = _implicit.input_grad_phases(g, w, spec, parallel).copy()
+    for per in (1, 2, 3):
+        monkeypatch.setattr(_implicit, "PHASE_CHUNK_BYTES", per * sample // threads + 1)
+        chunk = _implicit.phase_chunk(spec, 4, threads)
+        assert chunk <= per and -(-spec.n // chunk) == -(-spec.n // per)  # evened out
+        np.testing.assert_array_equal(_implicit.input_grad_phases(g, w, spec, parallel),
+                                      whole)
+
+
+def test_the_phase_chunks_keep_within_the_workspace_limit():
+    x_shape, w_shape, kwargs = PHASE_CASES["stride 2"]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    sample = _implicit.phase_sample_bytes(spec, 4)
+    hp, wp = _implicit.padded_grad_shape(spec)
+    # 16 input channels: whole forward tiles at either vector width
+    assert sample == (spec.c_out * hp * wp + spec.c_in * spec.h * spec.w) * 4
+    assert _implicit.phase_chunk(spec, 4, 2, limit=2 * sample) == 2
+    assert _implicit.phase_chunk(spec, 4, 2, limit=sample - 1) == 1  # one sample at least
+    assert _implicit.phase_chunk(spec, 4, 2, limit=100 * sample) == min(
+        spec.n, 2 * _implicit.PHASE_CHUNK_BYTES // sample)
 
 
 def test_an_inf_weight_keeps_the_strided_input_gradient_exact(phase_calls):

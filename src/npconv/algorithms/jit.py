@@ -613,16 +613,13 @@ PHASES_MIN_CHANNELS = 16
 
 def phases(spec: ConvSpec, itemsize: int) -> bool:
     """Whether dX of strided ``spec`` (finite weights) runs phase by phase on the
-    implicit GEMM (:data:`PHASES_MIN_CHANNELS`): float32, a parallel-sized problem, its
-    padded dZ and the phases' planes within the workspace limit."""
+    implicit GEMM (:data:`PHASES_MIN_CHANNELS`): float32, a parallel-sized problem, one
+    sample's padded dZ and phases' planes within the workspace limit."""
     if (_wide(spec) or itemsize != IMPLICIT_ITEMSIZE or not _parallel(spec)
             or spec.c_in_g < PHASES_MIN_CHANNELS):
         return False
-    co, _ = _implicit.forward_tile(spec.c_in_g)
-    hp, wp = _implicit.padded_grad_shape(spec)
-    copies = (spec.n * spec.c_out * hp * wp  # padded dZ, and the phases' planes
-              + spec.n * spec.groups * -(-spec.c_in_g // co) * co * spec.h * spec.w)
-    return copies * itemsize <= tuning.workspace_limit()
+    # one sample's padded dZ and phases' planes at least (it runs a chunk at a time)
+    return _implicit.phase_sample_bytes(spec, itemsize) <= tuning.workspace_limit()
 
 
 def _implicit_copies_fit(spec: ConvSpec, op: str, itemsize: int) -> bool:
