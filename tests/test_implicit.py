@@ -169,6 +169,48 @@ def test_blocks_of_k_and_tiles_per_task_do_not_change_the_forward(case, monkeypa
         np.testing.assert_array_equal(_implicit.correlate(x, w, spec, True), whole)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_chunks_of_samples_keep_the_forward_and_agree_on_dw(case, monkeypatch):
+    """A sample at a time, and two (a short last chunk where N is odd): the forward
+    pass bit for bit the whole batch's (the bias and the cropped channels too), dW
+    within rounding of it."""
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    b = rng.standard_normal(spec.c_out).astype(np.float32)
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES", 10**12)
+    monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES", 10**12)
+    y = _implicit.correlate(x, w, spec, True, b).copy()
+    dw = _implicit.weight_grad(x, g, spec, True)
+    for per in (1, 2):
+        monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES",
+                            per * _implicit.sample_bytes(spec, "forward", 4) // 2)
+        monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES",
+                            per * _implicit.sample_bytes(spec, "grad_weight", 4))
+        np.testing.assert_array_equal(_implicit.correlate(x, w, spec, True, b), y)
+        assert_close(_implicit.weight_grad(x, g, spec, True), dw, "dW")
+    assert_close(dw, naive.grad_weight(x, g, spec), "dW")
+
+
+def test_sample_chunks():
+    down = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1).spec
+    padded = 64 * 58 * 58
+    assert _implicit.sample_bytes(down, "forward", 4) == (padded + 128 * 28 * 28) * 4
+    assert _implicit.sample_bytes(down, "grad_weight", 4) == (padded + 128 * 28 * 28) * 4
+    pointwise = plan_conv2d((16, 256, 14, 14), (20, 256, 1, 1)).spec  # nothing padded
+    tile = _implicit.forward_tile(20)[0]
+    assert _implicit.sample_bytes(pointwise, "forward", 8) == -(-20 // tile) * tile * 196 * 8
+    assert _implicit.sample_chunk(16, 100, 450, limit=10**9) == 4
+    assert _implicit.sample_chunk(16, 100, 550, limit=10**9) == 4  # 5, 5, 5, 1: evened out
+    assert _implicit.sample_chunk(16, 100, 10**4, limit=10**9) == 16
+    assert _implicit.sample_chunk(16, 100, 10**4, limit=250) == 2  # the workspace limit
+    assert _implicit.sample_chunk(16, 100, 50, limit=10**9) == 1  # one sample at least
+    assert _implicit.sample_chunk(3, 0, 50, limit=10**9) == 3
+
+
 def test_forward_blocking():
     assert _implicit.forward_blocking(54, 10**4, 2) == (54, 16)  # one block
     assert _implicit.forward_blocking(216, 10**4, 2) == (108, 16)  # 1.5 blocks: two
@@ -178,7 +220,11 @@ def test_forward_blocking():
     assert _implicit.forward_blocking(576, 3, 2) == (144, 1)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("chunked", [False, True])
+def test_results_do_not_depend_on_the_thread_count(chunked, monkeypatch):
+    if chunked:  # a sample at a time (dW's chunks are not by the threads)
+        monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES", 1)
+        monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES", 1)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 8, 15, 15)).astype(np.float32)
     w = rng.standard_normal((32, 8, 3, 3)).astype(np.float32)
@@ -512,11 +558,11 @@ def test_the_phases_give_the_same_dx_a_chunk_of_samples_at_a_time(case, parallel
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
     sample = _implicit.phase_sample_bytes(spec, 4)
     threads = numba.get_num_threads() if parallel else 1
-    monkeypatch.setattr(_implicit, "PHASE_CHUNK_BYTES", spec.n * sample)
+    monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES", spec.n * sample)
     assert _implicit.phase_chunk(spec, 4, threads) == spec.n
     whole = _implicit.input_grad_phases(g, w, spec, parallel).copy()
     for per in (1, 2, 3):
-        monkeypatch.setattr(_implicit, "PHASE_CHUNK_BYTES", per * sample // threads + 1)
+        monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES", per * sample // threads + 1)
         chunk = _implicit.phase_chunk(spec, 4, threads)
         assert chunk <= per and -(-spec.n // chunk) == -(-spec.n // per)  # evened out
         np.testing.assert_array_equal(_implicit.input_grad_phases(g, w, spec, parallel),
@@ -533,7 +579,7 @@ def test_the_phase_chunks_keep_within_the_workspace_limit():
     assert _implicit.phase_chunk(spec, 4, 2, limit=2 * sample) == 2
     assert _implicit.phase_chunk(spec, 4, 2, limit=sample - 1) == 1  # one sample at least
     assert _implicit.phase_chunk(spec, 4, 2, limit=100 * sample) == min(
-        spec.n, 2 * _implicit.PHASE_CHUNK_BYTES // sample)
+        spec.n, 2 * _implicit.SAMPLE_CHUNK_BYTES // sample)
 
 
 def test_an_inf_weight_keeps_the_strided_input_gradient_exact(phase_calls):

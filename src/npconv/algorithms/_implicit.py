@@ -41,6 +41,10 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   whose dZ (:data:`CHUNK_BYTES`) stays in the L1 cache while every tile passes over
   them.
 
+Both run a chunk of samples at a time (:func:`sample_chunk`): their copies (the padded
+input, dZ pixel-major) and results then stay in the L2 cache between the copy and the
+kernel.
+
 The input gradient is not this GEMM but a correlation of dZ with W rotated by 180
 degrees, its channel axes swapped (17.3.2), which the forward tiles run: for dilated and
 1x1 layers as one correlation (:func:`npconv.algorithms.jit.adjoint`), for strided ones
@@ -344,10 +348,11 @@ def _offsets(spec: ConvSpec, multiple: int = 1) -> np.ndarray:
 
 
 def _planes(x: np.ndarray, spec: ConvSpec, parallel: bool) -> np.ndarray:
-    """x zero-padded to (N, C_in, Hp, Wp), flattened (x itself when there is no padding)."""
+    """x (some samples of the layer's input) zero-padded to (samples, C_in, Hp, Wp),
+    flattened (x itself when there is no padding)."""
     if not any(spec.padding):
         return x.reshape(-1)
-    planes = scratch("implicit planes", (spec.n, spec.c_in, spec.hp * spec.wp), x.dtype)
+    planes = scratch("implicit planes", (x.shape[0], spec.c_in, spec.hp * spec.wp), x.dtype)
     _PLACE[_copy_parallel(parallel, planes)](x, planes, spec.wp, spec.padding[0],
                                              spec.padding[2], spec.hp)
     return planes.reshape(-1)
@@ -367,30 +372,36 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     -------
     ndarray of shape (N, C_out, OH, OW)
     """
-    planes = _planes(x, spec, parallel)
     co, px = forward_tile(spec.c_out_g)
     wt, nblk = _weight_tiles(weight, spec.groups, co)  # (G*blocks*K*co,)
     ohw = spec.oh * spec.ow
+    cy = spec.groups * nblk * co  # y's channels, each group's padded to whole tiles
     # the tiles are y's own channels: write y directly
     exact = spec.c_out_g % co == 0
     y = output(spec.y_shape, x.dtype)
-    out = y if exact else scratch("implicit out", (spec.n, spec.groups * nblk * co, ohw),
-                                  x.dtype)
     offs = _offsets(spec)
-    tasks = -(-spec.n * ohw // px) * spec.groups * nblk  # of one tile each
-    kb, tpt = forward_blocking(len(offs), tasks, numba.get_num_threads() if parallel else 1)
-    args = (planes, pixel_table(spec), offs, wt, out.reshape(-1), spec.n * ohw, ohw,
-            out.shape[1], spec.c_in_g * spec.hp * spec.wp, spec.groups, nblk, kb, tpt)
     kernel = _FORWARD[co, px][parallel]
-    _compile(kernel, args)
-    kernel(*args)
+    threads = numba.get_num_threads() if parallel else 1
+    per = sample_chunk(spec.n, sample_bytes(spec, "forward", x.itemsize),
+                       SAMPLE_CHUNK_BYTES * threads)
+    for s0 in range(0, spec.n, per):
+        s1 = min(spec.n, s0 + per)
+        npix = (s1 - s0) * ohw  # the chunk's pixels: pixel_table's first samples
+        out = y[s0:s1] if exact else scratch("implicit out", (s1 - s0, cy, ohw), x.dtype)
+        tasks = -(-npix // px) * spec.groups * nblk  # of one tile each
+        kb, tpt = forward_blocking(len(offs), tasks, threads)
+        args = (_planes(x[s0:s1], spec, parallel), pixel_table(spec), offs, wt,
+                out.reshape(-1), npix, ohw, cy, spec.c_in_g * spec.hp * spec.wp,
+                spec.groups, nblk, kb, tpt)
+        _compile(kernel, args)
+        kernel(*args)
+        if not exact:  # copy y out, without each group's padding channels
+            _CROP[_copy_parallel(parallel, out)](
+                out, y[s0:s1], 0, spec.ow, spec.groups, nblk * co,
+                np.empty(0, dtype=x.dtype) if bias is None else bias)
     # the bias is added after the kernel: added to the sums inside it, it changed how
     # LLVM's SLP vectoriser packed the whole tile (forward 3x slower on the down layer)
-    if not exact:  # copy y out, without each group's padding channels
-        _CROP[_copy_parallel(parallel, out)](
-            out, y, 0, spec.ow, spec.groups, nblk * co,
-            np.empty(0, dtype=x.dtype) if bias is None else bias)
-    elif bias is not None:
+    if exact and bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     return y
 
@@ -509,17 +520,54 @@ def _interleave(buf, table, dx, c, h, w, cig, rpg, sh, sw):  # pragma: no cover 
 _INTERLEAVE = serial_and_parallel(_interleave)
 
 
-# input_grad_phases runs a chunk of samples at a time whose padded dZ and dX (the
-# phases' planes) come to about PHASE_CHUNK_BYTES per thread. The whole batch at once
-# wrote and read back all the phases' planes through memory and read the padded dZ once
-# per phase. dX in a forward + backward step, ms, on an AVX-512 Xeon (2 MiB of L2 cache
-# per core), whole batch / chunks of 3 / 6 / 12 MiB with two threads: the stride-2
-# ResNet layer (16, 64, 56, 56) 10.8 / 7.7 / 7.6 / 8.6; (16, 32, 112, 112) with 64 3x3
-# kernels 17.6 / 10.6 / 9.7 / 13.0; (16, 128, 28, 28) with 256 7.3 / 7.5 / 7.4 / 7.4;
-# (32, 256, 14, 14) with 128 5.4 / 5.3 / 5.4 / 5.3. One thread, 3 / 6 MiB: 15.9 / 18.1
-# (whole batch 24.4) and 18.9 / 25.3 (33.0). The results do not depend on the chunks:
-# each pixel's sum runs over the same taps in the same order.
-PHASE_CHUNK_BYTES = 3 * 2**20
+# The forward pass and input_grad_phases run a chunk of samples at a time whose copies
+# (the padded input or dZ) and results (y, or the phases' planes) come to about
+# SAMPLE_CHUNK_BYTES per thread: the whole batch at once went through memory between
+# the copy and the kernel (and input_grad_phases read its padded dZ once per phase and
+# wrote and read back all the phases' planes). Measured on an AVX-512 Xeon (2 MiB of
+# L2 cache per core), with two threads, ms, in a forward + backward step:
+# * dX, whole batch / chunks of 3 / 6 / 12 MiB: the stride-2 ResNet layer (16, 64, 56,
+#   56) 10.8 / 7.7 / 7.6 / 8.6; (16, 32, 112, 112) with 64 3x3 kernels 17.6 / 10.6 /
+#   9.7 / 13.0; (16, 128, 28, 28) with 256 7.3 / 7.5 / 7.4 / 7.4; (32, 256, 14, 14)
+#   with 128 5.4 / 5.3 / 5.4 / 5.3. One thread, 3 / 6 MiB: 15.9 / 18.1 (whole batch
+#   24.4) and 18.9 / 25.3 (33.0).
+# * forward and dW, whole batch / chunks of 1 / 2 / 4 / 8 samples: the stride-2 ResNet
+#   layer (1.26 MB per sample) 7.0 / 7.5 / 6.9 / 6.7 / 6.8 and 9.2 / 8.2 / 7.6 / 7.8 /
+#   8.7 (one thread: 13.1 / 12.3 / 12.3 / 12.6 / 12.8 and 17.4 / 14.9 / 14.7 / 15.5 /
+#   17.0); (16, 32, 112, 112) (2.5 MB) 8.8 / 8.0 / 7.7 / 7.9 / 8.3 and 11.0 / 9.6 / 9.2
+#   / 9.5 / 10.2; a 7x7 stride-2 stem on (8, 3, 224, 224) (3.8 MB) dW 10.4 / 9.3 / 9.5
+#   / 10.3 / 10.3; the dilated suite layer (0.3 MB) 1.02 / 1.34 / 1.08 / 1.06 / 1.01
+#   and 1.30 / 1.67 / 1.27 / 1.27 / 1.32.
+# The forward pass and dX do not depend on the chunks (each pixel's sum runs over the
+# same pairs in the same order); dW's partial sums do, so its chunks are of a fixed
+# WEIGHT_SAMPLE_CHUNK_BYTES whatever the threads.
+SAMPLE_CHUNK_BYTES = 3 * 2**20
+WEIGHT_SAMPLE_CHUNK_BYTES = 6 * 2**20
+
+
+def sample_chunk(n: int, per_sample: int, budget: int, limit: int | None = None) -> int:
+    """Samples per chunk of ``n``: ``budget`` bytes of ``per_sample`` each, at most the
+    workspace limit (``limit``; None: :func:`npconv.tuning.workspace_limit`), at least
+    one sample; the chunks evened out."""
+    limit = tuning.workspace_limit() if limit is None else limit
+    per = max(1, min(budget, limit) // max(1, per_sample))
+    chunks = -(-n // per)
+    return -(-n // chunks)
+
+
+def sample_bytes(spec: ConvSpec, op: str, itemsize: int) -> int:
+    """Bytes per sample of the copies and results :func:`correlate` (``op`` "forward")
+    or :func:`weight_grad` ("grad_weight") keeps while it runs a chunk: the padded
+    input (none without padding), and y or dZ laid out pixel-major, their channels
+    padded to whole tiles."""
+    padded = spec.c_in * spec.hp * spec.wp if any(spec.padding) else 0
+    if op == "forward":
+        co, _ = forward_tile(spec.c_out_g)
+        channels = spec.groups * -(-spec.c_out_g // co) * co
+    else:
+        wco = weight_tile_channels(spec.c_out_g)
+        channels = spec.groups * -(-spec.c_out_g // wco) * wco
+    return (padded + channels * spec.oh * spec.ow) * itemsize
 
 
 def phase_sample_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -532,14 +580,10 @@ def phase_sample_bytes(spec: ConvSpec, itemsize: int) -> int:
 
 
 def phase_chunk(spec: ConvSpec, itemsize: int, threads: int, limit: int | None = None) -> int:
-    """Samples per chunk of :func:`input_grad_phases`: copies of about
-    :data:`PHASE_CHUNK_BYTES` per thread (:func:`phase_sample_bytes`), and at most
-    ``limit`` bytes, at least one sample; the chunks evened out."""
-    budget = PHASE_CHUNK_BYTES * threads
-    per = max(1, min(budget, budget if limit is None else limit)
-              // phase_sample_bytes(spec, itemsize))
-    chunks = -(-spec.n // per)
-    return -(-spec.n // chunks)
+    """Samples per chunk of :func:`input_grad_phases`: :data:`SAMPLE_CHUNK_BYTES` per
+    thread of :func:`phase_sample_bytes` (:func:`sample_chunk`)."""
+    return sample_chunk(spec.n, phase_sample_bytes(spec, itemsize),
+                        SAMPLE_CHUNK_BYTES * threads, limit)
 
 
 def input_grad_phases(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec,
@@ -567,7 +611,7 @@ def input_grad_phases(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpe
     (top, left, hp, wp), phases = _phase_tables(spec)
     groups, cog, cig = spec.groups, spec.c_out_g, spec.c_in_g
     threads = numba.get_num_threads() if parallel else 1
-    per = phase_chunk(spec, grad_output.itemsize, threads, tuning.workspace_limit())
+    per = phase_chunk(spec, grad_output.itemsize, threads)
     co, px = forward_tile(cig)
     nblk = -(-cig // co)
     cy = groups * nblk * co  # each phase's planes per sample: each group's padded to tiles
@@ -623,27 +667,32 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     -------
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
-    n, groups, cog = spec.n, spec.groups, spec.c_out_g
+    groups, cog = spec.groups, spec.c_out_g
     ohw = spec.oh * spec.ow
-    npix = n * ohw
-    planes = _planes(x, spec, parallel)
     wco = weight_tile_channels(cog)
     nblk = -(-cog // wco)
-    dzt = scratch("implicit dz", (n, ohw, groups, nblk * wco), grad_output.dtype)
-    _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
-        np.ascontiguousarray(grad_output).reshape(n, groups, cog, ohw), dzt)
     kt = weight_tile_pairs(wco, x.itemsize)
     offs = _offsets(spec, kt)
     nkt = len(offs) // kt
     chunk = max(kt, CHUNK_BYTES // (nblk * wco * x.itemsize))  # pixels (a group's dZ)
-    slices = max(1, min(SLICES, -(-npix // chunk)))
-    per = -(-npix // slices)
-    part = np.zeros((slices, groups * nkt, nblk, kt * wco), dtype=x.dtype)
-    args = (planes, pixel_table(spec), offs, dzt.reshape(-1), part, npix, per, chunk,
-            spec.c_in_g * spec.hp * spec.wp, nblk)
+    part = np.zeros((SLICES, groups * nkt, nblk, kt * wco), dtype=x.dtype)
     kernel = _WEIGHT[wco, kt][parallel]
-    _compile(kernel, args)
-    kernel(*args)
+    grad_output = np.ascontiguousarray(grad_output)
+    # samples per chunk: not by the threads, so that the sums do not depend on them
+    per = sample_chunk(spec.n, sample_bytes(spec, "grad_weight", x.itemsize),
+                       WEIGHT_SAMPLE_CHUNK_BYTES)
+    for s0 in range(0, spec.n, per):
+        s1 = min(spec.n, s0 + per)
+        npix = (s1 - s0) * ohw  # the chunk's pixels: pixel_table's first samples
+        dzt = scratch("implicit dz", (s1 - s0, ohw, groups, nblk * wco), grad_output.dtype)
+        _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
+            grad_output[s0:s1].reshape(s1 - s0, groups, cog, ohw), dzt)
+        slices = max(1, min(SLICES, -(-npix // chunk)))
+        args = (_planes(x[s0:s1], spec, parallel), pixel_table(spec), offs,
+                dzt.reshape(-1), part[:slices], npix, -(-npix // slices), chunk,
+                spec.c_in_g * spec.hp * spec.wp, nblk)
+        _compile(kernel, args)
+        kernel(*args)
     sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, kt*wco)
     sums = sums.reshape(groups, nkt, nblk, kt, wco).transpose(0, 2, 4, 1, 3)
     sums = sums.reshape(groups, nblk * wco, nkt * kt)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]

@@ -624,12 +624,9 @@ def phases(spec: ConvSpec, itemsize: int) -> bool:
 
 def _implicit_copies_fit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether the implicit kernels' copies (the padded input, and dZ for the weight
-    gradient) fit the workspace limit."""
-    wco = _implicit.weight_tile_channels(spec.c_out_g)
-    copies = spec.n * spec.c_in * spec.hp * spec.wp + (
-        spec.n * spec.oh * spec.ow * spec.groups * -(-spec.c_out_g // wco) * wco
-        if op == "grad_weight" else 0)
-    return copies * itemsize <= tuning.workspace_limit()
+    gradient) of one sample fit the workspace limit (they run a chunk of samples at a
+    time: :func:`._implicit.sample_chunk`)."""
+    return _implicit.sample_bytes(spec, op, itemsize) <= tuning.workspace_limit()
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
