@@ -120,6 +120,11 @@ def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
     dw = _implicit.weight_grad(x, g, spec, parallel)
     assert dw.dtype == dtype and dw.shape == spec.weight_shape
     assert_close(dw, naive.grad_weight(x, g, spec), "dW")
+    # dB summed as dZ is laid out for dW: dW bit for bit the same
+    dw2, db = _implicit.weight_bias_grad(x, g, spec, parallel)
+    np.testing.assert_array_equal(dw2, dw)
+    assert db.dtype == dtype and db.shape == (spec.c_out,)
+    assert_close(db, g.sum(axis=(0, 2, 3), dtype=np.float64).astype(dtype), "dB")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -184,15 +189,18 @@ def test_chunks_of_samples_keep_the_forward_and_agree_on_dw(case, monkeypatch):
     monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES", 10**12)
     monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES", 10**12)
     y = _implicit.correlate(x, w, spec, True, b).copy()
-    dw = _implicit.weight_grad(x, g, spec, True)
+    dw, db = _implicit.weight_bias_grad(x, g, spec, True)
     for per in (1, 2):
         monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES",
                             per * _implicit.sample_bytes(spec, "forward", 4) // 2)
         monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES",
                             per * _implicit.sample_bytes(spec, "grad_weight", 4))
         np.testing.assert_array_equal(_implicit.correlate(x, w, spec, True, b), y)
-        assert_close(_implicit.weight_grad(x, g, spec, True), dw, "dW")
+        dw_chunked, db_chunked = _implicit.weight_bias_grad(x, g, spec, True)
+        assert_close(dw_chunked, dw, "dW")
+        np.testing.assert_array_equal(db_chunked, db)  # the same parts, the same order
     assert_close(dw, naive.grad_weight(x, g, spec), "dW")
+    assert_close(db, g.sum(axis=(0, 2, 3), dtype=np.float64).astype(np.float32), "dB")
 
 
 def test_sample_chunks():
@@ -236,7 +244,7 @@ def test_results_do_not_depend_on_the_thread_count(chunked, monkeypatch):
         for threads in (1, 2):
             npconv.set_num_threads(threads)
             results.append((_implicit.correlate(x, w, spec, True).copy(),
-                            _implicit.weight_grad(x, g, spec, True)))
+                            *_implicit.weight_bias_grad(x, g, spec, True)))
     finally:
         npconv.set_num_threads(before)
     for a, b in zip(*results, strict=True):
@@ -397,8 +405,9 @@ POINTWISE_CASES = {
 
 @pytest.fixture
 def weight_grad_calls(monkeypatch) -> list:
-    """The calls made to the implicit GEMM's weight gradient, recorded (and run)."""
-    return _recorded(monkeypatch, "weight_grad")
+    """The calls made to the implicit GEMM's weight gradient (alone or with dB),
+    recorded (and run)."""
+    return _recorded(monkeypatch, "_weight_grad")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -297,11 +297,13 @@ def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
     return WIDE_WCO if wide else WCO
 
 
-def _pixel_major(dz, dzt):  # pragma: no cover - compiled
+def _pixel_major(dz, dzt, sums):  # pragma: no cover - compiled
     """dzt[b, t, g, c] = dz[b, g, c, t], and 0 for each group's padding channels c >=
     C_out/G: dZ (N, G, C_out/G, OH*OW) laid out pixel-major for the weight gradient,
     one task per PIXEL_BLOCK pixels of a sample (their dZ lines stay in cache while
-    each pixel's row of dzt is written in order)."""
+    each pixel's row of dzt is written in order). With ``sums`` (tasks, G, C_out/G;
+    else empty) each task also sums its pixels of dZ per channel, in float64: the
+    bias gradient's parts (formula 17.3.6), read from the lines just copied."""
     n, groups, cog, ohw = dz.shape
     cp = dzt.shape[3]
     nb = (ohw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
@@ -316,6 +318,14 @@ def _pixel_major(dz, dzt):  # pragma: no cover - compiled
                     row[c] = dz[b, g, c, t]
                 for c in range(cog, cp):
                     row[c] = 0
+        if sums.shape[0]:
+            for g in range(groups):
+                for c in range(cog):
+                    line = dz[b, g, c, t0:t1]
+                    total = 0.0
+                    for t in range(t1 - t0):
+                        total += line[t]
+                    sums[task, g, c] = total
 
 
 PIXEL_BLOCK = 64
@@ -676,6 +686,24 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     -------
     ndarray of shape (C_out, C_in/groups, KH, KW)
     """
+    return _weight_grad(x, grad_output, spec, parallel, False)[0]
+
+
+def weight_bias_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
+                     parallel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(dW, dB): :func:`weight_grad`, and dB (formula 17.3.6) summed as dZ is laid out
+    pixel-major for it, so that dZ is not read once more for the bias (in a forward +
+    backward step of the stride-2 ResNet layer that read took 0.55-0.7 ms).
+
+    Returns
+    -------
+    (ndarray of shape (C_out, C_in/groups, KH, KW), ndarray of shape (C_out,))
+    """
+    return _weight_grad(x, grad_output, spec, parallel, True)
+
+
+def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> tuple:
+    """(dW, dB or None) for :func:`weight_grad` and :func:`weight_bias_grad`."""
     groups, cog = spec.groups, spec.c_out_g
     ohw = spec.oh * spec.ow
     wco = weight_tile_channels(cog)
@@ -687,6 +715,9 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     part = np.zeros((SLICES, groups * nkt, nblk, kt * wco), dtype=x.dtype)
     kernel = _WEIGHT[wco, kt][parallel]
     grad_output = np.ascontiguousarray(grad_output)
+    blocks = -(-ohw // PIXEL_BLOCK)  # the pixel-major copy's tasks per sample
+    # dB's parts, one per task of the pixel-major copies, summed in a fixed order
+    db_parts = np.empty((spec.n * blocks if bias else 0, groups, cog), dtype=np.float64)
     # samples per chunk: not by the threads, so that the sums do not depend on them
     per = sample_chunk(spec.n, sample_bytes(spec, "grad_weight", x.itemsize),
                        WEIGHT_SAMPLE_CHUNK_BYTES)
@@ -695,7 +726,8 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
         npix = (s1 - s0) * ohw  # the chunk's pixels: pixel_table's first samples
         dzt = scratch("implicit dz", (s1 - s0, ohw, groups, nblk * wco), grad_output.dtype)
         _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
-            grad_output[s0:s1].reshape(s1 - s0, groups, cog, ohw), dzt)
+            grad_output[s0:s1].reshape(s1 - s0, groups, cog, ohw), dzt,
+            db_parts[s0 * blocks:s1 * blocks])
         slices = max(1, min(SLICES, -(-npix // chunk)))
         args = (_planes(x[s0:s1], spec, parallel), pixel_table(spec), offs,
                 dzt.reshape(-1), part[:slices], npix, -(-npix // slices), chunk,
@@ -705,4 +737,5 @@ def weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     sums = part.sum(axis=0, dtype=np.float64)  # (G, nkt, blocks, kt*wco)
     sums = sums.reshape(groups, nkt, nblk, kt, wco).transpose(0, 2, 4, 1, 3)
     sums = sums.reshape(groups, nblk * wco, nkt * kt)[:, :cog, :spec.c_in_g * spec.kh * spec.kw]
-    return sums.reshape(spec.weight_shape).astype(x.dtype)
+    dw = sums.reshape(spec.weight_shape).astype(x.dtype)
+    return dw, db_parts.sum(axis=0).reshape(-1).astype(x.dtype) if bias else None

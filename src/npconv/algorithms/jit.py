@@ -903,10 +903,15 @@ def grad_weight(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.nd
 def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
              need_input: bool, need_weight: bool, need_bias: bool = False):
     """``(dx, dw, db)``, each None unless asked for: one pass over dZ for all three on
-    the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum."""
+    the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum (on
+    the implicit GEMM dW and dB together, :func:`._implicit.weight_bias_grad`)."""
     if indexed(spec):
         return _small_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
                                                         need_weight, need_bias)
     dx = grad_input(grad_output, weight, spec) if need_input else None
+    if need_weight and need_bias and implicit(spec, "grad_weight", x.itemsize):
+        # dB summed as dZ is laid out for dW: dZ read once for both
+        return (dx, *_implicit.weight_bias_grad(_prepare(x), _prepare(grad_output), spec,
+                                                _parallel(spec)))
     dw = grad_weight(x, grad_output, spec) if need_weight else None
     return dx, dw, bias_grad(grad_output) if need_bias else None
