@@ -321,6 +321,18 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
     two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
     assert npconv.explain_choice(two, np.float32, "backward").algorithm == "im2col"
+    # one or two samples: phase by phase up to 64 output channels, with AVX-512 only
+    few = plan_conv2d((2, 64, 56, 56), (64, 64, 3, 3), padding=1, stride=2).spec
+    one = plan_conv2d((1, 16, 224, 224), (32, 16, 3, 3), padding=1, stride=2).spec
+    for spec in (few, one):
+        choice = npconv.explain_choice(spec, np.float32, "backward")
+        assert choice.algorithm.startswith("jit") and "stride phase" in choice.reason
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 32)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 32)
+    assert all("stride phase" not in npconv.explain_choice(spec, np.float32, "backward").reason
+               for spec in (few, one))
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
     pointwise = plan_conv2d((16, 128, 56, 56), (256, 128, 1, 1), stride=2).spec
     assert npconv.explain_choice(pointwise, np.float32, "backward").algorithm == "im2col"
     # float64: the implicit dW runs float64 with AVX-512 too

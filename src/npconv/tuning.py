@@ -294,6 +294,19 @@ SPLIT_BACKWARD_MAX_K = 1024
 # but steps with dW on im2col ("jit+im2col") only up to 64 output channels: 1.04-1.36x
 # on six layers, and 0.98-1.03x on three with 128. So AVX2 stops at 64.
 PHASES_MAX_OUT_CHANNELS = {32: 64, 64: 128}  # by the kernels' vector bytes
+# Once the phases ran a few samples at a time (npconv.algorithms._implicit.phase_chunk),
+# layers of up to PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS output channels per group won with
+# one or two samples too. Backward, auto (im2col) / phases with dW on the jit algorithm
+# or on im2col (the better), ms, on an AVX-512 Xeon, stride 2: (2, 64, 56, 56) with 64
+# 3x3 kernels 1.93 / 1.37; (2, 32, 112, 112) with 64, 3.45 / 2.19; (1, 32, 112, 112)
+# with 64, 2.30 / 1.29; (1, 16, 224, 224) with 32, 3.75 / 1.54; (1, 24, 64, 64) with 48,
+# 0.68 / 0.49; (1, 32, 56, 56) with 64 5x5 kernels 1.40 / 1.17; (2, 64, 56, 56) with 64
+# 5x5, 4.43 / 3.80. With 128 they did not, one sample or two: (1, 64, 56, 56) 1.64 /
+# 1.65, (1, 128, 56, 56) 2.81 / 2.81, (2, 128, 28, 28) 1.59 / 1.90 (but (2, 64, 56, 56)
+# 2.49 / 2.36 and (1, 64, 112, 112) 5.42 / 4.22). With AVX2 tiles (AVX-512 switched off,
+# OpenBLAS as Haswell) the same rule (dW on im2col there) was 0.91-1.08x as fast as
+# im2col on six of these layers, so AVX2 keeps to more than FEW_SAMPLES.
+PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS = {32: 0, 64: 64}  # by the kernels' vector bytes
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 
 _workspace_limit = int(os.environ.get("NPCONV_WORKSPACE_BYTES", DEFAULT_WORKSPACE_BYTES))
@@ -431,11 +444,13 @@ def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
 
 def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
     """Whether dX of a strided layer goes to the jit algorithm's phases
-    (:data:`PHASES_MAX_OUT_CHANNELS` for this machine's vector width)."""
+    (:data:`PHASES_MAX_OUT_CHANNELS` for this machine's vector width; with
+    :data:`FEW_SAMPLES` or fewer, :data:`PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS`)."""
     from .algorithms import jit
 
-    return (op in ("backward", "grad_input") and spec.n > FEW_SAMPLES
-            and spec.kh * spec.kw > 1
+    return (op in ("backward", "grad_input") and spec.kh * spec.kw > 1
+            and (spec.n > FEW_SAMPLES
+                 or spec.c_out_g <= PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES])
             and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES]
             and jit.phases(spec, itemsize))
 
