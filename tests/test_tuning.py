@@ -138,6 +138,11 @@ def test_set_num_threads_validated():
     ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "im2col"),  # F2: 280
     ((3, 64, 28, 28), (64, 64, 5, 5), dict(padding=2), "backward", "jit"),
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # stem
+    ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # small
+    ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
+    ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "grad_weight", "im2col"),
+    ((1, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # stride 1
+    ((1, 32, 28, 28), (32, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),  # 47
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (8, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward",

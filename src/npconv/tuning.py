@@ -47,6 +47,18 @@ from .spec import ConvSpec
 # matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
 # and LeNet-sized layers).
 SMALL_PROBLEM_MACS = 8_000_000
+# ... except the backward pass of a small strided layer with many weights per output
+# pixel (C_out * C_in/G * KH * KW over N*OH*OW, at least SMALL_GEMM_WEIGHTS_PER_PIXEL):
+# the jit algorithm's implicit dW then writes more partial sums than it reads inputs,
+# and its dX runs each stride phase on a handful of pixels, while im2col's two GEMMs
+# are short but whole. Backward, jit / im2col, ms, stride 2, on an AVX-512 Xeon: (1, 64,
+# 14, 14) with 64 3x3 kernels (752 weights per pixel) 0.54 / 0.21; (1, 128, 14, 14) with
+# 128 (3009) 1.53 / 0.57; (1, 32, 14, 14) with 64 (376) 0.26 / 0.14; (2, 64, 14, 14) with
+# 64 (376) 0.59 / 0.46; (1, 64, 28, 28) with 64 (188) 0.67 / 0.54; but (1, 48, 28, 28)
+# with 48 (106) 0.47 / 0.43, (4, 32, 14, 14) with 64 (94) 0.38 / 0.42 and (1, 32, 28,
+# 28) with 32 (47) 0.23 / 0.36. At stride 1 the jit algorithm kept up ((1, 64, 10, 10)
+# with 64, 369 weights per pixel: 0.39 / 0.43).
+SMALL_GEMM_WEIGHTS_PER_PIXEL = 128
 # Winograd F(2x2, 3x3) pays off where its 16 GEMMs are wide enough for BLAS: measured
 # 1.3-1.8x faster than the register-tiled kernels and im2col with 64-256 channels on
 # 14x14-56x56 outputs; slower with 32 channels or fewer (the transforms dominate) and on
@@ -374,9 +386,14 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     """Which case of the rule ``spec`` falls in (cheap: runs on every ``auto`` call)."""
     if spec.groups > 1 and spec.c_in_g == 1:
         return "depthwise"
-    if spec.flops // 2 <= SMALL_PROBLEM_MACS:
-        return "small"
     from .algorithms import jit
+
+    if spec.flops // 2 <= SMALL_PROBLEM_MACS:
+        weights = spec.c_out * spec.c_in_g * spec.kh * spec.kw
+        if (op != "forward" and spec.stride != (1, 1) and not jit.indexed(spec)
+                and weights >= SMALL_GEMM_WEIGHTS_PER_PIXEL * spec.n * spec.oh * spec.ow):
+            return "small_gemm"
+        return "small"
 
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
     if _winograd_wins(spec, dtype) and not (op == "forward" and _implicit_forward(spec, dtype)):
@@ -535,8 +552,8 @@ def _winograd_min_tiles(spec: ConvSpec, dtype) -> int:
     return (WINOGRAD_AVX512_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
 
 
-_ALGORITHM = {"depthwise": "jit", "small": "jit", "winograd": "winograd", "deep": "im2col",
-              "pointwise": "jit",
+_ALGORITHM = {"depthwise": "jit", "small": "jit", "small_gemm": "im2col",
+              "winograd": "winograd", "deep": "im2col", "pointwise": "jit",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
               "one_dim": "im2col", "gemm": "im2col", "split_backward": "im2col+jit",
@@ -578,6 +595,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
                  f"BLAS to pay for their set-up" + _small_path(spec, dtype),
+        "small_gemm": f"{macs:,} multiply-adds, small, but a strided layer with "
+                      f"{spec.c_out * k:,} weights for {spec.n * spec.oh * spec.ow} output "
+                      f"pixels (at least {SMALL_GEMM_WEIGHTS_PER_PIXEL} per pixel): im2col's "
+                      f"GEMMs beat the jit algorithm's stride phases and implicit dW",
         "winograd": _winograd_because(spec, dtype),
         "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
