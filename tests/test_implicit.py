@@ -527,7 +527,7 @@ def test_auto_runs_the_phases_paired_with_im2col_and_agrees(phase_calls, monkeyp
     # pair of the rule, through the functional API
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
-    x_shape, w_shape, kwargs = (3, 48, 15, 15), (64, 48, 5, 5), dict(stride=2, padding=2)
+    x_shape, w_shape, kwargs = (3, 48, 31, 31), (64, 48, 5, 5), dict(stride=2, padding=2)
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
     assert npconv.explain_choice(spec, np.float32, "backward").algorithm == "jit+im2col"
     rng = np.random.default_rng(10)

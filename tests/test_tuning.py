@@ -143,6 +143,9 @@ def test_set_num_threads_validated():
     ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "grad_weight", "im2col"),
     ((1, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # stride 1
     ((1, 32, 28, 28), (32, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),  # 47
+    ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "forward", "jit"),  # 423 a pixel
+    ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "im2col"),
+    ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "grad_input", "im2col"),
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (8, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward",
@@ -326,6 +329,11 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
     two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
     assert npconv.explain_choice(two, np.float32, "backward").algorithm == "im2col"
+    # many weights per output pixel: dW on im2col, not the implicit GEMM
+    few_pixels = plan_conv2d((1, 96, 14, 14), (96, 96, 3, 3), padding=1).spec
+    choice = npconv.explain_choice(few_pixels, np.float32, "grad_weight")
+    assert choice.algorithm == "im2col"
+    assert "82,944 weights for 196 output pixels" in choice.reason
     # one or two samples: phase by phase up to 64 output channels, with AVX-512 only
     few = plan_conv2d((2, 64, 56, 56), (64, 64, 3, 3), padding=1, stride=2).spec
     one = plan_conv2d((1, 16, 224, 224), (32, 16, 3, 3), padding=1, stride=2).spec

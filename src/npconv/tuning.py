@@ -47,18 +47,26 @@ from .spec import ConvSpec
 # matrices and calling BLAS (measured with `npconv bench suite` on the book's layer
 # and LeNet-sized layers).
 SMALL_PROBLEM_MACS = 8_000_000
-# ... except the backward pass of a small strided layer with many weights per output
-# pixel (C_out * C_in/G * KH * KW over N*OH*OW, at least SMALL_GEMM_WEIGHTS_PER_PIXEL):
-# the jit algorithm's implicit dW then writes more partial sums than it reads inputs,
-# and its dX runs each stride phase on a handful of pixels, while im2col's two GEMMs
-# are short but whole. Backward, jit / im2col, ms, stride 2, on an AVX-512 Xeon: (1, 64,
-# 14, 14) with 64 3x3 kernels (752 weights per pixel) 0.54 / 0.21; (1, 128, 14, 14) with
-# 128 (3009) 1.53 / 0.57; (1, 32, 14, 14) with 64 (376) 0.26 / 0.14; (2, 64, 14, 14) with
-# 64 (376) 0.59 / 0.46; (1, 64, 28, 28) with 64 (188) 0.67 / 0.54; but (1, 48, 28, 28)
-# with 48 (106) 0.47 / 0.43, (4, 32, 14, 14) with 64 (94) 0.38 / 0.42 and (1, 32, 28,
-# 28) with 32 (47) 0.23 / 0.36. At stride 1 the jit algorithm kept up ((1, 64, 10, 10)
-# with 64, 369 weights per pixel: 0.39 / 0.43).
-SMALL_GEMM_WEIGHTS_PER_PIXEL = 128
+# ... except the backward pass of a layer with many weights per output pixel (C_out *
+# C_in/G * KH * KW over N*OH*OW, at least GEMM_WEIGHTS_PER_PIXEL), small or not: the jit
+# algorithm's kernels then write about as many partial sums of dW as they read inputs
+# (and a strided layer's dX runs each stride phase on a handful of pixels), while
+# im2col's two GEMMs are short but whole. Backward, jit / im2col, ms, on an AVX-512 Xeon:
+# * stride 2: (1, 64, 14, 14) with 64 3x3 kernels (752 weights per pixel) 0.54 / 0.21;
+#   (1, 128, 14, 14) with 128 (3009) 1.53 / 0.57; (1, 32, 14, 14) with 64 (376) 0.26 /
+#   0.14; (2, 64, 14, 14) with 64 (376) 0.59 / 0.46; (1, 64, 28, 28) with 64 (188) 0.67
+#   / 0.54; but (1, 48, 28, 28) with 48 (106) 0.47 / 0.43, (4, 32, 14, 14) with 64 (94)
+#   0.38 / 0.42 and (1, 32, 28, 28) with 32 (47) 0.23 / 0.36;
+# * stride 1 (the register-tiled kernels, on small problems the same): (1, 96, 14, 14)
+#   with 96 (423) 1.04 / 0.68; (1, 96, 10, 10) with 96 (829) 0.87 / 0.54; (1, 80, 16,
+#   16) with 80 (225) 0.88 / 0.65; (1, 64, 14, 14) with 96 (282) 0.73 / 0.57; (1, 96,
+#   20, 20) with 96 (207) 1.27 / 1.06; (1, 64, 8, 8) with 64 (576) 0.41 / 0.22; (1, 64,
+#   7, 7) with 128 (1504) 0.75 / 0.28; (1, 48, 12, 12) with 48 (144) 0.30 / 0.24; level
+#   from 184 to 188 ((2, 64, 10, 10), (1, 64, 14, 14), (4, 64, 7, 7) with 64: 0.92-1.03x).
+#   (1, 64, 10, 10) with 64 (369) measured 0.39 / 0.43 in one run, 0.40 / 0.26 in another.
+# From 200: below it the wins were small (stride 2: 1.23x at 188, 1.07x at 106) and thin
+# GEMMs lose ((8, 256, 14, 14) with 32 5x5 kernels, 130 weights per pixel: 12.9 / 16.1).
+GEMM_WEIGHTS_PER_PIXEL = 200
 # Winograd F(2x2, 3x3) pays off where its 16 GEMMs are wide enough for BLAS: measured
 # 1.3-1.8x faster than the register-tiled kernels and im2col with 64-256 channels on
 # 14x14-56x56 outputs; slower with 32 channels or fewer (the transforms dominate) and on
@@ -389,17 +397,15 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
     from .algorithms import jit
 
     if spec.flops // 2 <= SMALL_PROBLEM_MACS:
-        weights = spec.c_out * spec.c_in_g * spec.kh * spec.kw
-        if (op != "forward" and spec.stride != (1, 1) and not jit.indexed(spec)
-                and weights >= SMALL_GEMM_WEIGHTS_PER_PIXEL * spec.n * spec.oh * spec.ow):
-            return "small_gemm"
-        return "small"
+        return "few_pixels" if _few_pixels(spec, op) and not jit.indexed(spec) else "small"
 
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
     if _winograd_wins(spec, dtype) and not (op == "forward" and _implicit_forward(spec, dtype)):
         return "winograd"
     if _pointwise_jit(spec, itemsize, op):
         return "pointwise"
+    if _few_pixels(spec, op):
+        return "few_pixels"
     deep = DEEP_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64 else DEEP_MIN_CHANNELS
     if op != "forward" and spec.c_in_g >= deep and size < WINOGRAD_MIN_SIZE:
         return "deep"
@@ -444,6 +450,13 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                 and spec.oh * spec.ow >= STEM_MIN_PIXELS)
         return "few" if few else "stem" if stem else "tiled"
     return "gemm"
+
+
+def _few_pixels(spec: ConvSpec, op: str) -> bool:
+    """Whether a backward ``op`` has :data:`GEMM_WEIGHTS_PER_PIXEL` or more weights per
+    output pixel."""
+    weights = spec.c_out * spec.c_in_g * spec.kh * spec.kw
+    return op != "forward" and weights >= GEMM_WEIGHTS_PER_PIXEL * spec.n * spec.oh * spec.ow
 
 
 def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
@@ -552,7 +565,7 @@ def _winograd_min_tiles(spec: ConvSpec, dtype) -> int:
     return (WINOGRAD_AVX512_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
 
 
-_ALGORITHM = {"depthwise": "jit", "small": "jit", "small_gemm": "im2col",
+_ALGORITHM = {"depthwise": "jit", "small": "jit", "few_pixels": "im2col",
               "winograd": "winograd", "deep": "im2col", "pointwise": "jit",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
@@ -595,10 +608,10 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                      f"K = {k}, too thin for BLAS, so the direct Numba kernel wins",
         "small": f"{macs:,} multiply-adds <= {SMALL_PROBLEM_MACS:,}: too small for im2col + "
                  f"BLAS to pay for their set-up" + _small_path(spec, dtype),
-        "small_gemm": f"{macs:,} multiply-adds, small, but a strided layer with "
-                      f"{spec.c_out * k:,} weights for {spec.n * spec.oh * spec.ow} output "
-                      f"pixels (at least {SMALL_GEMM_WEIGHTS_PER_PIXEL} per pixel): im2col's "
-                      f"GEMMs beat the jit algorithm's stride phases and implicit dW",
+        "few_pixels": f"{spec.c_out * k:,} weights for {spec.n * spec.oh * spec.ow} output "
+                      f"pixels (at least {GEMM_WEIGHTS_PER_PIXEL} per pixel): im2col's short "
+                      f"GEMMs beat the jit algorithm's kernels, which would write about as "
+                      f"many partial sums of dW as they read inputs",
         "winograd": _winograd_because(spec, dtype),
         "deep": f"{spec.c_in_g} input channels per group on outputs smaller than "
                 f"{WINOGRAD_MIN_SIZE}x{WINOGRAD_MIN_SIZE}: im2col's GEMMs (K = {k}) beat "
