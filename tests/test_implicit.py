@@ -190,9 +190,12 @@ def test_chunks_of_samples_keep_the_forward_and_agree_on_dw(case, monkeypatch):
     monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES", 10**12)
     y = _implicit.correlate(x, w, spec, True, b).copy()
     dw, db = _implicit.weight_bias_grad(x, g, spec, True)
+    threads = numba.get_num_threads()  # the forward pass's budget is per thread
     for per in (1, 2):
         monkeypatch.setattr(_implicit, "SAMPLE_CHUNK_BYTES",
-                            per * _implicit.sample_bytes(spec, "forward", 4) // 2)
+                            -(-per * _implicit.sample_bytes(spec, "forward", 4) // threads))
+        assert _implicit.sample_chunk(spec.n, _implicit.sample_bytes(spec, "forward", 4),
+                                      _implicit.SAMPLE_CHUNK_BYTES * threads) == per
         monkeypatch.setattr(_implicit, "WEIGHT_SAMPLE_CHUNK_BYTES",
                             per * _implicit.sample_bytes(spec, "grad_weight", 4))
         np.testing.assert_array_equal(_implicit.correlate(x, w, spec, True, b), y)
