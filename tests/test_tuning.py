@@ -329,6 +329,11 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
     two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
     assert npconv.explain_choice(two, np.float32, "backward").algorithm == "im2col"
+    # one or two samples with K = 1152: im2col, but not for a dilated layer
+    dilated_two = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
+    assert npconv.explain_choice(dilated_two, np.float32, "backward").algorithm == "jit"
+    undilated_two = plan_conv2d((2, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(undilated_two, np.float32, "backward").algorithm == "im2col"
     # many weights per output pixel: dW on im2col, not the implicit GEMM
     few_pixels = plan_conv2d((1, 96, 14, 14), (96, 96, 3, 3), padding=1).spec
     choice = npconv.explain_choice(few_pixels, np.float32, "grad_weight")

@@ -160,6 +160,12 @@ FEW_MIN_K = 288
 # samples with 64 1.19 / 1.62, with 96 2.61 / 2.77; but K = 1152, one 28x28 sample with
 # 128 channels 3.18 / 2.59, two 5.1 / 4.7, one 56x56 sample 9.6 / 9.0; two 28x28
 # samples with 64 5x5 kernels (K = 1600) 6.1 / 4.0; 192 in and 64 out, 5x5, 13.5 / 6.2.
+# Dilated layers won at 1152 too, once the implicit GEMMs ran cache-sized chunks of
+# samples (npconv.algorithms._implicit.sample_chunk), dX as the adjoint correlation:
+# backward, jit / im2col, ms, 128 3x3 kernels, dilation 2 unless said: (2, 128, 32, 32)
+# 4.15 / 5.45 (dilation 4: 4.27 / 5.48), (1, 128, 32, 32) 2.65 / 3.03, (1, 128, 56, 56)
+# 6.05 / 9.20, (2, 128, 24, 24) 2.78 / 3.23, (2, 128, 20, 20), dilation 3, 2.20 / 2.47;
+# so with AVX-512 the backward pass of a dilated layer is not this case.
 FEW_AVX512_MIN_K = 1152
 # The backward pass (dX and dW together) of a stem-like layer, a handful of input
 # channels per group (columns of at most STEM_MAX_K (channel, tap) pairs), goes to
@@ -443,7 +449,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                                     else FEW_MIN_CHANNELS)
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K
                and (op == "forward" or jit.VECTOR_BYTES < 64
-                    or spec.c_in_g * spec.kh * spec.kw >= FEW_AVX512_MIN_K))
+                    or (spec.c_in_g * spec.kh * spec.kw >= FEW_AVX512_MIN_K
+                        and spec.dilation == (1, 1))))
         stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
                 and spec.c_out_g >= (STEM_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64
                                      else STEM_MIN_CHANNELS)
