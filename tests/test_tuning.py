@@ -194,6 +194,20 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
                    for op in ("forward", "backward"))
     narrow28 = plan_conv2d((16, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
     assert npconv.explain_choice(narrow28).algorithm == "jit"
+    # fewer samples than threads: winograd cannot split the call between them
+    single = plan_conv2d((1, 128, 56, 56), (128, 128, 3, 3), padding=1).spec
+    large = plan_conv2d((1, 128, 112, 112), (128, 128, 3, 3), padding=1).spec
+    before = npconv.get_num_threads()
+    try:
+        npconv.set_num_threads(1)
+        assert npconv.explain_choice(single).algorithm == "winograd"
+        npconv.set_num_threads(2)
+        if npconv.get_num_threads() == 2:
+            assert npconv.explain_choice(single).algorithm == "jit"
+            assert npconv.explain_choice(large).algorithm == "winograd"  # 812 tiles
+            assert npconv.explain_choice(single, np.float32, "backward").algorithm == "winograd"
+    finally:
+        npconv.set_num_threads(before)
     # the register-tiled kernels up to columns of 1600 pairs backward, 2304 forward
     five = plan_conv2d((4, 128, 28, 28), (128, 128, 5, 5), padding=2).spec  # K = 3200
     assert npconv.explain_choice(five, np.float32, "backward").algorithm == "im2col"

@@ -135,6 +135,18 @@ WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS = 128
 WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE = 56
 WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS = 96  # from here on outputs of at most ...
 WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE = 28
+# Fewer samples than threads: winograd cannot split the call between the threads by
+# samples, and the implicit GEMM wins on more: up to 64 channels at any size, up to 192
+# with at most WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK tiles per GEMM x channels
+# (undilated). One sample, two threads, forward, ms, implicit / winograd, on an AVX-512
+# Xeon: 64 channels on 80x80 (420 tiles) 1.34 / 3.04, 112x112 2.57 / 4.20, 160x160
+# 4.93 / 6.45, 224x224 9.67 / 12.65; 128 on 56x56 (210) 2.55 / 4.12, 64x64 3.22 / 4.63,
+# 80x80 5.05 / 5.59, 96x96 (600) 7.07 / 7.10, 112x112 9.65 / 8.49; 160 on 56x56 3.99 /
+# 5.00; 192 on 56x56 5.89 / 6.19, 80x80 11.49 / 9.01; 96 on 112x112 (812) 5.56 / 6.05;
+# 256 on 56x56 10.65 / 8.90.
+WINOGRAD_AVX512_FORWARD_SINGLE_NARROW_CHANNELS = 64
+WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS = 192
+WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK = 60_000
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -506,7 +518,8 @@ def _long_columns(spec: ConvSpec, op: str) -> bool:
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     """Whether a forward pass in winograd's part of the rule stays on the implicit GEMM
     (AVX-512: small outputs, :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds
-    after it, or few tiles, :data:`WINOGRAD_AVX512_FORWARD_MAX_WORK`)."""
+    after it, few tiles, :data:`WINOGRAD_AVX512_FORWARD_MAX_WORK`, or fewer samples than
+    threads, :data:`WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK`)."""
     from .algorithms import jit, winograd
 
     size = min(winograd.phase_size(spec))
@@ -519,7 +532,12 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
            and size <= (WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE if wide
                         else WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE)
            and winograd.gemm_width(spec, dtype) * channels <= WINOGRAD_AVX512_FORWARD_MAX_WORK)
-    return (jit.VECTOR_BYTES >= 64 and (small or few)
+    single = (spec.n < get_num_threads() and spec.dilation == (1, 1)
+              and (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_NARROW_CHANNELS
+                   or (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS
+                       and winograd.gemm_width(spec, dtype) * channels
+                       <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK)))
+    return (jit.VECTOR_BYTES >= 64 and (small or few or single)
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
 
