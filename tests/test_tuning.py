@@ -214,6 +214,15 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert "columns this long" in npconv.explain_choice(five, np.float32, "backward").reason
     five64 = plan_conv2d((4, 64, 28, 28), (64, 64, 5, 5), padding=2).spec  # K = 1600
     assert npconv.explain_choice(five64, np.float32, "backward").algorithm == "jit"
+    # 5x5 kernels with 96 or more output channels: im2col from 51,200 channels x pairs
+    for c_in, c_out in ((16, 128), (24, 128), (40, 128), (64, 96)):
+        wide5 = plan_conv2d((8, c_in, 28, 28), (c_out, c_in, 5, 5), padding=2).spec
+        assert npconv.explain_choice(wide5, np.float32, "backward").algorithm == "im2col"
+        assert npconv.explain_choice(wide5).algorithm == "jit"  # the forward pass: not this
+    narrow5 = plan_conv2d((8, 8, 28, 28), (128, 8, 5, 5), padding=2).spec  # 128 x 200
+    assert npconv.explain_choice(narrow5, np.float32, "backward").algorithm == "jit"
+    three = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
+    assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"  # 9 taps
     three = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec  # K = 1152
     assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"
     wide = plan_conv2d((4, 192, 14, 14), (192, 192, 5, 5), padding=2).spec  # K = 4800

@@ -260,6 +260,20 @@ DEEP_ALL_MIN_OUT_CHANNELS = 64
 # (4, 192, 14, 14) 7.2 / 5.4; but (1, 192, 28, 28) with 64 5x5 kernels 2.4 / 3.2-3.3.
 DEEP_ALL_AVX512_MAX_K = {"forward": 2304, "backward": 1600}
 DEEP_ALL_AVX512_FORWARD_MIN_OUT_CHANNELS = 128
+# ... and the gradients of kernels of 25 taps or more (5x5, 7x7) with 96 or more output
+# channels, from DEEP_ALL_AVX512_WIDE_MIN_WORK output channels x pairs: backward, tiled
+# / im2col, ms, on an AVX-512 Xeon, 5x5 kernels, padding 2: (8, 64, 28, 28) with 128
+# (K = 1600) 37.2 / 23.4, 16 samples 66.7 / 45.4, (4, 64, 56, 56) 65.6 / 40.7, with 96
+# 25.7 / 18.0, with 256 73.7 / 35.0; (8, 48, 28, 28) with 128 (K = 1200) 26.4 / 16.8;
+# (8, 40, 28, 28) with 128 (K = 1000) 15.1 / 13.1; (8, 32, 28, 28) with 128 (K = 800)
+# 12.2 / 10.6, 16 samples 23.7 / 20.8; (8, 24, 28, 28) with 128 (K = 600) 9.3 / 8.1;
+# (8, 16, 28, 28) with 128 (K = 400) 6.4 / 5.8; level at 96 x 800 ((8, 32, 28, 28) with
+# 96: 8.7 / 8.9). With 64 output channels K =
+# 1600 stays level, above; 128 channels of 3x3, K = 1152, were level, or 1.4x faster
+# on the tiled kernels dilated ((8, 128, 28, 28), dilation 2, 11.9 / 16.4).
+DEEP_ALL_AVX512_WIDE_MIN_TAPS = 25
+DEEP_ALL_AVX512_WIDE_MIN_OUT_CHANNELS = 96
+DEEP_ALL_AVX512_WIDE_MIN_WORK = 51_200  # output channels x (channel, tap) pairs
 # 1x1 strided layers (ResNet's projection shortcuts), whose column matrix is only a
 # strided sample of x, go to im2col rather than the jit algorithm's implicit GEMM for dW
 # (im2col 1.6-3.2x faster with 128-512 input channels, level with 160 and 64 outputs)
@@ -506,13 +520,18 @@ def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
 
 def _long_columns(spec: ConvSpec, op: str) -> bool:
     """Whether, with AVX-512, ``spec``'s columns are too long for the register-tiled
-    kernels (:data:`DEEP_ALL_AVX512_MAX_K`)."""
+    kernels (:data:`DEEP_ALL_AVX512_MAX_K`; for the gradients of wide layers with large
+    kernels, :data:`DEEP_ALL_AVX512_WIDE_MIN_WORK`)."""
     from .algorithms import jit
 
     if op == "forward" and spec.c_out_g < DEEP_ALL_AVX512_FORWARD_MIN_OUT_CHANNELS:
         return False
     limit = DEEP_ALL_AVX512_MAX_K["forward" if op == "forward" else "backward"]
-    return jit.VECTOR_BYTES >= 64 and spec.c_in_g * spec.kh * spec.kw > limit
+    k = spec.c_in_g * spec.kh * spec.kw
+    wide = (op != "forward" and spec.kh * spec.kw >= DEEP_ALL_AVX512_WIDE_MIN_TAPS
+            and spec.c_out_g >= DEEP_ALL_AVX512_WIDE_MIN_OUT_CHANNELS
+            and spec.c_out_g * k >= DEEP_ALL_AVX512_WIDE_MIN_WORK)
+    return jit.VECTOR_BYTES >= 64 and (k > limit or wide)
 
 
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
