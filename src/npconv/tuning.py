@@ -547,15 +547,15 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
                     else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
     wide = channels >= WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS
+    work = winograd.gemm_width(spec, dtype) * channels  # tiles per GEMM x channels
     few = (spec.dilation == (1, 1) and channels <= WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS
            and size <= (WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE if wide
                         else WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE)
-           and winograd.gemm_width(spec, dtype) * channels <= WINOGRAD_AVX512_FORWARD_MAX_WORK)
+           and work <= WINOGRAD_AVX512_FORWARD_MAX_WORK)
     single = (spec.n < get_num_threads() and spec.dilation == (1, 1)
               and (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_NARROW_CHANNELS
                    or (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS
-                       and winograd.gemm_width(spec, dtype) * channels
-                       <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK)))
+                       and work <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK)))
     return (jit.VECTOR_BYTES >= 64 and (small or few or single)
             and jit.implicit(spec, "forward", np.dtype(dtype).itemsize))
 
