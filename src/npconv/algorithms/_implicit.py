@@ -729,6 +729,13 @@ def weight_bias_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
     return _weight_grad(x, grad_output, spec, parallel, True)
 
 
+def _slices(npix: int, chunk: int) -> int:
+    """Slices of :func:`weight_grad`'s pixels (each its own partial sums) for ``npix``
+    pixels walked in chunks of ``chunk``: :data:`SLICES`, fewer where the pixels make
+    fewer chunks."""
+    return max(1, min(SLICES, -(-npix // chunk)))
+
+
 def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> tuple:
     """(dW, dB or None) for :func:`weight_grad` and :func:`weight_bias_grad`."""
     groups, cog = spec.groups, spec.c_out_g
@@ -739,7 +746,6 @@ def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> 
     offs = _offsets(spec, kt)
     nkt = len(offs) // kt
     chunk = max(kt, CHUNK_BYTES // (nblk * wco * x.itemsize))  # pixels (a group's dZ)
-    part = np.zeros((SLICES, groups * nkt, nblk, kt * wco), dtype=x.dtype)
     kernel = _WEIGHT[wco, kt][parallel]
     grad_output = np.ascontiguousarray(grad_output)
     blocks = -(-ohw // PIXEL_BLOCK)  # the pixel-major copy's tasks per sample
@@ -748,6 +754,8 @@ def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> 
     # samples per chunk: not by the threads, so that the sums do not depend on them
     per = sample_chunk(spec.n, sample_bytes(spec, "grad_weight", x.itemsize),
                        WEIGHT_SAMPLE_CHUNK_BYTES)
+    # the slices' partial sums, as many as the first chunk (the largest) uses
+    part = np.zeros((_slices(per * ohw, chunk), groups * nkt, nblk, kt * wco), dtype=x.dtype)
     for s0 in range(0, spec.n, per):
         s1 = min(spec.n, s0 + per)
         npix = (s1 - s0) * ohw  # the chunk's pixels: pixel_table's first samples
@@ -755,7 +763,7 @@ def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> 
         _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
             grad_output[s0:s1].reshape(s1 - s0, groups, cog, ohw), dzt,
             db_parts[s0 * blocks:s1 * blocks])
-        slices = max(1, min(SLICES, -(-npix // chunk)))
+        slices = _slices(npix, chunk)
         args = (_planes(x[s0:s1], spec, parallel), pixel_table(spec), offs,
                 dzt.reshape(-1), part[:slices], npix, -(-npix // slices), chunk,
                 spec.c_in_g * spec.hp * spec.wp, nblk)
