@@ -263,6 +263,35 @@ def test_toom_cook_matrices_compute_the_correlation(m, points):
         winograd.toom_cook(m, 3, points[:-1] + points[:1])
 
 
+@TILES
+@pytest.mark.parametrize("pairs", [(1, 1), (5, 51), (16, 16), (3, 86), (20, 30)],
+                         ids=["1", "255", "256", "258", "600"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_transforms_are_the_kronecker_products_rounded_once(m, pairs, dtype):
+    """U = G g G^T and dW = G^T dU G, by blocks of kernels (the last one partial, one or
+    several blocks, serial or parallel), equal (G (x) G) g and its transpose computed in
+    float64: float32 results rounded once (to an ulp: where the two float64 sums round
+    to either side of a float32), float64 ones to the rounding of float64 sums."""
+    def check(got, want):
+        if dtype == np.float32:
+            np.testing.assert_array_max_ulp(got, want.astype(dtype), maxulp=1)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15 * np.abs(want).max())
+
+    rng = np.random.default_rng(8)
+    c_out, c_in = pairs
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(dtype)
+    kron = np.kron(winograd.G_OF[m], winograd.G_OF[m])  # ((m+2)^2, 9)
+    u = winograd._transformed_weight(w, 1, m)
+    assert u.shape == ((m + 2) ** 2, 1, c_out, c_in) and u.dtype == dtype
+    check(u.reshape(-1, c_out * c_in), kron @ w.reshape(-1, 9).T.astype(np.float64))
+    du = rng.standard_normal(((m + 2) ** 2, 1, c_out, c_in)).astype(dtype)
+    spec = plan_conv2d((1, c_in, 5, 5), w.shape, padding=1).spec
+    dw = winograd._weight_grad(du, spec, m)
+    assert dw.shape == w.shape and dw.dtype == dtype
+    check(dw.reshape(-1, 9).T, kron.T @ du.reshape((m + 2) ** 2, -1).astype(np.float64))
+
+
 def test_f4_input_and_output_matrices_are_exact_in_binary():
     """B^T and A^T of F(4x4) hold small integers times powers of two (the data's
     transforms add no rounding of their coefficients); G's 1/3 and 1/15 are applied to

@@ -89,7 +89,7 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
-# With AVX-512 and cheap weight transforms (winograd.G_KRON), float32 layers with 128 or
+# With AVX-512 and cheap weight transforms (winograd._WEIGHT_KERNELS), float32 layers with 128 or
 # more channels need fewer. Backward, ms, winograd against the fastest other algorithm,
 # on an AVX-512 Xeon: F(4x4) with 128 channels on 28x28, four samples (224 tiles) 5.7 /
 # 7.8 (jit), three (168) 6.0 / 6.2; F(2x2) with 256 on 14x14, five samples (280) 9.4 /
@@ -103,7 +103,7 @@ WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # GEMMs it saves run twice as fast there. Backward, ms, winograd against the fastest
 # other algorithm, on an AVX-512 Xeon: (21, 96, 14, 14) with 96 3x3 kernels 6.3 / 5.3
 # (jit), (54, 64, 14, 14) 7.9 / 5.7 (jit), (16, 128, 14, 14) 7.5 / 7.4 (jit); but with
-# 256 channels, since the weight transforms are one GEMM (winograd.G_KRON), (16, 256,
+# 256 channels, since the weight transforms became cheap (winograd._WEIGHT_KERNELS), (16, 256,
 # 14, 14) 21.1 / 29.0 (im2col) and (4, 256, 32, 32) dilated 2 (16x16 phases) 28.8 /
 # 32.7 (im2col). (Before that change: 37.9 / 30.4 and 17.3 / 10.9 with one sample.)
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...

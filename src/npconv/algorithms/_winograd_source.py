@@ -27,6 +27,9 @@ tile ``f = i * (tw + 1) + j`` sits at ``plane[q % m, r % m, f + (r // m) * (tw +
 q // m]``: every load and store of the passes is contiguous in ``f``.
 
 Coefficients are written into the source (zeros dropped, ones without a product).
+
+The weights' transforms (:func:`weight_tiles`, :func:`weight_grad_tiles`) are generated
+the same way, over blocks of kernels instead of tiles, in float64.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ def _combination(terms) -> str:
     return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
 
-def _loop(loads, stores, count: str = "span") -> list[str]:
+def _loop(loads, stores, count: str = "span", temps=()) -> list[str]:
     """One loop over the tiles ``f`` of a plane. ``loads`` [(name, view)]: ``name =
-    view[f]``; ``stores`` [(view, [(coefficient, name)])]: ``view[f] = ...``; each view
-    (a 1-D slice expression) is made once, before the loop."""
+    view[f]``; ``temps`` [(name, [(coefficient, name)])]: ``name = ...``; ``stores``
+    [(view, [(coefficient, name)])]: ``view[f] = ...``; each view (a 1-D slice
+    expression) is made once, before the loop."""
     lines, views = [], {}
 
     def view(expr: str) -> str:
@@ -65,6 +69,7 @@ def _loop(loads, stores, count: str = "span") -> list[str]:
     stored = [(view(expr), terms) for expr, terms in stores]
     lines.append(f"        for f in range({count}):")
     lines += [f"            {name} = {v}[f]" for name, v in loaded]
+    lines += [f"            {name} = {_combination(terms)}" for name, terms in temps]
     lines += [f"            {v}[f] = {_combination(terms)}" for v, terms in stored]
     return lines
 
@@ -251,3 +256,72 @@ def input_grad_tiles(name: str, bt: np.ndarray) -> str:
               f"            base = (row // {m}) * wq"]
     lines += _phases(f"plane[p, row % {m}]", "dxp[r]", "left", False, m)
     return _kernel(name, "dx", "dv, dx, th, tw, top, left", "dv, dxp", lines)
+
+
+# The weight transforms run on blocks of (output, input channel) pairs: each block's
+# values are copied into local float64 rows, combined by loops over the block (local
+# arrays only, so LLVM vectorises them), and copied out rounded to the weights' dtype.
+WEIGHT_BLOCK = 256
+
+
+def _block_kernel(name: str, args: str, pairs: str, body: list[str]) -> str:
+    """Source of ``name``: a parallel loop over blocks of :data:`WEIGHT_BLOCK` pairs
+    (``lo:hi``, ``nb`` of them), running ``body`` (at the indentation of a loop body)."""
+    b = WEIGHT_BLOCK
+    return "\n".join([f"def {name}({args}):",
+                      f"    pairs = {pairs}",
+                      f"    for block in prange((pairs + {b - 1}) // {b}):",
+                      f"        lo = block * {b}",
+                      f"        hi = min(lo + {b}, pairs)",
+                      "        nb = hi - lo",
+                      *body]) + "\n"
+
+
+def weight_tiles(name: str, g: np.ndarray) -> str:
+    """``u[a*x + y, p] = (G g_p G^T)[x, y]`` for every pair p: w (pairs, 9) -> u (a*a,
+    pairs), in float64 (G's 1/3 and 1/15 are not exact in binary), rounded once."""
+    a = g.shape[0]
+    lines = [f"        local = np.empty((9, {WEIGHT_BLOCK}), dtype=np.float64)",
+             f"        out = np.empty(({a * a}, {WEIGHT_BLOCK}), dtype=u.dtype)",
+             "        for k in range(9):",
+             "            dst = local[k]",
+             "            for f in range(nb):",
+             "                dst[f] = w[lo + f, k]"]
+    # G g, then (G g) G^T, in registers
+    loads = [(f"g{k}", f"local[{k}]") for k in range(9)]
+    temps = [(f"t{x}_{j}", [(g[x, i], f"g{3 * i + j}") for i in range(3)])
+             for x in range(a) for j in range(3)]
+    stores = [(f"out[{a * x + y}]", [(g[y, j], f"t{x}_{j}") for j in range(3)])
+              for x in range(a) for y in range(a)]
+    lines += _loop(loads, stores, "nb", temps)
+    lines += [f"        for k in range({a * a}):",
+              "            src = out[k]",
+              "            dst = u[k, lo:hi]",
+              "            for f in range(nb):",
+              "                dst[f] = src[f]"]
+    return _block_kernel(name, "w, u", "w.shape[0]", lines)
+
+
+def weight_grad_tiles(name: str, g: np.ndarray) -> str:
+    """``dw[p] = G^T dU_p G`` for every pair p, the adjoint of :func:`weight_tiles`: du
+    (a*a, pairs) -> dw (pairs, 9), in float64, rounded once."""
+    a = g.shape[0]
+    lines = [f"        local = np.empty(({a * a}, {WEIGHT_BLOCK}), dtype=np.float64)",
+             f"        out = np.empty((9, {WEIGHT_BLOCK}), dtype=dw.dtype)",
+             f"        for k in range({a * a}):",
+             "            src = du[k, lo:hi]",
+             "            dst = local[k]",
+             "            for f in range(nb):",
+             "                dst[f] = src[f]"]
+    # G^T dU, then (G^T dU) G, in registers
+    loads = [(f"d{k}", f"local[{k}]") for k in range(a * a)]
+    temps = [(f"t{i}_{y}", [(g[x, i], f"d{a * x + y}") for x in range(a)])
+             for i in range(3) for y in range(a)]
+    stores = [(f"out[{3 * i + j}]", [(g[y, j], f"t{i}_{y}") for y in range(a)])
+              for i in range(3) for j in range(3)]
+    lines += _loop(loads, stores, "nb", temps)
+    lines += ["        for k in range(9):",
+              "            src = out[k]",
+              "            for f in range(nb):",
+              "                dw[lo + f, k] = src[f]"]
+    return _block_kernel(name, "du, dw", "du.shape[1]", lines)

@@ -161,10 +161,10 @@ _OPTIONS = {"fastmath": {"contract"}, "nogil": True}
 _NONFINITE = serial_and_parallel(_nonfinite)
 
 
-def _generated(make, name: str, matrix: np.ndarray):
-    """(serial, parallel) dispatchers of the generated kernel ``name``; its plane
-    function, ``{name}_plane``, is compiled once for both and stays a module global
-    (the kernels call it by that name, also when loaded from Numba's cache).
+def _generated(make, name: str, matrix: np.ndarray, plane: bool = True):
+    """(serial, parallel) dispatchers of the generated kernel ``name``; with ``plane``,
+    its plane function, ``{name}_plane``, is compiled once for both and stays a module
+    global (the kernels call it by that name, also when loaded from Numba's cache).
 
     The names carry a digest of the generated source. Numba's disk cache is checked
     against this file's time stamp and the function's bytecode, which a change of the
@@ -174,8 +174,8 @@ def _generated(make, name: str, matrix: np.ndarray):
     digest = hashlib.sha256(make(name, matrix).encode()).hexdigest()[:12]
     name = f"{name}_{digest}"
     kernel = generated(make(name, matrix), name, globals())
-    plane = f"{name}_plane"
-    globals()[plane] = njit(cache=True, **_OPTIONS)(globals()[plane])
+    if plane:
+        globals()[f"{name}_plane"] = njit(cache=True, **_OPTIONS)(globals()[f"{name}_plane"])
     return serial_and_parallel(kernel, **_OPTIONS)
 
 
@@ -331,20 +331,41 @@ def _parallel(spec: ConvSpec) -> bool:
     return spec.flops // 2 >= PARALLEL_MIN_MACS
 
 
-# G (x) G, Kronecker's product: ((m+2)^2, 9), row a*(m+2) + b, column i*3 + j, so that
-# U = G g G^T of every 3x3 kernel g is one GEMM, (G (x) G) @ (kernels, 9)^T, and dW = G^T
-# dU G one GEMM the other way (float64). numpy's tensordot, two per transform, had spent
-# 3 ms of res28's backward pass (one thread, 8 samples: 21.5 ms) transposing its
-# operands.
-G_KRON = {m: np.kron(g, g) for m, g in G_OF.items()}
+# The weight transforms, U = G g G^T for every 3x3 kernel g and dW = G^T dU G back, are
+# generated kernels (:func:`._winograd_source.weight_tiles`) working in float64 on blocks
+# of kernels. As one float64 GEMM each, (G (x) G) @ (kernels, 9)^T and its transpose,
+# they took 0.75-0.9 ms each on res28's 16,384 kernels (most of it converting and
+# transposing 4.7 MB of float64), against 0.15-0.25 ms; numpy's tensordot, two per
+# transform, had been slower still.
+_WEIGHT_KERNELS = {
+    m: dict(weight=_generated(source.weight_tiles, f"winograd{m}_weight_tiles", g, False),
+            weight_grad=_generated(source.weight_grad_tiles, f"winograd{m}_weight_grad_tiles",
+                                   g, False))
+    for m, g in G_OF.items()
+}
 
 
 def _transformed_weight(weight: np.ndarray, groups: int, m: int) -> np.ndarray:
     """U = G g G^T: (C_out, C_in/G, 3, 3) -> ((m+2)^2, G, C_out/G, C_in/G), in float64
-    first."""
+    and rounded once."""
     c_out, c_in_g = weight.shape[:2]
-    u = G_KRON[m] @ weight.reshape(-1, 9).T.astype(np.float64)  # ((m+2)^2, C_out*C_in/G)
-    return u.astype(weight.dtype).reshape((m + 2) ** 2, groups, c_out // groups, c_in_g)
+    w = np.ascontiguousarray(weight).reshape(-1, 9)  # (pairs, 9)
+    u = np.empty(((m + 2) ** 2, w.shape[0]), dtype=weight.dtype)  # ((m+2)^2, pairs)
+    _WEIGHT_KERNELS[m]["weight"][_blocks_parallel(w.shape[0])](w, u)
+    return u.reshape((m + 2) ** 2, groups, c_out // groups, c_in_g)
+
+
+def _weight_grad(du: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
+    """dW = G^T dU G: ((m+2)^2, G, C_out/G, C_in/G) -> (C_out, C_in/G, 3, 3), in float64
+    and rounded once."""
+    du = np.ascontiguousarray(du).reshape((m + 2) ** 2, -1)  # ((m+2)^2, pairs)
+    dw = np.empty((spec.c_out, spec.c_in_g, 3, 3), dtype=du.dtype)
+    _WEIGHT_KERNELS[m]["weight_grad"][_blocks_parallel(du.shape[1])](du, dw.reshape(-1, 9))
+    return dw
+
+
+def _blocks_parallel(pairs: int) -> bool:
+    return pairs > source.WEIGHT_BLOCK
 
 
 def _finite(spec: ConvSpec, *arrays) -> bool:
@@ -434,10 +455,7 @@ def _backward(x, weight, grad_output, spec: ConvSpec, need_input: bool, need_wei
     dw = None
     if need_weight:
         du = _workers.summed(partials)  # (k, G, C_out/G, C_in/G)
-        # dW = G^T dU G per (o, c): (k, G, C_out/G, C_in/G) -> (C_out, C_in/G, 3, 3)
-        dw = G_KRON[m].T @ du.reshape((m + 2) ** 2, -1).astype(np.float64)  # (9, O*C/G)
-        dw = np.ascontiguousarray(dw.T, dtype=grad_output.dtype).reshape(
-            spec.c_out, spec.c_in_g, 3, 3)
+        dw = _weight_grad(du, spec, m)  # (C_out, C_in/G, 3, 3)
     return dx, dw
 
 
