@@ -108,16 +108,34 @@ def _extra(args: str) -> str:
 
 def _phases(plane: str, flat: str, left: str, into_plane: bool, m: int) -> list[str]:
     """Copy one row between a flat image row ``flat`` (x's, y's ...) and its phase-split
-    plane row ``plane`` (an expression in ``p``: the columns ``m*J + p`` of the padded
-    row, whose first image column sits at ``left``), phase by phase: no division per
-    element, and one side of each copy is contiguous."""
-    copy = "d[k] = s[{m} * k]" if into_plane else "s[{m} * k] = d[k]"
-    return [f"            for p in range({m}):",
-            f"                q0 = (p - {left}) % {m}  # the first image column in phase p",
-            f"                d = {plane}[base + (q0 + {left}) // {m}:]",
-            f"                s = {flat}[q0:]",
-            f"                for k in range((ww - q0 + {m - 1}) // {m}):",
-            "                    " + copy.format(m=m)]
+    plane row ``plane`` (a template in ``{p}``: the columns ``m*J + p`` of the padded
+    row, whose first image column sits at ``left``).
+
+    Into the plane, phase by phase: no division per element, and one side of each copy
+    is contiguous. Out of it, all the phases in one loop over the row's whole groups of
+    m columns (then the columns left over at either end): LLVM vectorises the group's
+    interleaved stores, and y's transform took 18-27% less time than phase by phase, dX's
+    5-19% (on 14x14 to 56x56 planes). The same loop into the plane was no faster."""
+    if into_plane:
+        at = plane.format(p="p")
+        return [f"            for p in range({m}):",
+                f"                q0 = (p - {left}) % {m}  # the first image column in phase p",
+                f"                d = {at}[base + (q0 + {left}) // {m}:]",
+                f"                s = {flat}[q0:]",
+                f"                for k in range((ww - q0 + {m - 1}) // {m}):",
+                f"                    d[k] = s[{m} * k]"]
+    lines = [f"            p0 = min((-{left}) % {m}, ww)  # the first image column of phase 0",
+             f"            nk = (ww - p0) // {m}  # whole groups from there",
+             f"            k0 = base + (p0 + {left}) // {m}",
+             f"            s = {flat}[p0:]"]
+    lines += [f"            d{p} = {plane.format(p=p)}[k0:]" for p in range(m)]
+    lines.append("            for k in range(nk):")
+    lines += [f"                s[{m} * k + {p}] = d{p}[k]" for p in range(m)]
+    for columns in ("p0", f"p0 + {m} * nk, ww"):
+        lines += [f"            for q in range({columns}):",
+                  f"                c = q + {left}",
+                  f"                {flat}[q] = {plane.format(p=f'c % {m}')}[base + c // {m}]"]
+    return lines
 
 
 def _gather_rows(source: str, count: int) -> list[str]:
@@ -150,7 +168,7 @@ def input_tiles(name: str, bt: np.ndarray) -> str:
               "        for r in range(hh):  # the padded plane, phase-split",
               "            row = r + top",
               f"            base = (row // {m}) * wq"]
-    lines += _phases(f"plane[p, row % {m}]", "xp[r]", "left", True, m)
+    lines += _phases(f"plane[{{p}}, row % {m}]", "xp[r]", "left", True, m)
     for p in range(m):  # B^T d, one column phase at a time
         loads = [(f"d{r}", f"plane[{p}, {r % m}, {_shift(r // m, 0)}:]") for r in range(a)]
         stores = [(f"rows[{i}, {p}]", [(bt[i, r], f"d{r}") for r in range(a)])
@@ -187,7 +205,7 @@ def output_tiles(name: str, at: np.ndarray) -> str:
         lines += _loop(loads, stores)
     lines += ["        for r in range(hh):",
               f"            base = (r // {m}) * wq"]
-    lines += _phases(f"out[r % {m}, p]", "yp[r]", "0", False, m)
+    lines += _phases(f"out[r % {m}, {{p}}]", "yp[r]", "0", False, m)
     return _kernel(name, "y", "mm, y, th, tw", "mm, yp", lines)
 
 
@@ -201,7 +219,7 @@ def grad_tiles(name: str, at: np.ndarray) -> str:
               f"        tiles = np.empty(({a * a}, span), dtype=dzp.dtype)",
               "        for r in range(hh):",
               f"            base = (r // {m}) * wq"]
-    lines += _phases(f"g[r % {m}, p]", "dzp[r]", "0", True, m)
+    lines += _phases(f"g[r % {m}, {{p}}]", "dzp[r]", "0", True, m)
     for q in range(m):  # A g, one column phase at a time
         loads = [(f"s{r}", f"g[{r}, {q}]") for r in range(m)]
         stores = [(f"part[{i}, {q}]", [(at[r, i], f"s{r}") for r in range(m)])
@@ -254,7 +272,7 @@ def input_grad_tiles(name: str, bt: np.ndarray) -> str:
     lines += ["        for r in range(hh):",
               "            row = r + top",
               f"            base = (row // {m}) * wq"]
-    lines += _phases(f"plane[p, row % {m}]", "dxp[r]", "left", False, m)
+    lines += _phases(f"plane[{{p}}, row % {m}]", "dxp[r]", "left", False, m)
     return _kernel(name, "dx", "dv, dx, th, tw, top, left", "dv, dxp", lines)
 
 
