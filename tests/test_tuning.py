@@ -288,17 +288,34 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
     res14_128 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "jit"
-    # from 128 channels, fewer tiles: 200 for F(4x4), 250 for F(2x2)
-    four = plan_conv2d((4, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 224 tiles
-    assert npconv.explain_choice(four, np.float32, "backward").algorithm == "winograd"
-    three = plan_conv2d((3, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 168
-    assert npconv.explain_choice(three, np.float32, "backward").algorithm != "winograd"
-    five = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # 280
-    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "winograd"
-    one64 = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec  # 210
-    assert npconv.explain_choice(one64, np.float32, "backward").algorithm == "jit"
-    dilated = plan_conv2d((1, 256, 32, 32), (256, 256, 3, 3), padding=2, dilation=2).spec
-    assert npconv.explain_choice(dilated, np.float32, "backward").algorithm == "im2col"
+    # from 128 channels, fewer tiles: 200 for F(4x4), 250 for F(2x2); backward, 80 and
+    # 140, with two samples or 256 channels
+    def backward(x, c_out, **kwargs):
+        spec = plan_conv2d(x, (c_out, x[1], 3, 3), **kwargs).spec
+        return npconv.explain_choice(spec, np.float32, "backward").algorithm
+
+    def forward(x, c_out, **kwargs):
+        return npconv.explain_choice(plan_conv2d(x, (c_out, x[1], 3, 3), **kwargs).spec).algorithm
+
+    assert backward((4, 128, 28, 28), 128, padding=1) == "winograd"  # 224 tiles
+    assert backward((3, 128, 28, 28), 128, padding=1) == "winograd"  # 168
+    assert backward((2, 128, 24, 24), 128, padding=1) == "winograd"  # 84
+    assert backward((1, 128, 32, 32), 128, padding=1) != "winograd"  # 72: one sample
+    assert backward((1, 128, 48, 48), 128, padding=1) != "winograd"  # 156: one sample
+    assert forward((4, 128, 28, 28), 128, padding=1) == "jit"  # the forward: not this
+    assert backward((1, 256, 40, 40), 256, padding=1) == "winograd"  # 110: 256 channels
+    assert backward((1, 256, 28, 28), 256, padding=1) != "winograd"  # 56
+    assert backward((2, 96, 28, 28), 96, padding=1) == "jit"  # 112, below 128 channels
+    assert backward((5, 256, 14, 14), 256, padding=1) == "winograd"  # 280, F(2x2)
+    assert backward((3, 256, 14, 14), 256, padding=1) == "winograd"  # 168
+    assert backward((2, 256, 14, 14), 256, padding=1) != "winograd"  # 112
+    assert backward((4, 512, 7, 7), 512, padding=1) != "winograd"  # 80
+    assert backward((1, 64, 56, 56), 64, padding=1) == "jit"  # 210, below 128 channels
+    # dilated: 256 channels, phases of at least 14x14
+    for x, expected in (((1, 256, 32, 32), "winograd"), ((1, 512, 28, 28), "winograd"),
+                        ((1, 256, 64, 64), "winograd"), ((1, 256, 24, 24), "im2col"),
+                        ((3, 256, 14, 14), "im2col"), ((1, 192, 32, 32), "im2col")):
+        assert backward(x, x[1], padding=2, dilation=2) == expected, x
     assert npconv.explain_choice(res14, np.float64, "backward").algorithm == "winograd"
     stem32 = plan_conv2d((64, 3, 64, 64), (32, 3, 3, 3), padding=1).spec
     stem64 = plan_conv2d((16, 3, 96, 96), (64, 3, 3, 3), padding=1).spec
@@ -355,8 +372,10 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     # one or two samples with K = 1152: im2col, but not for a dilated layer
     dilated_two = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert npconv.explain_choice(dilated_two, np.float32, "backward").algorithm == "jit"
-    undilated_two = plan_conv2d((2, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    undilated_two = plan_conv2d((2, 128, 20, 20), (128, 128, 3, 3), padding=1).spec  # F(2x2)
     assert npconv.explain_choice(undilated_two, np.float32, "backward").algorithm == "im2col"
+    one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(one, np.float32, "backward").algorithm == "im2col"
     # many weights per output pixel: dW on im2col, not the implicit GEMM
     few_pixels = plan_conv2d((1, 96, 14, 14), (96, 96, 3, 3), padding=1).spec
     choice = npconv.explain_choice(few_pixels, np.float32, "grad_weight")

@@ -106,6 +106,31 @@ WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # 256 channels, since the weight transforms became cheap (winograd._WEIGHT_KERNELS), (16, 256,
 # 14, 14) 21.1 / 29.0 (im2col) and (4, 256, 32, 32) dilated 2 (16x16 phases) 28.8 /
 # 32.7 (im2col). (Before that change: 37.9 / 30.4 and 17.3 / 10.9 with one sample.)
+# With AVX-512 the backward pass of a float32 layer goes to winograd from fewer tiles per
+# GEMM still (WINOGRAD_AVX512_BACKWARD_MIN_TILES) with at least
+# WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS channels per group, or with
+# WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS and at least
+# WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES samples; a dilated layer with the wide channels
+# when its phase sub-images are at least WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE a side.
+# Since the weight transforms became generated kernels (winograd._WEIGHT_KERNELS), which
+# took 0.6-0.7 ms off each of a 128-channel layer's. Backward, ms, winograd against the
+# fastest other algorithm, on an AVX-512 Xeon (tiles per GEMM): 128 channels, (2, 128,
+# 24, 24) 2.87 / 3.23 (84), (2, 128, 28, 28) 2.91 / 3.96 (112), (2, 128, 32, 32) 3.55 /
+# 5.48 (144), (3, 128, 28, 28) 4.66 / 5.17 (168); (2, 192, 28, 28) 5.44 / 8.77 (112);
+# 256 and more, (1, 256, 40, 40) 10.6 / 15.9 (110), (2, 256, 24, 24) 8.4 / 11.5 (84),
+# F(2x2): (2, 256, 16, 16) 4.70 / 5.36 (144), (3, 256, 14, 14) 6.12 / 8.33 (168), (3, 512,
+# 14, 14) 22.1 / 36.3 (168), (5, 256, 10, 10) 6.09 / 6.78 (150); dilated by 2, (1, 256,
+# 48, 48) 16.3 / 23.0 (168, F(4x4)), (1, 256, 64, 64) 23.9 / 40.0, (1, 512, 28, 28) 25.5 /
+# 30.7 (224, 14x14 phases), (1, 384, 32, 32) 17.4 / 21.9 (288). Slower: one sample of
+# 128 channels, (1, 128, 28, 28) 2.94 / 2.36 (56), (1, 128, 40, 40) 4.79 / 4.17 (110),
+# level at (1, 128, 48, 48) 5.84 / 5.99 (156); F(2x2) on fewer tiles, (1, 256, 14, 14)
+# 3.55 / 2.45 (56), (2, 256, 14, 14) 4.06 / 4.22 (112), (4, 512, 7, 7) 12.8 / 11.0 (80);
+# dilated layers with small phases, (1, 256, 24, 24) 6.24 / 5.64 (12x12), (3, 256, 14,
+# 14) 9.03 / 8.62 (7x7).
+WINOGRAD_AVX512_BACKWARD_MIN_TILES = {4: 80, 2: 140}
+WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS = 256
+WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
+WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
 WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
 # With AVX-512 the implicit GEMM's forward pass (:func:`npconv.algorithms.jit.implicit`)
@@ -432,7 +457,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "few_pixels" if _few_pixels(spec, op) and not jit.indexed(spec) else "small"
 
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
-    if _winograd_wins(spec, dtype) and not (op == "forward" and _implicit_forward(spec, dtype)):
+    if (_winograd_wins(spec, dtype, op)
+            and not (op == "forward" and _implicit_forward(spec, dtype))):
         return "winograd"
     if _pointwise_jit(spec, itemsize, op):
         return "pointwise"
@@ -576,8 +602,9 @@ def _im2col_splits(spec: ConvSpec) -> bool:
     return len(_workers.shares(spec)) > 1
 
 
-def _winograd_wins(spec: ConvSpec, dtype) -> bool:
-    """Whether ``spec`` is in the winograd part of the rule (the thresholds above)."""
+def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
+    """Whether ``op`` on ``spec`` is in the winograd part of the rule (the thresholds
+    above)."""
     from .algorithms import jit, winograd
 
     if winograd.unsupported(spec) is not None:
@@ -592,21 +619,31 @@ def _winograd_wins(spec: ConvSpec, dtype) -> bool:
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= (WINOGRAD_NARROW_MIN_SIZE if narrow
                                                    else WINOGRAD_MIN_SIZE)
-            and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype)
+            and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype, op)
             and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
 
 
-def _winograd_min_tiles(spec: ConvSpec, dtype) -> int:
+def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
     """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
     float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
-    :data:`WINOGRAD_AVX512_MIN_TILES`)."""
+    :data:`WINOGRAD_AVX512_MIN_TILES`; backward, :data:`WINOGRAD_AVX512_BACKWARD_MIN_TILES`
+    where the thresholds after it allow)."""
     from .algorithms import jit, winograd
 
     m = winograd.tile_size(spec, dtype)
-    few = (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
-           and spec.dilation == (1, 1)
-           and min(spec.c_in_g, spec.c_out_g) >= WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS)
-    return (WINOGRAD_AVX512_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
+    if not (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32):
+        return WINOGRAD_MIN_TILES[m]
+    channels = min(spec.c_in_g, spec.c_out_g)
+    wide = channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS
+    if spec.dilation != (1, 1):
+        few = (op != "forward" and wide
+               and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE)
+        return (WINOGRAD_AVX512_BACKWARD_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
+    if channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS:
+        return WINOGRAD_MIN_TILES[m]
+    if op != "forward" and (wide or spec.n >= WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES):
+        return WINOGRAD_AVX512_BACKWARD_MIN_TILES[m]
+    return WINOGRAD_AVX512_MIN_TILES[m]
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "few_pixels": "im2col",
