@@ -232,8 +232,16 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     # gradients on outputs below 12x12: the register-tiled kernels up to 128 channels
     small128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
+    # and from 256 channels F(2x2) winograd, from 7x7 outputs and 140 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
-    assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "im2col"
+    assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"
+    assert npconv.explain_choice(small256).algorithm == "jit"  # the forward: not this
+    res7 = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # 320 tiles
+    assert npconv.explain_choice(res7, np.float32, "backward").algorithm == "winograd"
+    few7 = plan_conv2d((4, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # 80
+    assert npconv.explain_choice(few7, np.float32, "backward").algorithm == "im2col"
+    tiny = plan_conv2d((64, 256, 6, 6), (256, 256, 3, 3), padding=1).spec
+    assert npconv.explain_choice(tiny, np.float32, "backward").algorithm != "winograd"
     # small batches: the implicit GEMM up to 80,000 tiles x channels
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
                                  (8, 128, 28, "jit"), (2, 128, 56, "winograd"),

@@ -129,6 +129,12 @@ WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # 14) 9.03 / 8.62 (7x7).
 WINOGRAD_AVX512_BACKWARD_MIN_TILES = {4: 80, 2: 140}
 WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS = 256
+# ... and with the wide channels, undilated, on outputs from this size (not
+# WINOGRAD_MIN_SIZE): backward, ms, winograd / im2col, (8, 512, 7, 7) with 512 kernels
+# 17.7 / 19.2 (160 tiles), (16, 512, 7, 7) 29.5 / 35.0, (32, 256, 7, 7) with 256 15.4 /
+# 18.1, (16, 512, 10, 10) 39.7 / 65.2, (16, 256, 10, 10) 11.6 / 17.0 (but (4, 512, 7, 7)
+# 12.8 / 11.0, 80 tiles).
+WINOGRAD_AVX512_BACKWARD_MIN_SIZE = 7
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
 WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
@@ -616,9 +622,12 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
         return False
     dilated = spec.dilation != (1, 1)
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
+    size = WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE
+    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32 and op != "forward"
+            and not dilated and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS):
+        size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
-            and min(winograd.phase_size(spec)) >= (WINOGRAD_NARROW_MIN_SIZE if narrow
-                                                   else WINOGRAD_MIN_SIZE)
+            and min(winograd.phase_size(spec)) >= size
             and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype, op)
             and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
 
