@@ -242,6 +242,13 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(few7, np.float32, "backward").algorithm == "im2col"
     tiny = plan_conv2d((64, 256, 6, 6), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(tiny, np.float32, "backward").algorithm != "winograd"
+    # one-dimensional kernels: the backward pass on jit up to 128 channels
+    for x, w, pad, expected in (((16, 128, 17, 17), (128, 128, 1, 7), (0, 3), "jit"),
+                                ((16, 64, 28, 28), (64, 64, 3, 1), (1, 0), "jit"),
+                                ((16, 160, 17, 17), (160, 160, 1, 7), (0, 3), "im2col"),
+                                ((16, 192, 17, 17), (192, 192, 7, 1), (3, 0), "im2col")):
+        spec = plan_conv2d(x, w, padding=pad).spec
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, x
     # small batches: the implicit GEMM up to 80,000 tiles x channels
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
                                  (8, 128, 28, "jit"), (2, 128, 56, "winograd"),

@@ -238,6 +238,13 @@ STEM_AVX512_MIN_CHANNELS = 64
 # 7x1 layers 16.5 / 13.7 and 34.0 / 28.7 (the 64-channel 3x1 one level, 8.6 / 8.9).
 ONE_DIM_MIN_CHANNELS = 64
 ONE_DIM_FORWARD_MIN_CHANNELS = 128
+# But with AVX-512 the backward pass stays on the jit algorithm up to this many channels
+# per group, where its dW runs on the implicit GEMM: backward, jit / im2col, ms, on an
+# AVX-512 Xeon, (16, 128, 17, 17) with 128 1x7 kernels 9.8 / 10.9, 7x1 8.0 / 9.9;
+# (32, 128, 17, 17) with 128 7x1 17.3 / 20.9; (8, 128, 17, 17) 1x7 5.2 / 5.6; (16, 96,
+# 17, 17) with 96 1x3 2.6 / 3.5; (16, 64, 28, 28) with 64 3x1 3.1 / 4.5; (16, 64, 35,
+# 35) with 96 1x7 13.9 / 16.2. Beyond, im2col: 160 1x7 17.5 / 16.1, 192 7x1 41.7 / 20.2.
+ONE_DIM_AVX512_JIT_MAX_CHANNELS = 128
 # The float32 backward pass of a strided layer with at most 16 output channels per group
 # goes to the jit algorithm (dW on the implicit GEMM, or below 8 channels on the stride
 # phases; dX scattered into the stride phases of each input plane) while its output
@@ -493,8 +500,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "split_backward"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
-            and (op == "backward" or (op == "forward" and spec.kw == 1
-                                      and spec.c_in_g >= ONE_DIM_FORWARD_MIN_CHANNELS))):
+            and ((op == "backward" and not _one_dim_jit(spec, itemsize))
+                 or (op == "forward" and spec.kw == 1
+                     and spec.c_in_g >= ONE_DIM_FORWARD_MIN_CHANNELS))):
         return "one_dim"
     if (spec.stride == (1, 1) and spec.kh * spec.kw > 1  # what the tiled kernels would run
             and spec.c_out_g >= DEEP_ALL_MIN_OUT_CHANNELS
@@ -548,6 +556,16 @@ def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
                  or spec.c_out_g <= PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES])
             and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES]
             and jit.phases(spec, itemsize))
+
+
+def _one_dim_jit(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether, with AVX-512, the backward pass of a one-dimensional kernel stays on the
+    jit algorithm (:data:`ONE_DIM_AVX512_JIT_MAX_CHANNELS`)."""
+    from .algorithms import jit
+
+    return (jit.VECTOR_BYTES >= 64
+            and max(spec.c_in_g, spec.c_out_g) <= ONE_DIM_AVX512_JIT_MAX_CHANNELS
+            and jit.implicit(spec, "grad_weight", itemsize))
 
 
 def _long_columns(spec: ConvSpec, op: str) -> bool:
