@@ -223,15 +223,22 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(narrow5, np.float32, "backward").algorithm == "jit"
     three = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"  # 9 taps
-    three = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec  # K = 1152
+    three = plan_conv2d((16, 128, 7, 7), (128, 128, 3, 3), padding=1).spec  # K = 1152
     assert npconv.explain_choice(three, np.float32, "backward").algorithm == "jit"
+    f2 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec  # F(2x2)
+    assert npconv.explain_choice(f2, np.float32, "backward").algorithm == "winograd"
+    assert npconv.explain_choice(f2).algorithm == "jit"  # the forward pass: not this
+    f2_96 = plan_conv2d((16, 96, 14, 14), (96, 96, 3, 3), padding=1).spec
+    assert npconv.explain_choice(f2_96, np.float32, "backward").algorithm == "jit"
     wide = plan_conv2d((4, 192, 14, 14), (192, 192, 5, 5), padding=2).spec  # K = 4800
     assert npconv.explain_choice(wide).algorithm == "im2col"
     thin = plan_conv2d((1, 192, 28, 28), (64, 192, 5, 5), padding=2).spec
     assert npconv.explain_choice(thin).algorithm == "jit"  # 64 output channels: tiled
-    # gradients on outputs below 12x12: the register-tiled kernels up to 128 channels
-    small128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
+    # gradients on outputs below 10x10: the register-tiled kernels up to 128 channels
+    small128 = plan_conv2d((16, 128, 9, 9), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
+    ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec  # F(2x2)
+    assert npconv.explain_choice(ten128, np.float32, "backward").algorithm == "winograd"
     # and from 256 channels F(2x2) winograd, from 7x7 outputs and 140 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"
@@ -297,12 +304,15 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
     deep = plan_conv2d((6, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
     assert npconv.explain_choice(deep).algorithm == "im2col"
-    # float32 winograd's F(2x2, 3x3) (14x14 outputs) only from 256 channels
+    # float32 winograd's F(2x2, 3x3) (14x14 outputs) only from 256 channels (backward,
+    # undilated: 128)
     res14 = plan_conv2d((16, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(res14, np.float32, "backward").algorithm == "winograd"
     assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
     res14_128 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "jit"
+    assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "winograd"
+    dilated128 = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
+    assert npconv.explain_choice(dilated128, np.float32, "backward").algorithm == "jit"
     # from 128 channels, fewer tiles: 200 for F(4x4), 250 for F(2x2); backward, 80 and
     # 140, with two samples or 256 channels
     def backward(x, c_out, **kwargs):
@@ -387,8 +397,8 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     # one or two samples with K = 1152: im2col, but not for a dilated layer
     dilated_two = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert npconv.explain_choice(dilated_two, np.float32, "backward").algorithm == "jit"
-    undilated_two = plan_conv2d((2, 128, 20, 20), (128, 128, 3, 3), padding=1).spec  # F(2x2)
-    assert npconv.explain_choice(undilated_two, np.float32, "backward").algorithm == "im2col"
+    undilated = plan_conv2d((1, 128, 20, 20), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(undilated, np.float32, "backward").algorithm == "im2col"
     one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "im2col"
     # many weights per output pixel: dW on im2col, not the implicit GEMM

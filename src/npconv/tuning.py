@@ -135,6 +135,17 @@ WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS = 256
 # 18.1, (16, 512, 10, 10) 39.7 / 65.2, (16, 256, 10, 10) 11.6 / 17.0 (but (4, 512, 7, 7)
 # 12.8 / 11.0, 80 tiles).
 WINOGRAD_AVX512_BACKWARD_MIN_SIZE = 7
+# Backward, undilated, F(2x2) also from WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS (not
+# WINOGRAD_AVX512_F2_MIN_CHANNELS), on outputs from WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE
+# below the wide channels, since the transforms allocate once per task (winograd /
+# fastest other, ms, 128 channels): (8, 128, 10, 10) 2.53 / 3.10, (32, 128, 10, 10) 8.2
+# / 9.9, (50, 128, 10, 10) 12.5 / 15.6, (4, 128, 14, 14) 2.03 / 2.36, (16, 128, 14, 14)
+# 6.62 / 7.40, (32, 128, 14, 14) 12.0 / 12.8, (16, 128, 20, 20) 11.8 / 12.4; 160
+# channels, (16, 160, 14, 14) 9.2 / 14.4. Slower: 7x7 outputs, (16, 128, 7, 7) 3.32 /
+# 2.68, (64, 128, 7, 7) 10.9 / 8.1; 96 channels, (16, 96, 14, 14) 4.22 / 4.06; dilated,
+# (2, 128, 32, 32) by 2 (16x16 phases) 5.96 / 4.54.
+WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS = 128
+WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE = 10
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
 WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
@@ -634,16 +645,19 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
     if winograd.unsupported(spec) is not None:
         return False
     channels = min(spec.c_in_g, spec.c_out_g)
-    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
-            and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE
-            and channels < WINOGRAD_AVX512_F2_MIN_CHANNELS):
-        return False
     dilated = spec.dilation != (1, 1)
+    avx512 = jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
+    backward = avx512 and op != "forward" and not dilated
+    if (avx512 and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE
+            and channels < (WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS if backward
+                            else WINOGRAD_AVX512_F2_MIN_CHANNELS)):
+        return False
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
     size = WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE
-    if (jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32 and op != "forward"
-            and not dilated and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS):
+    if backward and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS:
         size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
+    elif backward and channels >= WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS:
+        size = WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= size
             and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype, op)
