@@ -175,7 +175,8 @@ def test_auto_choice_is_explained(x, w, kwargs, op, expected):
 
 def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     """With AVX-512 the forward passes of winograd's layers stay on the implicit GEMM on
-    outputs below 28x28 (48x48 below 128 channels); their backward passes do not."""
+    outputs below 48x48 with fewer than 128 channels, and with few tiles; their backward
+    passes do not."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
@@ -186,7 +187,15 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert "512-bit vectors" in forward.reason
     assert npconv.explain_choice(narrow, np.float32, "backward").algorithm == "winograd"
     small = plan_conv2d((32, 128, 24, 24), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(small).algorithm == "jit"
+    assert npconv.explain_choice(small).algorithm == "winograd"  # from 128 channels
+    f2 = plan_conv2d((16, 128, 16, 16), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(f2).algorithm == "jit"  # F(2x2) from 256 channels
+    few = plan_conv2d((2, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 14,336
+    assert npconv.explain_choice(few).algorithm == "jit"
+    few96 = plan_conv2d((2, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
+    assert npconv.explain_choice(few96).algorithm == "jit"
+    four = plan_conv2d((4, 128, 28, 28), (128, 128, 3, 3), padding=1).spec  # 28,672
+    assert npconv.explain_choice(four).algorithm == "winograd"
     res28 = plan_conv2d((16, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
     res56 = plan_conv2d((16, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     for spec in (res28, res56):
@@ -256,9 +265,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
                                 ((16, 192, 17, 17), (192, 192, 7, 1), (3, 0), "im2col")):
         spec = plan_conv2d(x, w, padding=pad).spec
         assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, x
-    # small batches: the implicit GEMM up to 80,000 tiles x channels
+    # small batches: the implicit GEMM up to 80,000 tiles x channels (from 128
+    # channels, 20,000)
     for n, c, size, expected in ((5, 64, 56, "jit"), (8, 64, 56, "winograd"),
-                                 (8, 128, 28, "jit"), (2, 128, 56, "winograd"),
+                                 (8, 128, 28, "winograd"), (2, 128, 56, "winograd"),
                                  (2, 64, 112, "winograd")):
         spec = plan_conv2d((n, c, size, size), (c, c, 3, 3), padding=1).spec
         assert npconv.explain_choice(spec).algorithm == expected, (n, c, size)
@@ -297,8 +307,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(res7).algorithm == "im2col"
     res7_32 = plan_conv2d((32, 512, 7, 7), (512, 512, 3, 3), padding=1).spec
     assert npconv.explain_choice(res7_32).algorithm == "jit"
-    res14 = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # K = 2304
+    res14 = plan_conv2d((3, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # K = 2304
     assert npconv.explain_choice(res14).algorithm == "jit"
+    res14_5 = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # 280 tiles
+    assert npconv.explain_choice(res14_5).algorithm == "winograd"
     assert npconv.explain_choice(res56, np.float64).algorithm == "winograd"  # f32 kernels
     lenet2 = plan_conv2d((64, 6, 14, 14), (16, 6, 5, 5)).spec
     assert "16 channels x 16 pixels" in npconv.explain_choice(lenet2).reason
@@ -308,7 +320,7 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     # undilated: 128)
     res14 = plan_conv2d((16, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(res14, np.float32, "backward").algorithm == "winograd"
-    assert npconv.explain_choice(res14).algorithm == "jit"  # the implicit GEMM, K = 2304
+    assert npconv.explain_choice(res14).algorithm == "winograd"  # forward too, from 12x12
     res14_128 = plan_conv2d((16, 128, 14, 14), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "winograd"
     dilated128 = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
@@ -327,7 +339,7 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert backward((2, 128, 24, 24), 128, padding=1) == "winograd"  # 84
     assert backward((1, 128, 32, 32), 128, padding=1) != "winograd"  # 72: one sample
     assert backward((1, 128, 48, 48), 128, padding=1) != "winograd"  # 156: one sample
-    assert forward((4, 128, 28, 28), 128, padding=1) == "jit"  # the forward: not this
+    assert forward((3, 128, 28, 28), 128, padding=1) == "jit"  # the forward: not this
     assert backward((1, 256, 40, 40), 256, padding=1) == "winograd"  # 110: 256 channels
     assert backward((1, 256, 28, 28), 256, padding=1) != "winograd"  # 56
     assert backward((2, 96, 28, 28), 96, padding=1) == "jit"  # 112, below 128 channels

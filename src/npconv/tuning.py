@@ -161,7 +161,11 @@ WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
 # 3.8 and 5.3 / 5.8, 96 on 40x40 11.4 / 11.1; but res28 9.9 / 9.3, (8, 256, 28, 28)
 # 19.1 / 14.3, res56 10.3 / 9.9, (8, 128, 56, 56) 19.4 / 17.2, (8, 64, 64, 64) 8.0 /
 # 7.1.
-WINOGRAD_AVX512_FORWARD_MIN_SIZE = 28
+# Since winograd's transforms allocate once per task (and its weight transforms became
+# generated kernels), 128 channels or more need only WINOGRAD_MIN_SIZE: implicit /
+# winograd, ms, (16, 128, 24, 24) 8.01 / 7.26, (4, 256, 14, 14) 3.77 / 3.09 (F(2x2)),
+# (16, 256, 14, 14) 12.0 / 9.8 (28 before).
+WINOGRAD_AVX512_FORWARD_MIN_SIZE = 12
 WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS = 128
 WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
 # Small batches too: winograd's transforms and its GEMMs over channels pay off with
@@ -173,6 +177,11 @@ WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
 # (784) 9.8 / 9.1; but (2, 96, 56, 56) 2.93 / 2.84, (2, 128, 56, 56) 4.99 / 4.28 and
 # (2, 64, 112, 112) 5.02 / 4.81.
 WINOGRAD_AVX512_FORWARD_MAX_WORK = 80_000  # tiles per GEMM x channels
+# ... and from WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS channels at most this much, since
+# the transforms allocate once per task: (4, 128, 28, 28) 2.80 / 2.53, (8, 128, 28, 28)
+# 5.58 / 4.48, but (2, 128, 28, 28) (14,336) 1.46 / 1.49 and (2, 96, 28, 28) 0.91 /
+# 1.11.
+WINOGRAD_AVX512_FORWARD_WIDE_MAX_WORK = 20_000
 WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS = 128
 WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE = 56
 WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS = 96  # from here on outputs of at most ...
@@ -612,7 +621,8 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     few = (spec.dilation == (1, 1) and channels <= WINOGRAD_AVX512_FORWARD_FEW_MAX_CHANNELS
            and size <= (WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE if wide
                         else WINOGRAD_AVX512_FORWARD_FEW_MAX_SIZE)
-           and work <= WINOGRAD_AVX512_FORWARD_MAX_WORK)
+           and work <= (WINOGRAD_AVX512_FORWARD_MAX_WORK if narrow
+                        else WINOGRAD_AVX512_FORWARD_WIDE_MAX_WORK))
     single = (spec.n < get_num_threads() and spec.dilation == (1, 1)
               and (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_NARROW_CHANNELS
                    or (channels <= WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS
