@@ -248,7 +248,7 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
     ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec  # F(2x2)
     assert npconv.explain_choice(ten128, np.float32, "backward").algorithm == "winograd"
-    # and from 256 channels F(2x2) winograd, from 7x7 outputs and 140 tiles
+    # and from 256 channels F(2x2) winograd, from 7x7 outputs and 110 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"
     assert npconv.explain_choice(small256).algorithm == "jit"  # the forward: not this
@@ -325,8 +325,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(res14_128, np.float32, "backward").algorithm == "winograd"
     dilated128 = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert npconv.explain_choice(dilated128, np.float32, "backward").algorithm == "jit"
-    # from 128 channels, fewer tiles: 200 for F(4x4), 250 for F(2x2); backward, 80 and
-    # 140, with two samples or 256 channels
+    # from 128 channels, fewer tiles: 200 (F(4x4) and F(2x2)); backward, 80 and
+    # 110, with two samples or 256 channels
     def backward(x, c_out, **kwargs):
         spec = plan_conv2d(x, (c_out, x[1], 3, 3), **kwargs).spec
         return npconv.explain_choice(spec, np.float32, "backward").algorithm
@@ -345,7 +345,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert backward((2, 96, 28, 28), 96, padding=1) == "jit"  # 112, below 128 channels
     assert backward((5, 256, 14, 14), 256, padding=1) == "winograd"  # 280, F(2x2)
     assert backward((3, 256, 14, 14), 256, padding=1) == "winograd"  # 168
-    assert backward((2, 256, 14, 14), 256, padding=1) != "winograd"  # 112
+    assert backward((2, 256, 14, 14), 256, padding=1) == "winograd"  # 112
+    assert backward((2, 256, 10, 10), 256, padding=1) != "winograd"  # 60
+    assert forward((4, 256, 14, 14), 256, padding=1) == "winograd"  # 224, F(2x2)
+    assert forward((3, 256, 14, 14), 256, padding=1) == "jit"  # 168
     assert backward((4, 512, 7, 7), 512, padding=1) != "winograd"  # 80
     assert backward((1, 64, 56, 56), 64, padding=1) == "jit"  # 210, below 128 channels
     # dilated: 256 channels, phases of at least 14x14

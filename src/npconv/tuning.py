@@ -89,14 +89,16 @@ WINOGRAD_NARROW_MIN_SIZE = 20
 # faster; F(2x2) with 280 tiles (five 14x14 samples, 256 channels) 1.2-1.4x slower, from
 # 560 level or faster on every pass (64, 128 and 256 channels).
 WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
-# With AVX-512 and cheap weight transforms (winograd._WEIGHT_KERNELS), float32 layers with 128 or
-# more channels need fewer. Backward, ms, winograd against the fastest other algorithm,
+# With AVX-512 and cheap weight transforms (winograd._WEIGHT_KERNELS), float32 layers with
+# 128 or more channels need fewer. Backward, ms, winograd against the fastest other algorithm,
 # on an AVX-512 Xeon: F(4x4) with 128 channels on 28x28, four samples (224 tiles) 5.7 /
 # 7.8 (jit), three (168) 6.0 / 6.2; F(2x2) with 256 on 14x14, five samples (280) 9.4 /
 # 11.2 (im2col), three (168) 9.5 / 7.6; but 64 channels, one 56x56 sample (210) 3.5 /
 # 2.0 (jit), and a dilated layer, whose phases are copied in and out: one (256, 32, 32)
 # sample with 256 kernels, dilation 2 (288 tiles), 10.4 / 9.2 (im2col). Undilated only.
-WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 250}
+# F(2x2) from 200 since its transforms allocate once per task: forward, (4, 256, 14, 14)
+# (224 tiles) 3.0-3.1 / 3.7-3.8 (jit) in three runs.
+WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 200}
 WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
 # "highest") lost with fewer than 256 channels: its transforms are memory-bound and the
@@ -112,22 +114,23 @@ WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS and at least
 # WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES samples; a dilated layer with the wide channels
 # when its phase sub-images are at least WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE a side.
-# Since the weight transforms became generated kernels (winograd._WEIGHT_KERNELS), which
-# took 0.6-0.7 ms off each of a 128-channel layer's. Backward, ms, winograd against the
+# This since the weight transforms became generated kernels (winograd._WEIGHT_KERNELS:
+# 0.6-0.7 ms less for each of a 128-channel layer's). Backward, ms, winograd against the
 # fastest other algorithm, on an AVX-512 Xeon (tiles per GEMM): 128 channels, (2, 128,
 # 24, 24) 2.87 / 3.23 (84), (2, 128, 28, 28) 2.91 / 3.96 (112), (2, 128, 32, 32) 3.55 /
 # 5.48 (144), (3, 128, 28, 28) 4.66 / 5.17 (168); (2, 192, 28, 28) 5.44 / 8.77 (112);
 # 256 and more, (1, 256, 40, 40) 10.6 / 15.9 (110), (2, 256, 24, 24) 8.4 / 11.5 (84),
-# F(2x2): (2, 256, 16, 16) 4.70 / 5.36 (144), (3, 256, 14, 14) 6.12 / 8.33 (168), (3, 512,
-# 14, 14) 22.1 / 36.3 (168), (5, 256, 10, 10) 6.09 / 6.78 (150); dilated by 2, (1, 256,
+# F(2x2): (2, 256, 14, 14) 4.06-4.3 / 4.22-4.7 in four runs (112), (2, 256, 16, 16) 4.70
+# / 5.36 (144), (3, 256, 14, 14) 6.12 / 8.33 (168), (3, 512, 14, 14) 22.1 / 36.3 (168),
+# (5, 256, 10, 10) 6.09 / 6.78 (150), (4, 128, 10, 10) 1.69 / 1.76 (120); dilated by 2, (1, 256,
 # 48, 48) 16.3 / 23.0 (168, F(4x4)), (1, 256, 64, 64) 23.9 / 40.0, (1, 512, 28, 28) 25.5 /
 # 30.7 (224, 14x14 phases), (1, 384, 32, 32) 17.4 / 21.9 (288). Slower: one sample of
 # 128 channels, (1, 128, 28, 28) 2.94 / 2.36 (56), (1, 128, 40, 40) 4.79 / 4.17 (110),
 # level at (1, 128, 48, 48) 5.84 / 5.99 (156); F(2x2) on fewer tiles, (1, 256, 14, 14)
-# 3.55 / 2.45 (56), (2, 256, 14, 14) 4.06 / 4.22 (112), (4, 512, 7, 7) 12.8 / 11.0 (80);
+# 3.55 / 2.45 (56), (4, 512, 7, 7) 12.8 / 11.0 (80);
 # dilated layers with small phases, (1, 256, 24, 24) 6.24 / 5.64 (12x12), (3, 256, 14,
 # 14) 9.03 / 8.62 (7x7).
-WINOGRAD_AVX512_BACKWARD_MIN_TILES = {4: 80, 2: 140}
+WINOGRAD_AVX512_BACKWARD_MIN_TILES = {4: 80, 2: 110}
 WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS = 256
 # ... and with the wide channels, undilated, on outputs from this size (not
 # WINOGRAD_MIN_SIZE): backward, ms, winograd / im2col, (8, 512, 7, 7) with 512 kernels
