@@ -82,10 +82,9 @@ def _shift(rows: int, cols: int) -> str:
 
 # Planes per task of the generated kernels' parallel loop (fewer where there would be
 # fewer than as many tasks, for the threads): each task allocates its working arrays
-# once for all its planes. As
-# one task per plane, the allocations had taken 8-19% of each transform's time on 28x28
-# planes (x's 38.9 -> 35.7 ns a tile, y's 29.3 -> 23.6, dY's 35.1 -> 30.8, dX's 43.6 ->
-# 36.1), a third on 14x14 ones.
+# once for all its planes. With one task per plane, the allocations had taken 8-19% of
+# each transform's time on 28x28 planes (x's 38.9 -> 35.7 ns a tile, y's 29.3 -> 23.6,
+# dY's 35.1 -> 30.8, dX's 43.6 -> 36.1), up to a third on 14x14 ones.
 PLANES_PER_TASK = 16
 
 
