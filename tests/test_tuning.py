@@ -289,6 +289,17 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
         for op in ("forward", "backward", "grad_input", "grad_weight"):
             assert npconv.explain_choice(spec, np.float32, op).algorithm == expected, (
                 c_out, size, op)
+    # and on larger outputs small layers of two samples or more (40 million multiply-adds)
+    for x, c_out, expected in (((2, 256, 28, 28), 64, "jit"), ((3, 64, 28, 28), 256, "jit"),
+                               ((10, 128, 28, 28), 128, "im2col"),  # 128 million
+                               ((2, 256, 28, 28), 256, "im2col"),
+                               ((1, 256, 40, 40), 64, "im2col")):  # one sample
+        spec = plan_conv2d(x, (c_out, x[1], 1, 1)).spec
+        for op in ("forward", "backward"):
+            assert npconv.explain_choice(spec, np.float32, op).algorithm == expected, (x, op)
+    seven = plan_conv2d((7, 256, 28, 28), (64, 256, 1, 1)).spec  # 90 million
+    assert npconv.explain_choice(seven).algorithm == "jit"  # the forward pass up to 96
+    assert npconv.explain_choice(seven, np.float32, "backward").algorithm == "im2col"
     padded = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1), padding=1).spec
     assert npconv.explain_choice(padded, np.float32, "backward").algorithm == "im2col"
     suite = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec

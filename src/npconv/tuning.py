@@ -359,6 +359,23 @@ IMPLICIT_POINTWISE_MAX_PIXELS = 256
 # 1.56, (8, 256, 14, 14) with 32 1.41 / 0.55. With 128 output channels it was 0.85-1.6x,
 # with 256 and 512 0.7-1.1x, and on 28x28 outputs 0.9-0.94x with 32-64.
 POINTWISE_JIT_MAX_CHANNELS = 96
+# And on larger outputs a small layer of at least POINTWISE_JIT_FEW_MIN_SAMPLES samples
+# (one sample is a single, two-threaded GEMM for im2col), at most
+# POINTWISE_JIT_FEW_MAX_MACS multiply-adds. jit / im2col, ms, forward and backward, on an
+# AVX-512 Xeon, 28x28 outputs: (2, 256, ...) with 64 1x1 kernels 0.21 / 0.50 and 0.63 /
+# 1.11, (2, 64, ...) with 256 0.24 / 0.52 and 0.69 / 1.13, (2, 96, ...) with 96 0.13 /
+# 0.28 and 0.36 / 0.58, (3, 256, ...) with 64 0.32 / 0.53 and 0.84 / 1.08, (3, 64, ...)
+# with 256 0.35 / 0.47 and 0.99 / 1.11; mixed from 51 million ((4, 64, ...) with 256
+# 0.45 / 0.47 and 1.27 / 1.09), slower from 100 million ((2, 256, ...) with 256 0.82 /
+# 0.69 and 1.94 / 1.54) and with one sample ((1, 64, 48, 48) with 192 0.26 / 0.25 and
+# 0.83 / 0.68).
+POINTWISE_JIT_FEW_MAX_MACS = 40_000_000
+POINTWISE_JIT_FEW_MIN_SAMPLES = 2
+# The forward pass alone wins further: (7, 256, 28, 28) with 64 0.82 / 0.97, (7, 64, 28,
+# 28) with 256 0.75 / 0.84, (7, 128, 28, 28) with 128 0.79 / 0.85 (90 million); but
+# (10, 128, 28, 28) with 128 1.11 / 0.95 (128 million), (2, 256, 28, 28) with 256 0.82 /
+# 0.69 (103 million).
+POINTWISE_JIT_FEW_FORWARD_MAX_MACS = 96_000_000
 # Past IMPLICIT_POINTWISE_MAX_K input channels the implicit GEMM's forward pass still
 # won alone, on such outputs: im2col / implicit, ms, (16, 256, 14, 14) with 64 kernels
 # (the suite's pointwise layer) 0.52-0.54 / 0.41-0.42, (32, 512, 7, 7) with 64 0.69 /
@@ -557,11 +574,17 @@ def _few_pixels(spec: ConvSpec, op: str) -> bool:
 
 def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
     """Whether every pass of a 1x1 layer goes to the jit algorithm's implicit GEMM
-    (:data:`POINTWISE_JIT_MAX_CHANNELS`; ``op``'s parts must fit the workspace)."""
+    (:data:`POINTWISE_JIT_MAX_CHANNELS`, or :data:`POINTWISE_JIT_FEW_MAX_MACS` and the
+    forward pass's :data:`POINTWISE_JIT_FEW_FORWARD_MAX_MACS`; ``op``'s parts must fit the
+    workspace)."""
     from .algorithms import jit
 
-    if not (jit.pointwise(spec, itemsize) and spec.c_out_g <= POINTWISE_JIT_MAX_CHANNELS
-            and spec.oh * spec.ow <= IMPLICIT_POINTWISE_MAX_PIXELS):
+    small_outputs = spec.oh * spec.ow <= IMPLICIT_POINTWISE_MAX_PIXELS
+    few = (not small_outputs and spec.n >= POINTWISE_JIT_FEW_MIN_SAMPLES
+           and spec.flops // 2 <= (POINTWISE_JIT_FEW_FORWARD_MAX_MACS if op == "forward"
+                                   else POINTWISE_JIT_FEW_MAX_MACS))
+    if not (jit.pointwise(spec, itemsize)
+            and (few or (small_outputs and spec.c_out_g <= POINTWISE_JIT_MAX_CHANNELS))):
         return False
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     return all(jit.adjoint(spec, itemsize) is not None if part == "grad_input"
