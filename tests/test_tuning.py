@@ -297,6 +297,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
         spec = plan_conv2d(x, (c_out, x[1], 1, 1)).spec
         for op in ("forward", "backward"):
             assert npconv.explain_choice(spec, np.float32, op).algorithm == expected, (x, op)
+    two = plan_conv2d((2, 256, 28, 28), (64, 256, 1, 1)).spec
+    assert "2 samples, 25,690,112 multiply-adds" in npconv.explain_choice(two).reason
     seven = plan_conv2d((7, 256, 28, 28), (64, 256, 1, 1)).spec  # 90 million
     assert npconv.explain_choice(seven).algorithm == "jit"  # the forward pass up to 96
     assert npconv.explain_choice(seven, np.float32, "backward").algorithm == "im2col"

@@ -780,10 +780,14 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                         if spec.c_in_g < DEEP_ALL_CHANNELS else ""),
         "implicit": _implicit_because(spec, dtype, op, macs, k),
         "pointwise": f"an unpadded 1x1 kernel at stride 1 with {spec.c_out_g} output "
-                     f"channels per group on {spec.oh}x{spec.ow} outputs: im2col's "
-                     f"per-sample GEMMs are small, and the jit algorithm runs every pass as "
-                     f"its implicit GEMM (dX as the correlation of dZ with W's channel axes "
-                     f"swapped, 17.3.2), never waking BLAS's threads between them",
+                     f"channels per group on {spec.oh}x{spec.ow} outputs"
+                     + (": im2col's per-sample GEMMs are small"
+                        if spec.oh * spec.ow <= IMPLICIT_POINTWISE_MAX_PIXELS
+                        else f", {spec.n} samples, {macs:,} multiply-adds in all: a small "
+                             "layer")
+                     + ", and the jit algorithm runs every pass as "
+                     "its implicit GEMM (dX as the correlation of dZ with W's channel axes "
+                     "swapped, 17.3.2), never waking BLAS's threads between them",
         "split_weight": f"the weight gradient alone of {spec.n} samples, which im2col splits "
                         f"between {get_num_threads()} threads (each packs its own samples "
                         f"and multiplies them with single-threaded BLAS): faster than the "
