@@ -345,15 +345,25 @@ ADJOINT_CASES = {
     "grouped": ((2, 32, 14, 14), (32, 16, 3, 3), dict(padding=2, dilation=2, groups=2)),
     "asymmetric": ((2, 16, 15, 13), (16, 16, 3, 5),
                    dict(padding=((3, 1), (2, 4)), dilation=(2, 1))),
+    # undilated layers take it where the implicit GEMM runs the correlation: with AVX-512
+    # from 32 channels (set below, so that any machine runs these)
+    "undilated": ((2, 32, 14, 14), (32, 32, 3, 3), dict(padding=1)),
+    "undilated grouped": ((2, 64, 9, 11), (64, 32, 3, 3), dict(padding=1, groups=2)),
+    "1x7": ((2, 32, 9, 9), (48, 32, 1, 7), dict(padding=(0, 3))),
+    "undilated asymmetric": ((3, 32, 12, 10), (40, 32, 5, 3),
+                             dict(padding=((4, 0), (1, 2)))),
+    "unpadded": ((2, 32, 10, 10), (32, 32, 3, 3), {}),
 }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(ADJOINT_CASES))
-def test_a_dilated_input_gradient_runs_as_the_adjoint_correlation(case, dtype,
-                                                                 correlate_calls, monkeypatch):
+def test_a_unit_stride_input_gradient_runs_as_the_adjoint_correlation(case, dtype,
+                                                                     correlate_calls,
+                                                                     monkeypatch):
     # 17.3.2: dZ padded by the kernel's extent less the padding, W rotated by 180 degrees
     _implicit_dtype(dtype, monkeypatch)
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     x_shape, w_shape, kwargs = ADJOINT_CASES[case]
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
     adjoint = jit.adjoint(spec, np.dtype(dtype).itemsize)
@@ -371,21 +381,31 @@ def test_a_dilated_input_gradient_runs_as_the_adjoint_correlation(case, dtype,
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-def test_the_adjoint_is_not_used_where_it_does_not_fit():
+def test_the_adjoint_is_not_used_where_it_does_not_fit(monkeypatch):
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     padded_beyond = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=5, dilation=2).spec
-    undilated = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=1).spec
+    undilated_beyond = plan_conv2d((2, 32, 14, 14), (32, 32, 3, 3), padding=3).spec
+    # 16 input channels and little junk: the implicit GEMM does not run the correlation
+    undilated_narrow = plan_conv2d((2, 16, 14, 14), (16, 16, 3, 3), padding=1).spec
     narrow = plan_conv2d((2, 16, 14, 14), (32, 8, 3, 3), padding=2, dilation=2,
                          groups=2).spec  # 8 input channels per group: dX's tile too thin
-    assert all(jit.adjoint(s, 4) is None for s in (padded_beyond, undilated, narrow))
+    strided = plan_conv2d((2, 32, 14, 14), (32, 32, 3, 3), stride=2, padding=1).spec
+    padded_1x1 = plan_conv2d((2, 32, 14, 14), (32, 32, 1, 1), padding=1).spec
+    cases = (padded_beyond, undilated_beyond, undilated_narrow, narrow, strided, padded_1x1)
+    assert all(jit.adjoint(s, 4) is None for s in cases)
 
 
-def test_an_inf_weight_keeps_the_dilated_input_gradient_exact(correlate_calls):
+@pytest.mark.parametrize("case", ["dilated", "undilated", "1x7"])
+def test_an_inf_weight_keeps_the_input_gradient_exact(case, correlate_calls, monkeypatch):
     # the zeros around dZ would meet the inf as 0 * inf: the scatter path takes it
-    x_shape, w_shape, kwargs = ADJOINT_CASES["dilated"]
+    _implicit_dtype(np.float64, monkeypatch)
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    x_shape, w_shape, kwargs = ADJOINT_CASES[case]
+    assert jit.adjoint(plan_conv2d(x_shape, w_shape, **kwargs).spec, 8) is not None
     rng = np.random.default_rng(4)
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
-    w[3, 5, 1, 2] = np.inf
+    w[3, 5, 0, 2] = np.inf
     g = rng.standard_normal(plan_conv2d(x_shape, w_shape, **kwargs).spec.y_shape)
     got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=(True, False, False),
                                  **kwargs)[0]

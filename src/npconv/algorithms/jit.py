@@ -33,7 +33,8 @@ as implicit GEMMs in :mod:`npconv.algorithms._implicit` instead (:func:`implicit
 decides): im2col's products with the column matrix read in place, no junk columns; so do
 unpadded unit-stride 1x1 layers with AVX-512 (:func:`pointwise`), all three passes. The
 same forward tiles run dX as a correlation of dZ with W's rotated taps (17.3.2): of
-dilated and 1x1 layers whole (:func:`adjoint`), of strided layers phase by phase
+unit-stride layers whole wherever they take that correlation (:func:`adjoint`; the
+scatter stays for the others), of strided layers phase by phase
 (:func:`phases`: each stride phase of dX meets only the taps that reach it).
 Tiny problems (the book's layer) and small strided ones go to the index-table kernels
 of :mod:`npconv.algorithms._indexed` (:func:`indexed` decides): im2col as a gather
@@ -791,20 +792,28 @@ def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def adjoint(spec: ConvSpec, itemsize: int) -> ConvSpec | None:
-    """dX of a dilated unit-stride layer, or of a 1x1 one :func:`pointwise` takes, as a
-    forward correlation (17.3.2): dZ padded by the kernel's dilated extent less the
-    layer's padding, correlated with W rotated by 180 degrees, its channel axes swapped
-    (for the 1x1 layer nothing is padded or rotated). Its spec, where that correlation
-    runs on the implicit GEMM (:func:`implicit`); else None.
+    """dX of a unit-stride layer, or of a 1x1 one :func:`pointwise` takes, as a forward
+    correlation (17.3.2): dZ padded by the kernel's dilated extent less the layer's
+    padding, correlated with W rotated by 180 degrees, its channel axes swapped (for the
+    1x1 layer nothing is padded or rotated). Its spec, where that correlation runs on the
+    implicit GEMM (:func:`implicit`) and the layer is not padded beyond the kernel's
+    extent; else None.
 
     Measured against the scattering input gradient (:func:`_blocked.scatter_input_grad`),
-    ms: (16, 32, 32, 32) with 32 3x3 kernels, dilation 2, 5.75 / 5.47; (16, 64, 32, 32)
-    20.2 / 15.7; (8, 32, 64, 64), dilation 4, 11.8 / 10.5; (32, 16, 28, 28) 4.64 / 3.06.
-    Other undilated layers keep the scatter: their padded dZ would carry more zeros than
-    the implicit kernel's advantage is worth (17.3.2's zero padding, measured slower on
-    every suite layer with the register-tiled correlation).
+    dX, ms, scatter / adjoint. Dilated: (16, 32, 32, 32) with 32 3x3 kernels, dilation
+    2, 5.75 / 5.47; (16, 64, 32, 32) 20.2 / 15.7; (8, 32, 64, 64), dilation 4, 11.8 /
+    10.5. Undilated, on an AVX-512 Xeon, once the implicit kernels walked K in blocks
+    (:data:`._implicit.FORWARD_K_BLOCK`): res56 16.7 / 10.8, res28 15.3 / 10.3, (16, 256,
+    14, 14) with 256 22.3 / 11.7, (32, 512, 7, 7) with 512 57.2 / 30.7, Inception's (16,
+    128, 17, 17) with 128 1x7 and 7x1 kernels 5.28 / 3.11 and 4.24 / 3.06, (4, 64, 28,
+    28) with 64 5x5 kernels 2.54 / 1.75; 0.44-0.92x on every one of 40 random layers
+    (1-64 samples, 32-512 channels, 3x3 to 7x7, grouped, asymmetric padding). With AVX2
+    tiles the implicit GEMM takes fewer layers (:func:`implicit`: junk-heavy rows, K up
+    to :data:`IMPLICIT_MAX_K`); there, 0.69-0.84x: the 1x7 layer 7.83 / 5.62, with 64
+    channels 2.02 / 1.40, (32, 16, 14, 14) with 16 5x5 kernels 0.58 / 0.47.
     """
-    if not _wide(spec) or (spec.dilation == (1, 1) and not pointwise(spec, itemsize)):
+    if not _wide(spec) or (spec.kh * spec.kw == 1 and spec.dilation == (1, 1)
+                           and not pointwise(spec, itemsize)):
         return None
     (dh, dw), (top, bottom, left, right) = spec.dilation, spec.padding
     extent_h, extent_w = dh * (spec.kh - 1), dw * (spec.kw - 1)
