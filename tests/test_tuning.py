@@ -246,8 +246,14 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     # gradients on outputs below 10x10: the register-tiled kernels up to 128 channels
     small128 = plan_conv2d((16, 128, 9, 9), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
-    ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec  # F(2x2)
-    assert npconv.explain_choice(ten128, np.float32, "backward").algorithm == "winograd"
+    # F(2x2) from 14x14 at 128 channels (jit's dX and dW both on the implicit GEMM), from
+    # 10x10 at 160
+    ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(ten128, np.float32, "backward").algorithm == "jit"
+    thirteen = plan_conv2d((8, 128, 13, 13), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(thirteen, np.float32, "backward").algorithm == "jit"
+    ten160 = plan_conv2d((16, 160, 10, 10), (160, 160, 3, 3), padding=1).spec
+    assert npconv.explain_choice(ten160, np.float32, "backward").algorithm == "winograd"
     # and from 256 channels F(2x2) winograd, from 7x7 outputs and 110 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"
@@ -258,10 +264,11 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(few7, np.float32, "backward").algorithm == "im2col"
     tiny = plan_conv2d((64, 256, 6, 6), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(tiny, np.float32, "backward").algorithm != "winograd"
-    # one-dimensional kernels: the backward pass on jit up to 128 channels
+    # one-dimensional kernels: the backward pass on jit where its dW and dX both run on
+    # the implicit GEMM (columns up to 1152 pairs)
     for x, w, pad, expected in (((16, 128, 17, 17), (128, 128, 1, 7), (0, 3), "jit"),
                                 ((16, 64, 28, 28), (64, 64, 3, 1), (1, 0), "jit"),
-                                ((16, 160, 17, 17), (160, 160, 1, 7), (0, 3), "im2col"),
+                                ((16, 160, 17, 17), (160, 160, 1, 7), (0, 3), "jit"),
                                 ((16, 192, 17, 17), (192, 192, 7, 1), (3, 0), "im2col")):
         spec = plan_conv2d(x, w, padding=pad).spec
         assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, x
@@ -306,11 +313,14 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(padded, np.float32, "backward").algorithm == "im2col"
     suite = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec
     assert npconv.explain_choice(suite, np.float64).algorithm == "im2col"
-    # one or two samples: im2col's backward from columns of 1152 pairs
+    # one or two samples: im2col's backward beyond columns of 1152 pairs (at 1152 jit's
+    # dW and dX both run on the implicit GEMM)
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"
     one128 = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(one128, np.float32, "backward").algorithm == "im2col"
+    assert npconv.explain_choice(one128, np.float32, "backward").algorithm == "jit"
+    one160 = plan_conv2d((1, 160, 28, 28), (160, 160, 3, 3), padding=1).spec
+    assert npconv.explain_choice(one160, np.float32, "backward").algorithm == "im2col"
     two5x5 = plan_conv2d((2, 64, 28, 28), (64, 64, 5, 5), padding=2).spec
     assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "im2col"
     # long columns: any K from 1024 output pixels, up to 2304 pairs from 512

@@ -149,6 +149,16 @@ WINOGRAD_AVX512_BACKWARD_MIN_SIZE = 7
 # (2, 128, 32, 32) by 2 (16x16 phases) 5.96 / 4.54.
 WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS = 128
 WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE = 10
+# ... but from this size where both of the jit algorithm's gradients run on the implicit
+# GEMM (:func:`_jit_backward_implicit`: 128 channels), since its dX runs there as the
+# adjoint correlation. Backward, winograd / jit, ms, 128 channels: 10x10, (4, 128, 10,
+# 10) 1.58 / 1.67, (8, ...) 2.38 / 2.22, (16, ...) 4.12 / 3.50, (32, ...) 7.60 / 6.07;
+# 12x12 and 13x13, (4, 128, 12, 12) 1.77 / 1.81, (8, 128, 12, 12) 2.95 / 2.71, (8, 128,
+# 13, 13) 3.40 / 3.10; level from 14x14: (2, 128, 14, 14) 1.44 / 1.60, (4, ...) 2.03 /
+# 2.23, (8, ...) 3.44 / 3.49, (16, ...) 6.23 / 6.02, (6, 128, 16, 16) 3.48 / 3.35, (4,
+# 128, 20, 20) 3.35 / 3.46, (8, ...) 6.08 / 5.87. With 160 and 192 channels (dW off the
+# implicit GEMM) winograd stays far ahead: (8, 160, 12, 12) 4.07 / 12.0 (im2col 5.17).
+WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE = 14
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
 WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
@@ -231,7 +241,13 @@ FEW_MIN_K = 288
 # backward, jit / im2col, ms, 128 3x3 kernels, dilation 2 unless said: (2, 128, 32, 32)
 # 4.15 / 5.45 (dilation 4: 4.27 / 5.48), (1, 128, 32, 32) 2.65 / 3.03, (1, 128, 56, 56)
 # 6.05 / 9.20, (2, 128, 24, 24) 2.78 / 3.23, (2, 128, 20, 20), dilation 3, 2.20 / 2.47;
-# so with AVX-512 the backward pass of a dilated layer is not this case.
+# so with AVX-512 the backward pass of a dilated layer is not this case. Nor, since dX
+# runs as the adjoint correlation on the implicit GEMM (npconv.algorithms.jit.adjoint),
+# the backward pass of a layer whose two gradients both run there (K = 1152 exactly,
+# :func:`_jit_backward_implicit`): backward, jit / im2col, ms, 128 3x3 kernels, one
+# sample: 28x28 2.23 / 2.37, 32x32 2.59 / 2.98, 40x40 3.45 / 4.86, 48x48 4.63 / 6.45;
+# two 20x20 samples 2.24 / 2.50. Beyond 1152 pairs dW leaves the implicit GEMM: (1, 160,
+# 28, 28) with 160, 10.4 / 3.3.
 FEW_AVX512_MIN_K = 1152
 # The backward pass (dX and dW together) of a stem-like layer, a handful of input
 # channels per group (columns of at most STEM_MAX_K (channel, tap) pairs), goes to
@@ -267,7 +283,11 @@ ONE_DIM_FORWARD_MIN_CHANNELS = 128
 # (32, 128, 17, 17) with 128 7x1 17.3 / 20.9; (8, 128, 17, 17) 1x7 5.2 / 5.6; (16, 96,
 # 17, 17) with 96 1x3 2.6 / 3.5; (16, 64, 28, 28) with 64 3x1 3.1 / 4.5; (16, 64, 35,
 # 35) with 96 1x7 13.9 / 16.2. Beyond, im2col: 160 1x7 17.5 / 16.1, 192 7x1 41.7 / 20.2.
-ONE_DIM_AVX512_JIT_MAX_CHANNELS = 128
+# Since dX runs as the adjoint correlation on the implicit GEMM (npconv.algorithms.jit.
+# adjoint) the limit is that of the implicit GEMM itself (:func:`_jit_backward_implicit`,
+# columns up to 1152 pairs): (16, 160, 17, 17) with 160 1x7 kernels 12.3 / 16.0, 7x1
+# 12.0 / 14.7; the 128-channel layers 7.2 / 11.1 and 7.2 / 10.0; but 192 7x1 kernels
+# (1344 pairs) 33.0 / 20.1.
 # The float32 backward pass of a strided layer with at most 16 output channels per group
 # goes to the jit algorithm (dW on the implicit GEMM, or below 8 channels on the stride
 # phases; dX scattered into the stride phases of each input plane) while its output
@@ -556,7 +576,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K
                and (op == "forward" or jit.VECTOR_BYTES < 64
                     or (spec.c_in_g * spec.kh * spec.kw >= FEW_AVX512_MIN_K
-                        and spec.dilation == (1, 1))))
+                        and spec.dilation == (1, 1)
+                        and not (op == "backward"
+                                 and _jit_backward_implicit(spec, itemsize)))))
         stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
                 and spec.c_out_g >= (STEM_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64
                                      else STEM_MIN_CHANNELS)
@@ -606,12 +628,17 @@ def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
 
 def _one_dim_jit(spec: ConvSpec, itemsize: int) -> bool:
     """Whether, with AVX-512, the backward pass of a one-dimensional kernel stays on the
-    jit algorithm (:data:`ONE_DIM_AVX512_JIT_MAX_CHANNELS`)."""
+    jit algorithm: where both its gradients run on the implicit GEMM."""
+    return _jit_backward_implicit(spec, itemsize)
+
+
+def _jit_backward_implicit(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether, with AVX-512, both of the jit algorithm's gradients of ``spec`` run on
+    the implicit GEMM: dW, and dX as the adjoint correlation (finite weights)."""
     from .algorithms import jit
 
-    return (jit.VECTOR_BYTES >= 64
-            and max(spec.c_in_g, spec.c_out_g) <= ONE_DIM_AVX512_JIT_MAX_CHANNELS
-            and jit.implicit(spec, "grad_weight", itemsize))
+    return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
+            and jit.adjoint(spec, itemsize) is not None)
 
 
 def _long_columns(spec: ConvSpec, op: str) -> bool:
@@ -693,7 +720,9 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
     if backward and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS:
         size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
     elif backward and channels >= WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS:
-        size = WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE
+        size = (WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE
+                if _jit_backward_implicit(spec, np.dtype(dtype).itemsize)
+                else WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE)
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= size
             and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype, op)
