@@ -254,6 +254,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(thirteen, np.float32, "backward").algorithm == "jit"
     ten160 = plan_conv2d((16, 160, 10, 10), (160, 160, 3, 3), padding=1).spec
     assert npconv.explain_choice(ten160, np.float32, "backward").algorithm == "winograd"
+    # many weights per pixel: jit from three samples where both gradients are implicit
+    for n, expected in ((6, "jit"), (3, "jit"), (2, "im2col")):
+        spec = plan_conv2d((n, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, n
     # and from 256 channels F(2x2) winograd, from 7x7 outputs and 110 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"

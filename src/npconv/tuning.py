@@ -66,6 +66,15 @@ SMALL_PROBLEM_MACS = 8_000_000
 #   (1, 64, 10, 10) with 64 (369) measured 0.39 / 0.43 in one run, 0.40 / 0.26 in another.
 # From 200: below it the wins were small (stride 2: 1.23x at 188, 1.07x at 106) and thin
 # GEMMs lose ((8, 256, 14, 14) with 32 5x5 kernels, 130 weights per pixel: 12.9 / 16.1).
+# But with AVX-512 a backward pass (not a small problem) of three or more samples whose
+# jit gradients both run on the implicit GEMM (dX as the adjoint correlation,
+# npconv.algorithms.jit.adjoint) stays on jit: backward, jit / im2col, ms, 128 3x3
+# kernels: (3, 128, 10, 10) 1.44 / 1.81, (6, ...) 1.83 / 2.39, (3, 128, 12, 12) 1.66 /
+# 2.21, (8, 128, 8, 8) 1.85 / 2.38, (8, 128, 7, 7) 1.71 / 1.99, (16, 128, 5, 5) 1.87 /
+# 2.47, (16, 128, 4, 4) 1.32 / 1.96; (4, 96, 10, 10) with 96, 0.93 / 1.21; level at (3,
+# 128, 8, 8) 1.01 / 1.06 and (4, 128, 7, 7) 1.19 / 1.15. With one or two samples im2col
+# keeps them: (2, 128, 10, 10) 1.22 / 1.06, (1, 128, 14, 14) 1.15 / 0.96, (1, 128, 20,
+# 20) 1.71 / 1.57.
 GEMM_WEIGHTS_PER_PIXEL = 200
 # Winograd F(2x2, 3x3) pays off where its 16 GEMMs are wide enough for BLAS: measured
 # 1.3-1.8x faster than the register-tiled kernels and im2col with 64-256 channels on
@@ -535,7 +544,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "winograd"
     if _pointwise_jit(spec, itemsize, op):
         return "pointwise"
-    if _few_pixels(spec, op):
+    if _few_pixels(spec, op) and not (op == "backward" and spec.n > FEW_SAMPLES
+                                      and _jit_backward_implicit(spec, itemsize)):
         return "few_pixels"
     deep = DEEP_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64 else DEEP_MIN_CHANNELS
     if op != "forward" and spec.c_in_g >= deep and size < WINOGRAD_MIN_SIZE:
@@ -846,18 +856,28 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
         "one_dim": f"a {spec.kh}x{spec.kw} kernel with {spec.c_in_g} input and "
                    f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
                    f"beat the register-tiled kernels on one-dimensional kernels",
-        "tiled": f"{macs:,} multiply-adds at stride 1 with enough channels per group: "
-                 f"the jit algorithm's register-tiled kernels (4 channels x 16 pixels in "
-                 f"registers) beat im2col + BLAS" + (
-                     "; its dW runs as the implicit GEMM (no junk columns)"
-                     if op == "backward" and _jit_implicit(spec, dtype) else "") + (
-                     "; dX runs as the implicit GEMM: the correlation of dZ, padded by "
-                     "the dilated kernel's extent, with W rotated by 180 degrees (17.3.2; "
-                     "finite weights)" if op in ("backward", "grad_input")
-                     and _jit_adjoint(spec, dtype) else ""),
+        "tiled": _tiled_because(spec, dtype, op, macs),
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
+
+
+def _tiled_because(spec: ConvSpec, dtype, op: str, macs: int) -> str:
+    """:func:`explain_choice`'s reason for the jit algorithm's unit-stride kernels."""
+    adjoint = ("dX runs as the implicit GEMM: the correlation of dZ, padded by the "
+               "dilated kernel's extent less the padding, with W rotated by 180 degrees "
+               "(17.3.2; finite weights)")
+    if op == "backward" and _jit_backward_implicit(spec, np.dtype(dtype).itemsize):
+        return (f"{macs:,} multiply-adds at stride 1 with enough channels per group: both "
+                f"gradients on the jit algorithm's implicit GEMM beat im2col + BLAS (dW "
+                f"with the column matrix read in place; {adjoint})")
+    return (f"{macs:,} multiply-adds at stride 1 with enough channels per group: the jit "
+            f"algorithm's register-tiled kernels (4 channels x 16 pixels in registers) beat "
+            f"im2col + BLAS"
+            + ("; its dW runs as the implicit GEMM (no junk columns)"
+               if op == "backward" and _jit_implicit(spec, dtype) else "")
+            + (f"; {adjoint}" if op in ("backward", "grad_input")
+               and _jit_adjoint(spec, dtype) else ""))
 
 
 def _weight_tile(spec: ConvSpec, dtype) -> str:
