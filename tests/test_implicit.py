@@ -545,20 +545,66 @@ def test_a_strided_input_gradient_runs_phase_by_phase_and_agrees(case, dtype, ph
     np.testing.assert_allclose(dx2, want2, rtol=tol, atol=tol)
 
 
+LONG_K_CASES = {
+    "5x5": ((2, 64, 9, 9), (32, 64, 5, 5), dict(padding=2)),  # K = 1600
+    "strided 7x7": ((2, 32, 15, 15), (48, 32, 7, 7), dict(stride=2, padding=3)),  # 1568
+    "grouped": ((2, 96, 8, 8), (64, 48, 5, 5), dict(padding=1, groups=2)),  # 1200
+}
+
+
+@pytest.mark.parametrize("case", list(LONG_K_CASES))
+def test_few_output_channels_take_the_implicit_weight_gradient_at_any_k(case,
+                                                                       weight_grad_calls,
+                                                                       monkeypatch):
+    monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
+    x_shape, w_shape, kwargs = LONG_K_CASES[case]
+    spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+    assert spec.c_in_g * spec.kh * spec.kw > jit.IMPLICIT_ANY_SHAPE_MAX_K
+    assert jit.implicit(spec, "grad_weight", 4)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = rng.standard_normal(spec.y_shape).astype(np.float32)
+    mask = (False, True, False)
+    got = npconv.conv2d_backward(x, w, g, algorithm="jit", output_mask=mask, **kwargs)[1]
+    want = npconv.conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                                  g.astype(np.float64), algorithm="naive", output_mask=mask,
+                                  **kwargs)[1]
+    assert weight_grad_calls == [spec] and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    # not past the output channels where im2col's GEMM wins, nor in float64, nor where the
+    # partial sums would not fit the workspace
+    wide = plan_conv2d(x_shape, ((jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS + 32) * spec.groups,
+                                 *w_shape[1:]), **kwargs).spec
+    assert not jit.implicit(wide, "grad_weight", 4) and not jit.implicit(spec, "grad_weight", 8)
+    before = npconv.workspace_limit()
+    try:
+        npconv.set_workspace_limit(_implicit.weight_sums_bytes(spec, 4) - 1)
+        assert not jit.implicit(spec, "grad_weight", 4)
+    finally:
+        npconv.set_workspace_limit(before)
+
+
 def test_auto_runs_the_phases_paired_with_im2col_and_agrees(phase_calls, monkeypatch):
-    # dX phase by phase on jit, dW on im2col (columns past 1024 pairs): the "jit+im2col"
-    # pair of the rule, through the functional API
+    # dX phase by phase on jit, dW on im2col (columns past 1024 pairs, the implicit dW's
+    # partial sums past the workspace limit): the "jit+im2col" pair of the rule, through
+    # the functional API
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
     monkeypatch.setattr(_implicit, "VECTOR_BYTES", 64)
     x_shape, w_shape, kwargs = (3, 48, 31, 31), (64, 48, 5, 5), dict(stride=2, padding=2)
     spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
-    assert npconv.explain_choice(spec, np.float32, "backward").algorithm == "jit+im2col"
-    rng = np.random.default_rng(10)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(w_shape).astype(np.float32)
-    g = rng.standard_normal(spec.y_shape).astype(np.float32)
-    got = npconv.conv2d_backward(x, w, g, **kwargs)
-    want = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    before = npconv.workspace_limit()
+    npconv.set_workspace_limit(_implicit.weight_sums_bytes(spec, 4) - 1)
+    try:
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == "jit+im2col"
+        rng = np.random.default_rng(10)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        g = rng.standard_normal(spec.y_shape).astype(np.float32)
+        got = npconv.conv2d_backward(x, w, g, **kwargs)
+        want = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    finally:
+        npconv.set_workspace_limit(before)
     assert phase_calls == [spec]
     for a, b in zip(got, want, strict=True):
         assert_close(a, b, "auto")

@@ -414,8 +414,9 @@ def test_weight_gradient_alone_follows_the_im2col_split(threads):
 
 def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     """With AVX-512 a strided layer's dW runs on the implicit GEMM (columns up to 1024
-    pairs), and its dX phase by phase on jit up to 128 output channels (the backward
-    pass all on jit), on im2col past them (the backward pass split)."""
+    pairs, any with up to 160 output channels), and its dX phase by phase on jit up to
+    128 output channels (the backward pass all on jit), on im2col past them (the
+    backward pass split)."""
     from npconv.algorithms import _implicit, jit
 
     monkeypatch.setattr(jit, "VECTOR_BYTES", 64)
@@ -429,9 +430,16 @@ def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):
     choice = npconv.explain_choice(wide, np.float32, "backward")
     assert choice.algorithm == "im2col+jit" and "dX on im2col" in choice.reason
     assert npconv.explain_choice(wide, np.float32, "grad_input").algorithm == "im2col"
-    # dX on jit, dW on im2col: columns past 1024 pairs
+    # columns past 1024 pairs: dW stays on the implicit GEMM with few output channels;
+    # where its partial sums do not fit the workspace, dX on jit and dW on im2col
     five = plan_conv2d((8, 128, 28, 28), (64, 128, 5, 5), padding=2, stride=2).spec
-    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "jit+im2col"
+    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "jit"
+    before = npconv.workspace_limit()
+    try:
+        npconv.set_workspace_limit(_implicit.weight_sums_bytes(five, 4) - 1)
+        assert npconv.explain_choice(five, np.float32, "backward").algorithm == "jit+im2col"
+    finally:
+        npconv.set_workspace_limit(before)
     long_k = plan_conv2d((10, 128, 28, 28), (256, 128, 3, 3), padding=1, stride=2).spec
     assert npconv.explain_choice(long_k, np.float32, "backward").algorithm == "im2col"
     two = plan_conv2d((2, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec

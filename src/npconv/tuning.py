@@ -432,6 +432,12 @@ POINTWISE_JIT_FEW_FORWARD_MAX_MACS = 96_000_000
 # 6.9 (im2col's dW alone 5.6). float64 (whose implicit dW vectorises with AVX-512),
 # im2col / split: the stride-2 ResNet layer 33.2 / 31.2, the 5x5 one 27.9 / 22.7,
 # ResNet's 7x7 stem with 17 samples 22.7 / 18.8.
+# Past it, with few output channels (npconv.algorithms.jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS,
+# where the implicit GEMM takes dW at any K), the implicit dW keeps winning: dW alone,
+# implicit / im2col, ms: stride 2, (16, 64, 56, 56) with 128 5x5 kernels (K = 1600)
+# 16.1 / 23.6, (8, 64, 56, 56) with 64 4.12 / 8.42, (16, 128, 28, 28) with 128 9.08 /
+# 13.3, (16, 32, 112, 112) with 64 7x7 kernels 29.0 / 58.3; unit stride, (16, 64, 28,
+# 28) with 64 5x5 6.81 / 14.9, (16, 32, 7, 7) with 32 7x7 0.39 / 1.37.
 SPLIT_BACKWARD_MAX_K = 1024
 # dX of a strided layer with up to PHASES_MAX_OUT_CHANNELS output channels per group
 # (AVX-512: 128, AVX2: 64) goes to the jit algorithm, which runs it phase by phase on
@@ -644,10 +650,13 @@ def _one_dim_jit(spec: ConvSpec, itemsize: int) -> bool:
 
 def _jit_backward_implicit(spec: ConvSpec, itemsize: int) -> bool:
     """Whether, with AVX-512, both of the jit algorithm's gradients of ``spec`` run on
-    the implicit GEMM: dW, and dX as the adjoint correlation (finite weights)."""
+    the implicit GEMM, dW with columns of at most
+    :data:`npconv.algorithms.jit.IMPLICIT_ANY_SHAPE_MAX_K` pairs (where the rules that
+    ask were measured), and dX as the adjoint correlation (finite weights)."""
     from .algorithms import jit
 
     return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
+            and spec.c_in_g * spec.kh * spec.kw <= jit.IMPLICIT_ANY_SHAPE_MAX_K
             and jit.adjoint(spec, itemsize) is not None)
 
 
@@ -696,11 +705,14 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
 
 def _implicit_weight_wins(spec: ConvSpec, itemsize: int) -> bool:
     """Whether the implicit GEMM's dW beats im2col's on a layer it runs (AVX-512, columns
-    of at most :data:`SPLIT_BACKWARD_MAX_K` pairs)."""
+    of at most :data:`SPLIT_BACKWARD_MAX_K` pairs, or any with at most
+    :data:`npconv.algorithms.jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS` output channels per
+    group)."""
     from .algorithms import jit
 
     return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
-            and spec.c_in_g * spec.kh * spec.kw <= SPLIT_BACKWARD_MAX_K)
+            and (spec.c_in_g * spec.kh * spec.kw <= SPLIT_BACKWARD_MAX_K
+                 or spec.c_out_g <= jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS))
 
 
 def _im2col_splits(spec: ConvSpec) -> bool:

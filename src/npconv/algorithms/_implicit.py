@@ -615,6 +615,15 @@ def sample_bytes(spec: ConvSpec, op: str, itemsize: int) -> int:
     return (padded + channels * spec.oh * spec.ow) * itemsize
 
 
+def weight_sums_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """Bytes of :func:`weight_grad`'s partial sums: :data:`SLICES` of dW, its channels
+    padded to whole tiles and its pairs to whole tiles of pairs."""
+    wco = weight_tile_channels(spec.c_out_g)
+    kt = weight_tile_pairs(wco, itemsize)
+    pairs = -(-spec.c_in_g * spec.kh * spec.kw // kt) * kt
+    return SLICES * spec.groups * pairs * -(-spec.c_out_g // wco) * wco * itemsize
+
+
 def phase_sample_bytes(spec: ConvSpec, itemsize: int) -> int:
     """Bytes of :func:`input_grad_phases`'s copies per sample: the padded dZ, and the
     phases' planes (each group's input channels padded to whole forward tiles)."""

@@ -565,6 +565,20 @@ IMPLICIT_ANY_SHAPE_MAX_K = 1152
 IMPLICIT_FORWARD_LONG_K = 2304
 IMPLICIT_FORWARD_LONG_K_MIN_PIXELS = 512
 IMPLICIT_FORWARD_ANY_K_MIN_PIXELS = 1024
+# Since dW runs cache-sized chunks of samples (:func:`._implicit.sample_chunk`) its
+# implicit GEMM beats im2col's at any K with AVX-512 up to this many output channels per
+# group, where im2col's GEMM is short in M. dW, implicit / im2col, ms, on an AVX-512 Xeon:
+# 64 output channels, (4, 64, 28, 28) with 5x5 kernels (K = 1600) 1.96 / 4.16, (1, ...)
+# 0.77 / 1.22, (16, ...) 6.81 / 14.89, (2, 192, 28, 28) 5x5 (K = 4800) 3.48 / 6.23, (8,
+# ...) 10.6 / 23.0, (8, 64, 56, 56) 7x7 27.1 / 55.9; 96, (8, 96, 28, 28) 5x5 8.54 /
+# 13.5; 128, (8, 256, 28, 28) 3x3 (K = 2304) 11.8 / 16.7, (16, 512, 14, 14) (K = 4608)
+# 13.6 / 18.0, (16, 128, 14, 14) 5x5 8.49 / 12.3, (4, 128, 28, 28) 5x5 8.66 / 11.3; 160,
+# (16, 160, 14, 14) (K = 1440) 5.07 / 6.66, (2, 160, 28, 28) 2.92 / 3.52, (16, 160, 17,
+# 17) 6.97 / 9.03. Beyond, mixed or lost: 192, (16, 192, 17, 17) with 7x1 kernels 8.56
+# / 9.12 but (1, 192, 28, 28) 3x3 3.03 / 2.54; 256, level ((16, 256, 14, 14) 14.2 /
+# 15.0, (32, 256, 7, 7) 7.92 / 8.12, (4, 256, 28, 28) 15.8 / 15.6) or lost ((2, 256, 14,
+# 14) 3.77 / 2.43); 512, 2.1-3.4x slower.
+IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS = 160
 # The implicit kernels are float32 kernels: LLVM's SLP vectoriser packs their float64
 # accumulators into no vector registers at any tile size tried (16x4, 8x8, 8x4, 4x8,
 # 8x6, 4x16, 8x2, 4x4), so they run scalar, 10-15x slower than in float32. Measured in
@@ -626,8 +640,11 @@ def phases(spec: ConvSpec, itemsize: int) -> bool:
 def _implicit_copies_fit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     """Whether the implicit kernels' copies (the padded input, and dZ for the weight
     gradient) of one sample fit the workspace limit (they run a chunk of samples at a
-    time: :func:`._implicit.sample_chunk`)."""
-    return _implicit.sample_bytes(spec, op, itemsize) <= tuning.workspace_limit()
+    time: :func:`._implicit.sample_chunk`), and the weight gradient's partial sums
+    (:func:`._implicit.weight_sums_bytes`) too."""
+    limit = tuning.workspace_limit()
+    return (_implicit.sample_bytes(spec, op, itemsize) <= limit
+            and (op != "grad_weight" or _implicit.weight_sums_bytes(spec, itemsize) <= limit))
 
 
 def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
@@ -645,9 +662,10 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
     :data:`IMPLICIT_ANY_SHAPE_CHANNELS`, K up to :data:`IMPLICIT_ANY_SHAPE_MAX_K` and
     any junk (the forward pass: K up to :data:`IMPLICIT_FORWARD_LONG_K` from
     :data:`IMPLICIT_FORWARD_LONG_K_MIN_PIXELS` output pixels, any K from
-    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS`); or any 1x1 layer :func:`pointwise`
-    takes; its copies (the padded input, and dZ for the weight gradient) must fit the
-    workspace limit."""
+    :data:`IMPLICIT_FORWARD_ANY_K_MIN_PIXELS`; dW any K up to
+    :data:`IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS` output channels per group); or any 1x1
+    layer :func:`pointwise` takes; its copies (the padded input, and dZ for the weight
+    gradient) must fit the workspace limit, and so must dW's partial sums."""
     if op in ("forward", "grad_weight") and pointwise(spec, itemsize):
         return _implicit_copies_fit(spec, op, itemsize)
     float64_weight = (op == "grad_weight" and itemsize == 8
@@ -663,6 +681,9 @@ def implicit(spec: ConvSpec, op: str, itemsize: int) -> bool:
         max_k = (math.inf if pixels >= IMPLICIT_FORWARD_ANY_K_MIN_PIXELS
                  else IMPLICIT_FORWARD_LONG_K if pixels >= IMPLICIT_FORWARD_LONG_K_MIN_PIXELS
                  else IMPLICIT_ANY_SHAPE_MAX_K)
+    elif (any_shape and op == "grad_weight" and itemsize == IMPLICIT_ITEMSIZE
+          and spec.c_out_g <= IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS):
+        max_k = math.inf  # dW of a float32 layer with few output channels
     else:
         max_k = (IMPLICIT_ANY_SHAPE_MAX_K if any_shape
                  else max(IMPLICIT_MAX_K, IMPLICIT_FORWARD_MAX_K) if long_k else IMPLICIT_MAX_K)
