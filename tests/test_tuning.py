@@ -217,16 +217,22 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
             assert npconv.explain_choice(single, np.float32, "backward").algorithm == "winograd"
     finally:
         npconv.set_num_threads(before)
-    # the register-tiled kernels up to columns of 1600 pairs backward, 2304 forward
+    # long columns: the backward pass on jit where both its gradients run on the implicit
+    # GEMM (dX from 32 input channels), else im2col
     five = plan_conv2d((4, 128, 28, 28), (128, 128, 5, 5), padding=2).spec  # K = 3200
-    assert npconv.explain_choice(five, np.float32, "backward").algorithm == "im2col"
-    assert "columns this long" in npconv.explain_choice(five, np.float32, "backward").reason
+    choice = npconv.explain_choice(five, np.float32, "backward")
+    assert choice.algorithm == "jit" and "both gradients" in choice.reason
     five64 = plan_conv2d((4, 64, 28, 28), (64, 64, 5, 5), padding=2).spec  # K = 1600
     assert npconv.explain_choice(five64, np.float32, "backward").algorithm == "jit"
+    wide = plan_conv2d((4, 128, 28, 28), (192, 128, 5, 5), padding=2).spec  # dW: 192
+    choice = npconv.explain_choice(wide, np.float32, "backward")
+    assert choice.algorithm == "im2col" and "columns this long" in choice.reason
     # 5x5 kernels with 96 or more output channels: im2col from 51,200 channels x pairs
-    for c_in, c_out in ((16, 128), (24, 128), (40, 128), (64, 96)):
+    # where dX cannot run as the adjoint correlation (fewer than 32 input channels)
+    for c_in, c_out, expected in ((16, 128, "im2col"), (24, 128, "im2col"),
+                                  (40, 128, "jit"), (64, 96, "jit")):
         wide5 = plan_conv2d((8, c_in, 28, 28), (c_out, c_in, 5, 5), padding=2).spec
-        assert npconv.explain_choice(wide5, np.float32, "backward").algorithm == "im2col"
+        assert npconv.explain_choice(wide5, np.float32, "backward").algorithm == expected
         assert npconv.explain_choice(wide5).algorithm == "jit"  # the forward pass: not this
     narrow5 = plan_conv2d((8, 8, 28, 28), (128, 8, 5, 5), padding=2).spec  # 128 x 200
     assert npconv.explain_choice(narrow5, np.float32, "backward").algorithm == "jit"
@@ -317,8 +323,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert npconv.explain_choice(padded, np.float32, "backward").algorithm == "im2col"
     suite = plan_conv2d((16, 256, 14, 14), (64, 256, 1, 1)).spec
     assert npconv.explain_choice(suite, np.float64).algorithm == "im2col"
-    # one or two samples: im2col's backward beyond columns of 1152 pairs (at 1152 jit's
-    # dW and dX both run on the implicit GEMM)
+    # one or two samples: jit's backward where its dW and dX both run on the implicit
+    # GEMM; im2col with many weights per pixel
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"
     one128 = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
@@ -326,7 +332,7 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     one160 = plan_conv2d((1, 160, 28, 28), (160, 160, 3, 3), padding=1).spec
     assert npconv.explain_choice(one160, np.float32, "backward").algorithm == "im2col"
     two5x5 = plan_conv2d((2, 64, 28, 28), (64, 64, 5, 5), padding=2).spec
-    assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "im2col"
+    assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "jit"
     # long columns: any K from 1024 output pixels, up to 2304 pairs from 512
     two = plan_conv2d((2, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(two).algorithm == "im2col"

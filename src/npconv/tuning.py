@@ -35,6 +35,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -168,6 +169,7 @@ WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE = 10
 # 128, 20, 20) 3.35 / 3.46, (8, ...) 6.08 / 5.87. With 160 and 192 channels (dW off the
 # implicit GEMM) winograd stays far ahead: (8, 160, 12, 12) 4.07 / 12.0 (im2col 5.17).
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE = 14
+WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MAX_K = 1152  # (128 channels: where it was measured)
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
 WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
@@ -250,13 +252,9 @@ FEW_MIN_K = 288
 # backward, jit / im2col, ms, 128 3x3 kernels, dilation 2 unless said: (2, 128, 32, 32)
 # 4.15 / 5.45 (dilation 4: 4.27 / 5.48), (1, 128, 32, 32) 2.65 / 3.03, (1, 128, 56, 56)
 # 6.05 / 9.20, (2, 128, 24, 24) 2.78 / 3.23, (2, 128, 20, 20), dilation 3, 2.20 / 2.47;
-# so with AVX-512 the backward pass of a dilated layer is not this case. Nor, since dX
-# runs as the adjoint correlation on the implicit GEMM (npconv.algorithms.jit.adjoint),
-# the backward pass of a layer whose two gradients both run there (K = 1152 exactly,
-# :func:`_jit_backward_implicit`): backward, jit / im2col, ms, 128 3x3 kernels, one
-# sample: 28x28 2.23 / 2.37, 32x32 2.59 / 2.98, 40x40 3.45 / 4.86, 48x48 4.63 / 6.45;
-# two 20x20 samples 2.24 / 2.50. Beyond 1152 pairs dW leaves the implicit GEMM: (1, 160,
-# 28, 28) with 160, 10.4 / 3.3.
+# so with AVX-512 the backward pass of a dilated layer is not this case. Nor is one whose
+# jit gradients both run on the implicit GEMM (the rule's "implicit_backward" case, before
+# this one: :func:`_jit_backward_implicit`).
 FEW_AVX512_MIN_K = 1152
 # The backward pass (dX and dW together) of a stem-like layer, a handful of input
 # channels per group (columns of at most STEM_MAX_K (channel, tap) pairs), goes to
@@ -292,11 +290,9 @@ ONE_DIM_FORWARD_MIN_CHANNELS = 128
 # (32, 128, 17, 17) with 128 7x1 17.3 / 20.9; (8, 128, 17, 17) 1x7 5.2 / 5.6; (16, 96,
 # 17, 17) with 96 1x3 2.6 / 3.5; (16, 64, 28, 28) with 64 3x1 3.1 / 4.5; (16, 64, 35,
 # 35) with 96 1x7 13.9 / 16.2. Beyond, im2col: 160 1x7 17.5 / 16.1, 192 7x1 41.7 / 20.2.
-# Since dX runs as the adjoint correlation on the implicit GEMM (npconv.algorithms.jit.
-# adjoint) the limit is that of the implicit GEMM itself (:func:`_jit_backward_implicit`,
-# columns up to 1152 pairs): (16, 160, 17, 17) with 160 1x7 kernels 12.3 / 16.0, 7x1
-# 12.0 / 14.7; the 128-channel layers 7.2 / 11.1 and 7.2 / 10.0; but 192 7x1 kernels
-# (1344 pairs) 33.0 / 20.1.
+# Since both gradients run on the implicit GEMM, the backward pass goes to jit wherever
+# they do (the rule's "implicit_backward" case, before this one) and here only where they
+# do not: 192 7x1 kernels (dW's 192 output channels) 33.0 / 20.1.
 # The float32 backward pass of a strided layer with at most 16 output channels per group
 # goes to the jit algorithm (dW on the implicit GEMM, or below 8 channels on the stride
 # phases; dX scattered into the stride phases of each input plane) while its output
@@ -550,9 +546,12 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "winograd"
     if _pointwise_jit(spec, itemsize, op):
         return "pointwise"
-    if _few_pixels(spec, op) and not (op == "backward" and spec.n > FEW_SAMPLES
-                                      and _jit_backward_implicit(spec, itemsize)):
+    implicit_backward = (op == "backward" and spec.kh * spec.kw > 1
+                         and _jit_backward_implicit(spec, itemsize))
+    if _few_pixels(spec, op) and not (implicit_backward and spec.n > FEW_SAMPLES):
         return "few_pixels"
+    if implicit_backward:
+        return "implicit_backward"
     deep = DEEP_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64 else DEEP_MIN_CHANNELS
     if op != "forward" and spec.c_in_g >= deep and size < WINOGRAD_MIN_SIZE:
         return "deep"
@@ -576,7 +575,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "split_backward"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
-            and ((op == "backward" and not _one_dim_jit(spec, itemsize))
+            and (op == "backward"
                  or (op == "forward" and spec.kw == 1
                      and spec.c_in_g >= ONE_DIM_FORWARD_MIN_CHANNELS))):
         return "one_dim"
@@ -592,9 +591,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
                and spec.c_in_g * spec.kh * spec.kw >= FEW_MIN_K
                and (op == "forward" or jit.VECTOR_BYTES < 64
                     or (spec.c_in_g * spec.kh * spec.kw >= FEW_AVX512_MIN_K
-                        and spec.dilation == (1, 1)
-                        and not (op == "backward"
-                                 and _jit_backward_implicit(spec, itemsize)))))
+                        and spec.dilation == (1, 1))))
         stem = (op == "backward" and spec.c_in_g * spec.kh * spec.kw <= STEM_MAX_K
                 and spec.c_out_g >= (STEM_AVX512_MIN_CHANNELS if jit.VECTOR_BYTES >= 64
                                      else STEM_MIN_CHANNELS)
@@ -642,21 +639,28 @@ def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
             and jit.phases(spec, itemsize))
 
 
-def _one_dim_jit(spec: ConvSpec, itemsize: int) -> bool:
-    """Whether, with AVX-512, the backward pass of a one-dimensional kernel stays on the
-    jit algorithm: where both its gradients run on the implicit GEMM."""
-    return _jit_backward_implicit(spec, itemsize)
-
-
-def _jit_backward_implicit(spec: ConvSpec, itemsize: int) -> bool:
+# The backward pass of a unit-stride layer (not 1x1: the pointwise rules above) whose jit
+# gradients both run on the implicit GEMM, dX as the adjoint correlation
+# (npconv.algorithms.jit.adjoint) and dW (any K up to
+# npconv.algorithms.jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS output channels per group), goes
+# to jit when winograd does not take it: the rule's "implicit_backward" case, ahead of the
+# im2col cases below it (few_pixels keeps one or two samples). Backward, jit / im2col,
+# ms, on an AVX-512 Xeon: 128 3x3 kernels, one sample, 28x28 2.23 / 2.37, 32x32 2.59 /
+# 2.98, 40x40 3.45 / 4.86, 48x48 4.63 / 6.45, two 20x20 samples 2.24 / 2.50 (these were
+# "few"); (16, 160, 17, 17) with 160 1x7 kernels 12.3 / 16.0, 7x1 12.0 / 14.7, (8, 192, 14,
+# 14) with 64 1x7 2.18 / 4.46, (16, 192, 17, 17) with 64 7x1 4.98 / 10.9 ("one_dim");
+# (2, 64, 28, 28) with 64 5x5 2.25 / 4.16, (1, 32, 56, 56) with 64 7x7 4.19 / 7.70
+# ("few"); (16, 64, 4, 4) with 32 5x5 0.37 / 1.53, (32, 64, 4, 4) with 64 1.03 / 3.20
+# ("few_pixels"); (8, 192, 28, 28) with 64 5x5 21.8 / 47.2, (4, 64, 17, 17) with 96 7x7
+# 5.64 / 7.89 ("deep_all"); (16, 512, 7, 7) with 128 3x3 9.27 / 14.0 ("deep").
+def _jit_backward_implicit(spec: ConvSpec, itemsize: int, max_k: float = math.inf) -> bool:
     """Whether, with AVX-512, both of the jit algorithm's gradients of ``spec`` run on
-    the implicit GEMM, dW with columns of at most
-    :data:`npconv.algorithms.jit.IMPLICIT_ANY_SHAPE_MAX_K` pairs (where the rules that
-    ask were measured), and dX as the adjoint correlation (finite weights)."""
+    the implicit GEMM: dW (with columns of at most ``max_k`` pairs), and dX as the
+    adjoint correlation (finite weights)."""
     from .algorithms import jit
 
     return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
-            and spec.c_in_g * spec.kh * spec.kw <= jit.IMPLICIT_ANY_SHAPE_MAX_K
+            and spec.c_in_g * spec.kh * spec.kw <= max_k
             and jit.adjoint(spec, itemsize) is not None)
 
 
@@ -742,8 +746,9 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
     if backward and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS:
         size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
     elif backward and channels >= WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS:
-        size = (WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE
-                if _jit_backward_implicit(spec, np.dtype(dtype).itemsize)
+        implicit = _jit_backward_implicit(spec, np.dtype(dtype).itemsize,
+                                          WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MAX_K)
+        size = (WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE if implicit
                 else WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE)
     return (channels >= (DILATED_WINOGRAD_MIN_CHANNELS if dilated else WINOGRAD_MIN_CHANNELS)
             and min(winograd.phase_size(spec)) >= size
@@ -775,6 +780,7 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
 
 
 _ALGORITHM = {"depthwise": "jit", "small": "jit", "few_pixels": "im2col",
+              "implicit_backward": "jit",
               "winograd": "winograd", "deep": "im2col", "pointwise": "jit",
               "deep_all": "im2col", "implicit": "jit", "split_weight": "im2col",
               "tiled": "jit", "few": "im2col", "stem": "im2col", "strided_thin": "jit",
@@ -869,26 +875,27 @@ def explain_choice(spec: ConvSpec, dtype=np.float32, op: str = "forward") -> Cho
                    f"{spec.c_out_g} output channels per group: im2col's GEMMs (K = {k}) "
                    f"beat the register-tiled kernels on one-dimensional kernels",
         "tiled": _tiled_because(spec, dtype, op, macs),
+        "implicit_backward": f"{macs:,} multiply-adds at stride 1: both gradients on the jit "
+                             f"algorithm's implicit GEMM (dW with the column matrix read in "
+                             f"place, K = {k}; {_ADJOINT})",
         "gemm": f"{macs:,} multiply-adds with GEMMs of K = {k}: im2col + BLAS",
     }[case]
     return Choice(_ALGORITHM[case], reason)
 
 
+_ADJOINT = ("dX runs as the implicit GEMM: the correlation of dZ, padded by the dilated "
+            "kernel's extent less the padding, with W rotated by 180 degrees (17.3.2; finite "
+            "weights)")
+
+
 def _tiled_because(spec: ConvSpec, dtype, op: str, macs: int) -> str:
     """:func:`explain_choice`'s reason for the jit algorithm's unit-stride kernels."""
-    adjoint = ("dX runs as the implicit GEMM: the correlation of dZ, padded by the "
-               "dilated kernel's extent less the padding, with W rotated by 180 degrees "
-               "(17.3.2; finite weights)")
-    if op == "backward" and _jit_backward_implicit(spec, np.dtype(dtype).itemsize):
-        return (f"{macs:,} multiply-adds at stride 1 with enough channels per group: both "
-                f"gradients on the jit algorithm's implicit GEMM beat im2col + BLAS (dW "
-                f"with the column matrix read in place; {adjoint})")
     return (f"{macs:,} multiply-adds at stride 1 with enough channels per group: the jit "
             f"algorithm's register-tiled kernels (4 channels x 16 pixels in registers) beat "
             f"im2col + BLAS"
             + ("; its dW runs as the implicit GEMM (no junk columns)"
                if op == "backward" and _jit_implicit(spec, dtype) else "")
-            + (f"; {adjoint}" if op in ("backward", "grad_input")
+            + (f"; {_ADJOINT}" if op in ("backward", "grad_input")
                and _jit_adjoint(spec, dtype) else ""))
 
 
