@@ -264,6 +264,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     for n, expected in ((6, "jit"), (3, "jit"), (2, "im2col")):
         spec = plan_conv2d((n, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
         assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, n
+    # ... and with one or two samples up to 64 output channels
+    for c_out, expected in ((64, "jit"), (96, "im2col")):
+        spec = plan_conv2d((1, 192, 28, 28), (c_out, 192, 5, 5), padding=2).spec
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected
     # and from 256 channels F(2x2) winograd, from 7x7 outputs and 110 tiles
     small256 = plan_conv2d((16, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(small256, np.float32, "backward").algorithm == "winograd"

@@ -75,7 +75,13 @@ SMALL_PROBLEM_MACS = 8_000_000
 # 2.47, (16, 128, 4, 4) 1.32 / 1.96; (4, 96, 10, 10) with 96, 0.93 / 1.21; level at (3,
 # 128, 8, 8) 1.01 / 1.06 and (4, 128, 7, 7) 1.19 / 1.15. With one or two samples im2col
 # keeps them: (2, 128, 10, 10) 1.22 / 1.06, (1, 128, 14, 14) 1.15 / 0.96, (1, 128, 20,
-# 20) 1.71 / 1.57.
+# 20) 1.71 / 1.57, (1, 160, 28, 28) with 160 3.87 / 3.62, and so with 96 output
+# channels, (2, 192, 14, 14) with 96 5x5 4.88 / 4.44, (1, 192, 28, 28) 8.36 / 7.40; but
+# with up to FEW_PIXELS_JIT_MAX_OUT_CHANNELS jit wins those too (im2col's GEMMs short
+# in M): (1, 192, 28, 28) with 64 5x5 4.6-5.0 / 7.3-7.4, (1, 128, 14, 14) with 64 3x3
+# 0.49 / 0.70, (2, 256, 14, 14) 1.47 / 2.08, (2, 64, 10, 10) with 64 5x5 0.83 / 0.94;
+# lost, (1, 96, 14, 14) with 64 5x5 1.33 / 1.19.
+FEW_PIXELS_JIT_MAX_OUT_CHANNELS = 64
 GEMM_WEIGHTS_PER_PIXEL = 200
 # Winograd F(2x2, 3x3) pays off where its 16 GEMMs are wide enough for BLAS: measured
 # 1.3-1.8x faster than the register-tiled kernels and im2col with 64-256 channels on
@@ -548,7 +554,9 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "pointwise"
     implicit_backward = (op == "backward" and spec.kh * spec.kw > 1
                          and _jit_backward_implicit(spec, itemsize))
-    if _few_pixels(spec, op) and not (implicit_backward and spec.n > FEW_SAMPLES):
+    if _few_pixels(spec, op) and not (
+            implicit_backward and (spec.n > FEW_SAMPLES
+                                   or spec.c_out_g <= FEW_PIXELS_JIT_MAX_OUT_CHANNELS)):
         return "few_pixels"
     if implicit_backward:
         return "implicit_backward"
