@@ -252,6 +252,11 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     # gradients on outputs below 10x10: the register-tiled kernels up to 128 channels
     small128 = plan_conv2d((16, 128, 9, 9), (128, 128, 3, 3), padding=1).spec
     assert npconv.explain_choice(small128, np.float32, "backward").algorithm == "jit"
+    # forward passes with 384 or more channels: winograd from 8x8 outputs
+    for c, size, expected in ((512, 10, "winograd"), (384, 8, "winograd"), (256, 10, "jit"),
+                              (512, 7, "im2col")):
+        spec = plan_conv2d((16, c, size, size), (c, c, 3, 3), padding=1).spec
+        assert npconv.explain_choice(spec).algorithm == expected, (c, size)
     # F(2x2) from 14x14 at 128 channels (jit's dX and dW both on the implicit GEMM), from
     # 10x10 at 160
     ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec

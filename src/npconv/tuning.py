@@ -196,6 +196,17 @@ WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
 # winograd, ms, (16, 128, 24, 24) 8.01 / 7.26, (4, 256, 14, 14) 3.77 / 3.09 (F(2x2)),
 # (16, 256, 14, 14) 12.0 / 9.8 (28 before).
 WINOGRAD_AVX512_FORWARD_MIN_SIZE = 12
+# ... and from WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS channels, from 8x8 outputs (not
+# WINOGRAD_MIN_SIZE either): their columns of 3456+ pairs make im2col's GEMM and the
+# implicit GEMM slower than winograd's 16 GEMMs over channels. Forward, ms, winograd /
+# the fastest other: (16, 512, 8, 8) 14.6 / 17.6, (32, 512, 8, 8) 31.2 / 31.8, (16, 512,
+# 9, 9) 20.1 / 23.1, (16, 512, 10, 10) 20.2 / 28.3, (32, 512, 10, 10) 41.2 / 47.7, (16,
+# 384, 10, 10) 11.0 / 13.7, (16, 384, 8, 8) 8.46 / 9.18, (64, 512, 8, 8) 54.8 / 58.2; lost,
+# (48, 384, 8, 8) 25.3 / 22.6. On 7x7 outputs it is mixed ((16, 512, 7, 7) 13.8 / 15.5 but
+# (32, 512, 7, 7) 28.2 / 26.6 and (4, 512, 7, 7) 5.44 / 4.05), and with 256 channels
+# winograd loses ((16, 256, 7, 7) 4.31 / 3.78).
+WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS = 384
+WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE = 8
 WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS = 128
 WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE = 48
 # Small batches too: winograd's transforms and its GEMMs over channels pay off with
@@ -698,7 +709,10 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     size = min(winograd.phase_size(spec))
     channels = min(spec.c_in_g, spec.c_out_g)
     narrow = channels < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
+    deep = (channels >= WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS
+            and spec.dilation == (1, 1))
     small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
+                    else WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE if deep
                     else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
     wide = channels >= WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS
     work = winograd.gemm_width(spec, dtype) * channels  # tiles per GEMM x channels
@@ -751,6 +765,9 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
         return False
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
     size = WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE
+    if (avx512 and op == "forward" and not dilated
+            and channels >= WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS):
+        size = WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE
     if backward and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS:
         size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
     elif backward and channels >= WINOGRAD_AVX512_F2_BACKWARD_MIN_CHANNELS:

@@ -31,7 +31,9 @@ Used for all three passes of a unit-stride convolution:
   channels in registers. (The
   alternative, :func:`correlate` on dZ padded by the kernel's extent with W rotated by
   180 degrees, 17.3.2, also multiplies those zeros: up to 1.8x the work on LeNet's
-  layers, and measured slower on every suite layer.) The junk columns of dZ's wide rows
+  layers, and measured slower on every suite layer; the implicit GEMM's tiles run that
+  correlation faster than this scatter, and take it wherever they apply:
+  :func:`npconv.algorithms.jit.adjoint`.) The junk columns of dZ's wide rows
   are zero and meet W as ``0 * w``, NaN where w is inf: :mod:`npconv.algorithms.jit`
   uses this path only for finite weights.
 * grad_weight (:func:`weight_grad`): formula 17.3 (11) as dot products over output
