@@ -259,12 +259,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
         assert npconv.explain_choice(spec).algorithm == expected, (c, size)
     # F(2x2) from 14x14 at 128 channels (jit's dX and dW both on the implicit GEMM), from
     # 10x10 at 160
-    ten128 = plan_conv2d((16, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(ten128, np.float32, "backward").algorithm == "jit"
-    thirteen = plan_conv2d((8, 128, 13, 13), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(thirteen, np.float32, "backward").algorithm == "jit"
-    ten160 = plan_conv2d((16, 160, 10, 10), (160, 160, 3, 3), padding=1).spec
-    assert npconv.explain_choice(ten160, np.float32, "backward").algorithm == "winograd"
+    for n, c, size, expected in ((16, 128, 10, "jit"), (8, 128, 13, "jit"),
+                                 (16, 160, 10, "winograd")):
+        spec = plan_conv2d((n, c, size, size), (c, c, 3, 3), padding=1).spec
+        assert npconv.explain_choice(spec, np.float32, "backward").algorithm == expected, c
     # many weights per pixel: jit from three samples where both gradients are implicit
     for n, expected in ((6, "jit"), (3, "jit"), (2, "im2col")):
         spec = plan_conv2d((n, 128, 10, 10), (128, 128, 3, 3), padding=1).spec
