@@ -172,8 +172,10 @@ WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE = 10
 # 12x12 and 13x13, (4, 128, 12, 12) 1.77 / 1.81, (8, 128, 12, 12) 2.95 / 2.71, (8, 128,
 # 13, 13) 3.40 / 3.10; level from 14x14: (2, 128, 14, 14) 1.44 / 1.60, (4, ...) 2.03 /
 # 2.23, (8, ...) 3.44 / 3.49, (16, ...) 6.23 / 6.02, (6, 128, 16, 16) 3.48 / 3.35, (4,
-# 128, 20, 20) 3.35 / 3.46, (8, ...) 6.08 / 5.87. With 160 and 192 channels (dW off the
-# implicit GEMM) winograd stays far ahead: (8, 160, 12, 12) 4.07 / 12.0 (im2col 5.17).
+# 128, 20, 20) 3.35 / 3.46, (8, ...) 6.08 / 5.87. With 160 channels (dW on the implicit
+# GEMM past 1152 pairs) they tie from 10x10: (16, 160, 10, 10) 5.60 / 5.50, (8, 160, 12,
+# 12) 4.04 / 4.20; with 192 (dW off it) winograd stays far ahead: (8, 192, 10, 10) 3.99 /
+# 16.2 (im2col 5.10).
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE = 14
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MAX_K = 1152  # (128 channels: where it was measured)
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
