@@ -701,6 +701,13 @@ def _long_columns(spec: ConvSpec, op: str) -> bool:
     return jit.VECTOR_BYTES >= 64 and (k > limit or wide)
 
 
+def _deep_forward(spec: ConvSpec) -> bool:
+    """Whether an undilated layer's forward pass has the channels that take winograd from
+    :data:`WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE` (AVX-512 float32, asked by the callers)."""
+    return (min(spec.c_in_g, spec.c_out_g) >= WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS
+            and spec.dilation == (1, 1))
+
+
 def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     """Whether a forward pass in winograd's part of the rule stays on the implicit GEMM
     (AVX-512: small outputs, :data:`WINOGRAD_AVX512_FORWARD_MIN_SIZE` and the thresholds
@@ -711,10 +718,8 @@ def _implicit_forward(spec: ConvSpec, dtype) -> bool:
     size = min(winograd.phase_size(spec))
     channels = min(spec.c_in_g, spec.c_out_g)
     narrow = channels < WINOGRAD_AVX512_FORWARD_NARROW_CHANNELS
-    deep = (channels >= WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS
-            and spec.dilation == (1, 1))
     small = size < (WINOGRAD_AVX512_FORWARD_NARROW_MIN_SIZE if narrow
-                    else WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE if deep
+                    else WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE if _deep_forward(spec)
                     else WINOGRAD_AVX512_FORWARD_MIN_SIZE)
     wide = channels >= WINOGRAD_AVX512_FORWARD_FEW_WIDE_CHANNELS
     work = winograd.gemm_width(spec, dtype) * channels  # tiles per GEMM x channels
@@ -767,8 +772,7 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
         return False
     narrow = np.dtype(dtype) == np.float32 and channels < WINOGRAD_NARROW_CHANNELS
     size = WINOGRAD_NARROW_MIN_SIZE if narrow else WINOGRAD_MIN_SIZE
-    if (avx512 and op == "forward" and not dilated
-            and channels >= WINOGRAD_AVX512_FORWARD_DEEP_CHANNELS):
+    if avx512 and op == "forward" and _deep_forward(spec):
         size = WINOGRAD_AVX512_FORWARD_DEEP_MIN_SIZE
     if backward and channels >= WINOGRAD_AVX512_BACKWARD_WIDE_CHANNELS:
         size = WINOGRAD_AVX512_BACKWARD_MIN_SIZE
