@@ -98,7 +98,8 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (64, 64, 3, 3), dict(padding=1, dilation=2), "forward", "jit"),
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "forward", "jit"),  # implicit
     ((1, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "grad_weight", "jit"),
-    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
+    ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "jit"),
+    ((16, 64, 56, 56), (192, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
     ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "im2col"),  # deep, small
     ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "forward", "jit"),
@@ -148,8 +149,9 @@ def test_set_num_threads_validated():
     ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "grad_input", "im2col"),
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
     ((16, 32, 56, 56), (8, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
-    ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward",
-     "jit+im2col"),  # dX phase by phase, dW on im2col
+    ((16, 32, 56, 56), (16, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),
+    ((16, 32, 56, 56), (64, 32, 5, 5), dict(stride=2, padding=2), "backward",
+     "jit+im2col"),  # dX phase by phase, dW (K = 800) on im2col
     ((2, 64, 112, 112), (16, 64, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
     ((16, 128, 56, 56), (128, 4, 3, 3), dict(stride=2, padding=1, groups=32), "backward",
      "jit"),  # ResNeXt
@@ -407,14 +409,15 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_weight_gradient_alone_follows_the_im2col_split(threads):
-    """dW alone of a strided layer: the implicit GEMM on one thread, im2col once im2col
-    splits the samples between two."""
+    """dW alone of a strided layer with more output channels than the implicit GEMM wins
+    at: the implicit GEMM on one thread, im2col once im2col splits the samples between
+    two."""
     before = npconv.get_num_threads()
     try:
         npconv.set_num_threads(threads)
         if npconv.get_num_threads() != threads:
             pytest.skip(f"needs {threads} threads")
-        spec = plan_conv2d((16, 64, 56, 56), (128, 64, 3, 3), padding=1, stride=2).spec
+        spec = plan_conv2d((16, 64, 56, 56), (256, 64, 3, 3), padding=1, stride=2).spec
         splits = len(_workers.shares(spec)) > 1
         assert splits == (threads > 1 and bool(_workers._blas_libraries()))
         choice = npconv.explain_choice(spec, np.float32, "grad_weight")
@@ -423,6 +426,26 @@ def test_weight_gradient_alone_follows_the_im2col_split(threads):
         assert tuning.choose(spec, np.float32, "forward") == "jit"  # the forward stays
     finally:
         npconv.set_num_threads(before)
+
+
+def test_avx2_runs_strided_gradients_on_jit_up_to_160_channels():
+    """With AVX2 tiles a strided layer's dW runs on the implicit GEMM (K up to 640) up to
+    160 output channels, and then so does the whole backward pass, dX phase by phase
+    (past 64 channels only with dW on jit); a stem's backward pass is not split."""
+    def choice(x, c_out, op, k=3, n=16):
+        spec = plan_conv2d((n, *x), (c_out, x[0], k, k), padding=k // 2, stride=2).spec
+        return npconv.explain_choice(spec, np.float32, op)
+
+    for c_out in (16, 64, 128, 160):
+        assert choice((64, 56, 56), c_out, "grad_weight").algorithm == "jit", c_out
+        backward = choice((64, 56, 56), c_out, "backward")
+        assert backward.algorithm == "jit" and "stride phase" in backward.reason, c_out
+    assert choice((64, 56, 56), 192, "backward").algorithm == "im2col"
+    assert choice((64, 56, 56), 128, "grad_input").algorithm == "im2col"  # dX alone: 64
+    assert choice((32, 56, 56), 64, "backward", k=5).algorithm == "jit+im2col"  # K 800
+    stem = (3, 112, 112)
+    assert choice(stem, 32, "grad_weight", k=7).algorithm == "jit"
+    assert choice(stem, 32, "backward", k=7).algorithm == "im2col"
 
 
 def test_avx512_splits_the_backward_pass_of_strided_layers(monkeypatch):

@@ -475,6 +475,29 @@ SPLIT_BACKWARD_MAX_K = 1024
 # but steps with dW on im2col ("jit+im2col") only up to 64 output channels: 1.04-1.36x
 # on six layers, and 0.98-1.03x on three with 128. So AVX2 stops at 64.
 PHASES_MAX_OUT_CHANNELS = {32: 64, 64: 128}  # by the kernels' vector bytes
+# With AVX2 tiles, since the implicit kernels ran cache-sized chunks of samples and walked
+# K in blocks, a strided layer's dW on the implicit GEMM (K up to
+# npconv.algorithms.jit.IMPLICIT_MAX_K) beats im2col's up to AVX2_STRIDED_WEIGHT_MAX_CHANNELS
+# output channels per group (:func:`_implicit_weight_wins`), and the whole backward pass
+# on the jit algorithm (dX phase by phase, dW implicit) beats both im2col and the pair
+# "jit+im2col" up to PHASES_JIT_WEIGHT_MAX_OUT_CHANNELS. Measured with AVX-512 switched
+# off (AVX2 tiles, OpenBLAS as Haswell) on an AVX-512 Xeon, stride 2, 3x3 kernels unless
+# said, ms, jit / im2col: dW alone, (16, 64, 56, 56) with 128 kernels 10.7 / 12.0, (16,
+# 64, 28, 28) with 96 2.14 / 2.85, with 128 2.78 / 3.43, with 192 4.27 / 4.56, with 256
+# 5.79 / 5.55; (32, 32, 28, 28) with 80 1.75 / 2.61; (16, 16, 56, 56) with 128 5x5 7.14
+# / 8.21. Backward, jit / im2col (auto, where it ran jit+im2col): the stride-2 ResNet
+# layer 22.1 / 23.6, (16, 64, 56, 56) with 160 27.2 / 28.4, (16, 64, 28, 28) with 96
+# 4.41 / 5.70, (16, 48, 56, 56) with 128 17.1 / 18.6, stride (2, 1) 42.0 / 44.0; (16, 64,
+# 56, 56) with 64 11.5 / 13.9 (jit+im2col), (16, 32, 112, 112) with 32 14.3 / 18.8, (32,
+# 64, 28, 28) with 48 4.70 / 6.55; but with 192, level or lost ((16, 64, 28, 28) 8.54 /
+# 8.72, four samples 8.83 / 8.22), and with 256 11.3 / 10.7. Where dX stays on im2col
+# (fewer than npconv.algorithms.jit.PHASES_MIN_CHANNELS input channels: stems) the
+# backward pass is not split as with AVX-512 ("split_backward"): with 3 input channels and
+# 7x7 kernels, split / im2col, (4, 3, 56, 56) with 128 kernels 2.09 / 1.87, with 160 2.45
+# / 2.15, (16, 3, 112, 112) with 96 9.42 / 9.72, (32, 3, 112, 112) with 32 15.4 / 19.3.
+# (With AVX-512 the limits above stay.)
+AVX2_STRIDED_WEIGHT_MAX_CHANNELS = 160
+PHASES_JIT_WEIGHT_MAX_OUT_CHANNELS = {32: AVX2_STRIDED_WEIGHT_MAX_CHANNELS, 64: 128}
 # Once the phases ran a few samples at a time (npconv.algorithms._implicit.phase_chunk),
 # layers of up to PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS output channels per group won with
 # one or two samples too. Backward, auto (im2col) / phases with dW on the jit algorithm
@@ -593,7 +616,8 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return ("phases" if op == "grad_input" or _implicit_weight_wins(spec, itemsize)
                 else "phases_gemm")
     if (op == "backward" and spec.stride != (1, 1) and spec.kh * spec.kw > 1
-            and spec.n > FEW_SAMPLES and _implicit_weight_wins(spec, itemsize)):
+            and spec.n > FEW_SAMPLES and jit.VECTOR_BYTES >= 64
+            and _implicit_weight_wins(spec, itemsize)):
         return "split_backward"
     if ((spec.kh == 1) != (spec.kw == 1) and spec.stride == (1, 1)
             and min(spec.c_in_g, spec.c_out_g) >= ONE_DIM_MIN_CHANNELS
@@ -650,14 +674,17 @@ def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
 
 def _phases_win(spec: ConvSpec, itemsize: int, op: str) -> bool:
     """Whether dX of a strided layer goes to the jit algorithm's phases
-    (:data:`PHASES_MAX_OUT_CHANNELS` for this machine's vector width; with
+    (:data:`PHASES_MAX_OUT_CHANNELS` for this machine's vector width, or for a backward
+    pass whose dW the implicit GEMM wins :data:`PHASES_JIT_WEIGHT_MAX_OUT_CHANNELS`; with
     :data:`FEW_SAMPLES` or fewer, :data:`PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS`)."""
     from .algorithms import jit
 
+    limit = (PHASES_JIT_WEIGHT_MAX_OUT_CHANNELS if op == "backward"
+             and _implicit_weight_wins(spec, itemsize) else PHASES_MAX_OUT_CHANNELS)
     return (op in ("backward", "grad_input") and spec.kh * spec.kw > 1
             and (spec.n > FEW_SAMPLES
                  or spec.c_out_g <= PHASES_FEW_SAMPLES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES])
-            and spec.c_out_g <= PHASES_MAX_OUT_CHANNELS[jit.VECTOR_BYTES]
+            and spec.c_out_g <= limit[jit.VECTOR_BYTES]
             and jit.phases(spec, itemsize))
 
 
@@ -741,10 +768,13 @@ def _implicit_weight_wins(spec: ConvSpec, itemsize: int) -> bool:
     """Whether the implicit GEMM's dW beats im2col's on a layer it runs (AVX-512, columns
     of at most :data:`SPLIT_BACKWARD_MAX_K` pairs, or any with at most
     :data:`npconv.algorithms.jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS` output channels per
-    group)."""
+    group; AVX2, strided layers with at most :data:`AVX2_STRIDED_WEIGHT_MAX_CHANNELS`)."""
     from .algorithms import jit
 
-    return (jit.VECTOR_BYTES >= 64 and jit.implicit(spec, "grad_weight", itemsize)
+    if jit.VECTOR_BYTES < 64:
+        return (spec.stride != (1, 1) and spec.c_out_g <= AVX2_STRIDED_WEIGHT_MAX_CHANNELS
+                and jit.implicit(spec, "grad_weight", itemsize))
+    return (jit.implicit(spec, "grad_weight", itemsize)
             and (spec.c_in_g * spec.kh * spec.kw <= SPLIT_BACKWARD_MAX_K
                  or spec.c_out_g <= jit.IMPLICIT_WEIGHT_ANY_K_MAX_CHANNELS))
 
