@@ -100,9 +100,10 @@ def test_unsupported_configurations_are_refused_with_the_reason(case):
                          ids=["pad1", "asymmetric-groups", "valid", "dilated"])
 @TILES
 def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs, m):
-    """Chunks of one sample or of all, serial or parallel kernels: y and dX are
-    bit-identical (each sample's arithmetic is the same); dW, summed over chunks in a
-    different order, agrees with the naive loops."""
+    """Chunks of one sample or of all, serial or parallel kernels, each chunk's GEMMs
+    split between the threads by transform index or not: y and dX are bit-identical
+    (each sample's arithmetic is the same); dW, summed over chunks in a different order,
+    agrees with the naive loops."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 4, 9, 8) if "dilation" not in kwargs else (5, 4, 17, 15)
                             ).astype(np.float32)
@@ -111,9 +112,12 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs, m):
     g = rng.standard_normal(spec.y_shape).astype(np.float32)
     naive = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
     results = []
-    for chunk_bytes, parallel_min in ((1, 0), (1 << 30, 0), (1 << 30, 10**12)):
+    for chunk_bytes, parallel_min, split_min in ((1, 0, 10**12), (1 << 30, 0, 10**12),
+                                                 (1 << 30, 10**12, 10**12), (1, 0, 0),
+                                                 (1 << 30, 0, 0)):
         monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(winograd, "PARALLEL_MIN_MACS", parallel_min)
+        monkeypatch.setattr(winograd, "MATMUL_SPLIT_MIN_MACS", {32: split_min, 64: split_min})
         with tiles(m):
             assert winograd.tile_size(spec, x.dtype) == m
             y = npconv.conv2d(x, w, algorithm="winograd", **kwargs)
@@ -125,6 +129,33 @@ def test_chunks_and_threads_do_not_change_results(monkeypatch, kwargs, m):
     for y, dx, _ in results[1:]:
         np.testing.assert_array_equal(y, results[0][0])
         np.testing.assert_array_equal(dx, results[0][1])
+
+
+def test_batched_gemms_split_between_threads_by_transform_index(monkeypatch):
+    """A chunk's GEMMs, one per transform index, run as runs of indices on the threads
+    (each a single-threaded BLAS call per GEMM) from MATMUL_SPLIT_MIN_MACS on, where the
+    call is parallel; else as one np.matmul."""
+    runs = []
+
+    def run(tasks):
+        runs.append(len(tasks))
+        return [task() for task in tasks]
+
+    monkeypatch.setattr(winograd._workers, "run", run)
+    monkeypatch.setattr(winograd._workers, "threads", lambda: 2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((16, 2, 24, 32)).astype(np.float32)
+    b = rng.standard_normal((16, 2, 40, 32)).astype(np.float32).transpose(0, 1, 3, 2)
+    want = np.matmul(a, b)  # b: a transposed view, as the backward pass passes
+    macs = 16 * 2 * 24 * 40 * 32
+    for least, parallel, split in ((macs, True, 2), (macs + 1, True, None),
+                                   (macs, False, None)):
+        monkeypatch.setattr(winograd, "MATMUL_SPLIT_MIN_MACS", {32: least, 64: least})
+        runs.clear()
+        out = np.full((16, 2, 24, 40), np.nan, dtype=np.float32)
+        winograd._matmul(a, b, out, parallel)
+        assert runs == ([split] if split else [])
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
 def test_float64_matches_the_naive_loops_on_a_resnet_like_layer():

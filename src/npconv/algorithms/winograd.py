@@ -53,20 +53,23 @@ chunk to chunk. A call large enough, with at least one sample per thread, is spl
 between the threads by samples (:func:`npconv._workers.shares`): each thread
 transforms, multiplies (single-threaded BLAS) and transforms back its own samples'
 chunks, with the serial kernels and its share of the budget, and returns its part of
-dU.
+dU. A call that is not split (one sample, or a smaller call) splits each chunk's
+batch of GEMMs instead, by the transform index xi (:func:`_matmul`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import itertools
 from fractions import Fraction
 
 import numpy as np
 from numba import njit, prange
 
 from .. import _workers, tuning
-from .._numba import generated, serial_and_parallel
+from .._numba import VECTOR_BYTES, generated, serial_and_parallel
 from .._scratch import output, scratch
 from ..spec import ConvSpec
 from . import _winograd_source as source
@@ -398,6 +401,41 @@ def forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return y if _finite(spec, y) else _direct().forward(x, weight, spec)
 
 
+# A chunk's (m + 2)^2 GEMMs, one per transform index xi, are small: (C_out, C_in) @ (C_in,
+# tiles of the chunk). Given all the threads, OpenBLAS splits each of them between the
+# threads and makes them meet after it, (m + 2)^2 times a chunk; where the call is not
+# split by samples, _matmul gives each thread its own run of xi instead, each GEMM on
+# one thread (npconv._workers.run). Measured on 16 GEMMs (64, 64) @ (64, t) of float32,
+# np.matmul / split by xi, ms, on an AVX-512 Xeon: t = 98 0.071 / 0.133 (BLAS on one
+# thread already), 196 0.144 / 0.180, 392 0.691 / 0.314, 784 1.08 / 0.52; (128, 128) @
+# (128, 196) 0.87 / 0.47, (256, 256) @ (256, 64) 1.00 / 0.62, (512, 512) @ (512, 64) 2.43
+# / 2.01; OpenBLAS as Haswell (AVX2): t = 196 0.49 / 0.23, 784 1.08 / 0.70, (256, 256) @
+# (256, 256) 3.32 / 2.59. So from MATMUL_SPLIT_MIN_MACS multiply-adds in a chunk's GEMMs,
+# by the vector width (OpenBLAS's Haswell kernels split smaller GEMMs between threads
+# than its SkylakeX ones): whole forward passes, ms, with AVX2 tiles and OpenBLAS as
+# Haswell, unsplit / split from 16 / 8 million: (4, 64, 14, 14) with 64 kernels 1.13 /
+# 1.12 / 0.54, (4, 48, 16, 16) 1.04 / 1.04 / 0.47, (8, 48, 10, 10) 1.01 / 1.02 / 0.45;
+# on the AVX-512 Xeon from 8 million they were 12-17% slower (0.48 -> 0.54 ms).
+MATMUL_SPLIT_MIN_MACS = {32: 8_000_000, 64: 16_000_000}  # by the kernels' vector bytes
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, par: bool) -> None:
+    """``out = a @ b`` over the leading axis (xi) and the groups: with ``par`` and at
+    least :data:`MATMUL_SPLIT_MIN_MACS` multiply-adds (for this machine's vector width),
+    each thread takes a run of xi, its GEMMs on single-threaded BLAS
+    (:func:`npconv._workers.run`); else one ``np.matmul``. Each GEMM is one BLAS call
+    either way."""
+    k = a.shape[0]
+    parts = min(k, _workers.threads()) if par else 1
+    least = MATMUL_SPLIT_MIN_MACS[64 if VECTOR_BYTES >= 64 else 32]
+    if parts <= 1 or out.size * a.shape[-1] < least:
+        np.matmul(a, b, out=out)
+        return
+    bounds = [k * i // parts for i in range(parts + 1)]
+    _workers.run([functools.partial(np.matmul, a[lo:hi], b[lo:hi], out=out[lo:hi])
+                  for lo, hi in itertools.pairwise(bounds)])
+
+
 def _forward(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     u = _transformed_weight(weight, spec.groups, m)  # (k, G, C_out/G, C_in/G)
@@ -420,7 +458,7 @@ def _forward_share(x, u, y, spec: ConvSpec, m: int, n_lo: int, n_hi: int, share:
         v = scratch("winograd v", (k, spec.c_in, t), x.dtype)
         kernels["input"][par](x[s:s + nb], v, th, tw, top, left)
         mm = scratch("winograd m", (k, g, spec.c_out_g, t), x.dtype)
-        np.matmul(u, v.reshape(k, g, spec.c_in_g, t), out=mm)
+        _matmul(u, v.reshape(k, g, spec.c_in_g, t), mm, par)
         kernels["output"][par](mm.reshape(k, spec.c_out, t), y[s:s + nb], th, tw)
 
 
@@ -485,12 +523,12 @@ def _backward_share(x, u, grad_output, dx, spec: ConvSpec, m: int, n_lo: int, n_
             v = scratch("winograd v", (k, g, cig, t), x.dtype)
             kernels["input"][par](x[s:s + nb], v.reshape(k, spec.c_in, t), th, tw, top, left)
             first = s == n_lo
-            np.matmul(z, v.transpose(0, 1, 3, 2), out=du if first else part)  # (k, G, O/G, C/G)
+            _matmul(z, v.transpose(0, 1, 3, 2), du if first else part, par)  # (k, G, O/G, C/G)
             if not first:
                 du += part
         if u is not None:
             dv = scratch("winograd v", (k, g, cig, t), grad_output.dtype)
-            np.matmul(u.transpose(0, 1, 3, 2), z, out=dv)  # (k, G, C_in/G, tiles)
+            _matmul(u.transpose(0, 1, 3, 2), z, dv, par)  # (k, G, C_in/G, tiles)
             kernels["input_grad"][par](dv.reshape(k, spec.c_in, t), dx[s:s + nb], th, tw,
                                        top, left)
     return du
