@@ -101,15 +101,18 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "jit"),
     ((16, 64, 56, 56), (192, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
-    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "im2col"),  # deep, small
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "winograd"),  # 256 tiles
+    ((16, 512, 7, 7), (512, 512, 5, 5), dict(padding=2), "forward", "im2col"),  # deep, small
     ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "forward", "jit"),
-    ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "backward", "im2col"),
+    ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "backward", "winograd"),
+    ((16, 128, 7, 7), (128, 128, 2, 2), dict(padding=1), "backward", "im2col"),  # deep
     ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "forward", "im2col"),  # deep
     ((8, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "backward", "im2col"),
     ((8, 256, 14, 14), (32, 256, 5, 5), dict(padding=2), "backward", "jit"),  # thin GEMMs
     ((8, 192, 28, 28), (64, 192, 5, 5), dict(padding=2), "backward", "jit"),
-    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "backward", "im2col"),
-    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "backward", "jit"),
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "backward", "winograd"),
+    ((16, 512, 7, 7), (512, 512, 5, 5), dict(padding=2), "backward", "im2col"),  # few pixels
+    ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "backward", "winograd"),  # F(4x4)
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), "backward", "jit"),  # LeNet's first
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "forward", "jit"),  # LeNet's second: tiled
     ((64, 6, 14, 14), (16, 6, 5, 5), {}, "grad_input", "jit"),
@@ -119,30 +122,36 @@ def test_set_num_threads_validated():
     ((64, 16, 28, 28), (128, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),  # > 64
     ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
     ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
-    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # narrow, small
+    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),  # 2048 tiles
+    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # narrow, small
     ((16, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "forward", "winograd"),
     ((32, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "winograd"),
     ((32, 128, 12, 12), (128, 128, 3, 3), dict(padding=1), "forward", "winograd"),
     ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # one sample
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "im2col"),
-    ((1, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "forward", "im2col"),
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),
+    ((1, 64, 56, 56), (64, 64, 5, 5), dict(padding=2), "grad_weight", "im2col"),  # few
+    ((1, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "forward", "winograd"),
+    ((1, 128, 28, 28), (128, 128, 5, 5), dict(padding=2), "forward", "im2col"),  # few
     ((64, 3, 64, 64), (32, 3, 3, 3), dict(padding=1), "backward", "im2col"),  # stem
     ((64, 3, 64, 64), (32, 3, 3, 3), dict(padding=1), "grad_weight", "jit"),
     ((64, 3, 32, 32), (32, 3, 3, 3), dict(padding=1), "backward", "jit"),  # CIFAR's
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "im2col"),
-    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_input", "jit"),
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),
+    ((1, 64, 56, 56), (64, 64, 5, 5), dict(padding=2), "backward", "im2col"),
+    ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_input", "winograd"),
     ((2, 8, 128, 128), (8, 8, 5, 5), dict(padding=2), "backward", "jit"),  # few channels
     ((1, 32, 112, 112), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),
     ((2, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),  # 420
-    ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "jit"),
+    ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),
     ((6, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),  # 336
-    ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "im2col"),  # F2: 280
+    ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "winograd"),  # F2: 245
+    ((5, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "forward", "im2col"),  # deep
     ((3, 64, 28, 28), (64, 64, 5, 5), dict(padding=2), "backward", "jit"),
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # stem
     ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # small
     ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "backward", "im2col"),
     ((1, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=1), "grad_weight", "im2col"),
-    ((1, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), "backward", "jit"),  # stride 1
+    ((1, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),  # small
+    ((1, 32, 14, 14), (32, 32, 3, 3), dict(padding=1), "backward", "jit"),  # small
     ((1, 32, 28, 28), (32, 32, 3, 3), dict(stride=2, padding=1), "backward", "jit"),  # 47
     ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "forward", "jit"),  # 423 a pixel
     ((1, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "im2col"),
@@ -515,9 +524,44 @@ def test_winograd_counts_the_tiles_of_its_gemms():
     assert winograd.gemm_width(res56, np.float64) == 16 * 28 * 29  # F(2x2)
     one = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
     assert winograd.gemm_width(one, f32) == 7 * 8 < tuning.WINOGRAD_MIN_TILES[4]
-    assert npconv.explain_choice(one, op="grad_input").algorithm == "jit"
+    assert winograd.gemm_width(one, f32) >= tuning.WINOGRAD_AVX2_F4_MIN_TILES
+    assert npconv.explain_choice(one, op="grad_input").algorithm == "winograd"
+    fewer = plan_conv2d((1, 128, 24, 24), (128, 128, 3, 3), padding=1).spec
+    assert winograd.gemm_width(fewer, f32) == 6 * 7 < tuning.WINOGRAD_AVX2_F4_MIN_TILES
+    assert npconv.explain_choice(fewer, op="grad_input").algorithm != "winograd"
     dilated = plan_conv2d((2, 128, 32, 32), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert winograd.gemm_width(dilated, f32) == 4 * 2 * 8 * 9  # phases x samples x tiles
+
+
+@pytest.mark.parametrize("x, op, expected", [
+    ((1, 128, 28, 28), "forward", True),  # F(4x4), 56 tiles, 96+ channels
+    ((2, 64, 40, 40), "forward", False),  # F(4x4), 220 tiles, 64 channels
+    ((4, 64, 40, 40), "forward", True),  # 440 tiles
+    ((4, 32, 40, 40), "backward", True),  # F(4x4) backward from 32 channels at 300 tiles
+    ((2, 32, 40, 40), "backward", False),
+    ((1, 48, 28, 28), "backward", True),  # from 48 at any tile count from 50
+    ((2, 512, 14, 14), "forward", True),  # F(2x2), 112 tiles, 192+ channels
+    ((1, 384, 10, 10), "forward", False),  # 30 tiles
+    ((16, 512, 7, 7), "forward", True),  # 7x7 outputs
+    ((4, 128, 10, 10), "backward", True),  # 96+ channels backward, 120 tiles
+    ((2, 128, 8, 8), "backward", False),  # 40 tiles
+    ((4, 128, 20, 20), "forward", True),  # 96-191 channels: 440 tiles
+    ((8, 96, 12, 12), "forward", False),  # 336
+    ((16, 96, 8, 8), "forward", False),  # 8x8 outputs
+    ((16, 64, 10, 10), "forward", False),  # narrow forward: 20x20 outputs
+    ((16, 64, 10, 10), "backward", True),  # 480 tiles
+    ((4, 64, 14, 14), "backward", False),  # 224
+    ((2, 48, 16, 16), "backward", True),  # two samples: from 10x10 outputs
+    ((1, 48, 12, 12), "grad_weight", True),  # below SMALL_PROBLEM_MACS too
+    ((2, 48, 8, 8), "backward", False),
+    ((16, 32, 14, 14), "backward", False),  # F(2x2) from 48 channels
+])
+def test_avx2_winograd_thresholds(x, op, expected):
+    """With AVX2 tiles undilated float32 layers take winograd by the WINOGRAD_AVX2
+    thresholds (F(4x4) from fewer tiles than F(2x2), the backward pass from fewer channels
+    and tiles than the forward pass)."""
+    spec = plan_conv2d(x, (x[1], x[1], 3, 3), padding=1).spec
+    assert (tuning.choose(spec, np.float32, op) == "winograd") == expected
 
 
 def test_float64_keeps_winograd_on_narrow_layers():

@@ -116,6 +116,47 @@ WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # F(2x2) from 200 since its transforms allocate once per task: forward, (4, 256, 14, 14)
 # (224 tiles) 3.0-3.1 / 3.7-3.8 (jit) in three runs.
 WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 200}
+# The thresholds above are the AVX2 machine's of the early rounds, before winograd's
+# transforms got cheaper and its GEMMs were split between the threads by transform index
+# (npconv.algorithms.winograd._matmul). Measured since with AVX-512 switched off (AVX2
+# tiles, OpenBLAS as Haswell) on an AVX-512 Xeon, winograd against the faster of jit and
+# im2col on 130 random undilated 3x3 layers (1-32 samples, 32-512 channels, 7x7 to 56x56),
+# float32 on AVX2 follows its own thresholds (:func:`_avx2_winograd`):
+# * F(4x4) (outputs from 24x24): backward from WINOGRAD_AVX2_F4_WIDE_CHANNELS["backward"]
+#   channels at any tile count from WINOGRAD_AVX2_F4_MIN_TILES (0.36-0.69x the time, e.g.
+#   (1, 256, 28, 28) 0.48, (2, 48, 56, 56) 0.56); forward from
+#   WINOGRAD_AVX2_F4_WIDE_CHANNELS["forward"] too ((2, 96, 28, 28) 0.75, (1, 128, 28, 28)
+#   0.73, (1, 384, 28, 28) 0.47); narrower layers from WINOGRAD_AVX2_MIN_CHANNELS at
+#   WINOGRAD_MIN_TILES (64 channels forward: 220 tiles 1.32, 440 0.72; 32 backward: 220
+#   tiles 1.09, 440 0.86, 1680 0.67, (32, 32, 56, 56) 18.6 ms against jit's 33.8).
+# * F(2x2), from WINOGRAD_AVX2_F2_MIN_CHANNELS (backward with 32 channels: 1.06-1.62x
+#   the time at 80-480 tiles): from WINOGRAD_AVX2_F2_WIDE_CHANNELS (forward 192,
+#   backward 96) channels,
+#   WINOGRAD_AVX2_F2_WIDE_MIN_TILES tiles ((2, 512, 14, 14), 112 tiles, forward 0.71,
+#   backward 0.70; (8, 384, 8, 8) 0.80 / 0.71; (4, 128, 10, 10) backward 0.86; (1, 384,
+#   10, 10), 30 tiles, 1.34 / 1.04, (2, 128, 8, 8) 1.37 / 1.40); narrower layers from
+#   WINOGRAD_AVX2_F2_MIN_TILES and WINOGRAD_AVX2_F2_MIN_SIZE ((4, 128, 20, 20) forward
+#   0.78, (16, 128, 10, 10) 0.83, (16, 64, 10, 10) backward 0.75; (8, 96, 12, 12)
+#   forward 0.95, (16, 96, 8, 8) 1.49), the forward pass with fewer than
+#   WINOGRAD_NARROW_CHANNELS channels as above ((16, 64, 10, 10) 1.32-1.83); and the
+#   backward pass of WINOGRAD_AVX2_FEW_SAMPLES samples or fewer from
+#   WINOGRAD_AVX2_F2_MIN_SIZE ((1, 48, 16, 16) 0.51, (1, 64, 14, 14) 0.59, (2, 48, 16,
+#   16) 0.69, (2, 64, 20, 20) 0.89; with four, (4, 64, 14, 14) 1.01, (4, 48, 16, 16) 1.06).
+#   These backward passes take winograd even below SMALL_PROBLEM_MACS, where the rule
+#   otherwise sends them to jit's small-problem kernels or im2col ("small",
+#   "few_pixels"): (1, 48, 16, 16) winograd 0.25 ms, im2col 0.49, jit 0.75; (1, 64, 10,
+#   10) 0.26 / 0.43 / 1.13; (1, 48, 12, 12) 0.20 / 0.39 / 0.70.
+# The dilated and float64 rules are unchanged.
+WINOGRAD_AVX2_MIN_CHANNELS = {"forward": WINOGRAD_MIN_CHANNELS, "backward": 32}
+WINOGRAD_AVX2_F2_MIN_CHANNELS = {"forward": WINOGRAD_MIN_CHANNELS, "backward": 48}
+WINOGRAD_AVX2_F4_WIDE_CHANNELS = {"forward": 96, "backward": 48}
+WINOGRAD_AVX2_F4_MIN_TILES = 50
+WINOGRAD_AVX2_F2_WIDE_CHANNELS = {"forward": 192, "backward": 96}
+WINOGRAD_AVX2_F2_WIDE_MIN_TILES = 100
+WINOGRAD_AVX2_F2_WIDE_MIN_SIZE = 7
+WINOGRAD_AVX2_F2_MIN_TILES = 400
+WINOGRAD_AVX2_F2_MIN_SIZE = 10
+WINOGRAD_AVX2_FEW_SAMPLES = 2
 WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
 # "highest") lost with fewer than 256 channels: its transforms are memory-bound and the
@@ -580,7 +621,7 @@ def _rule(spec: ConvSpec, dtype, op: str) -> str:
         return "depthwise"
     from .algorithms import jit
 
-    if spec.flops // 2 <= SMALL_PROBLEM_MACS:
+    if spec.flops // 2 <= SMALL_PROBLEM_MACS and not _avx2_small_winograd(spec, dtype, op):
         return "few_pixels" if _few_pixels(spec, op) and not jit.indexed(spec) else "small"
 
     size, itemsize = min(spec.oh, spec.ow), np.dtype(dtype).itemsize
@@ -795,6 +836,9 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
         return False
     channels = min(spec.c_in_g, spec.c_out_g)
     dilated = spec.dilation != (1, 1)
+    if jit.VECTOR_BYTES < 64 and np.dtype(dtype) == np.float32 and not dilated:
+        return (_avx2_winograd(spec, dtype, op)
+                and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
     avx512 = jit.VECTOR_BYTES >= 64 and np.dtype(dtype) == np.float32
     backward = avx512 and op != "forward" and not dilated
     if (avx512 and winograd.tile_size(spec, dtype) != WINOGRAD_AVX512_TILE
@@ -816,6 +860,40 @@ def _winograd_wins(spec: ConvSpec, dtype, op: str) -> bool:
             and min(winograd.phase_size(spec)) >= size
             and winograd.gemm_width(spec, dtype) >= _winograd_min_tiles(spec, dtype, op)
             and winograd.phase_bytes(spec, np.dtype(dtype).itemsize) <= workspace_limit())
+
+
+def _avx2_small_winograd(spec: ConvSpec, dtype, op: str) -> bool:
+    """Whether a gradient below :data:`SMALL_PROBLEM_MACS` goes to winograd (AVX2 tiles,
+    float32, undilated: :func:`_avx2_winograd`)."""
+    from .algorithms import jit
+
+    return (op != "forward" and jit.VECTOR_BYTES < 64 and np.dtype(dtype) == np.float32
+            and spec.dilation == (1, 1) and _winograd_wins(spec, dtype, op))
+
+
+def _avx2_winograd(spec: ConvSpec, dtype, op: str) -> bool:
+    """:func:`_winograd_wins` for an undilated float32 layer with AVX2 tiles (the
+    WINOGRAD_AVX2 thresholds)."""
+    from .algorithms import winograd
+
+    side = "forward" if op == "forward" else "backward"
+    channels = min(spec.c_in_g, spec.c_out_g)
+    size = min(winograd.phase_size(spec))
+    tiles = winograd.gemm_width(spec, dtype)
+    if channels < WINOGRAD_AVX2_MIN_CHANNELS[side]:
+        return False
+    if winograd.tile_size(spec, dtype) == 4:
+        return tiles >= (WINOGRAD_AVX2_F4_MIN_TILES
+                         if channels >= WINOGRAD_AVX2_F4_WIDE_CHANNELS[side]
+                         else WINOGRAD_MIN_TILES[4])
+    if channels < WINOGRAD_AVX2_F2_MIN_CHANNELS[side]:
+        return False
+    if channels >= WINOGRAD_AVX2_F2_WIDE_CHANNELS[side]:
+        return size >= WINOGRAD_AVX2_F2_WIDE_MIN_SIZE and tiles >= WINOGRAD_AVX2_F2_WIDE_MIN_TILES
+    if side == "forward" and channels < WINOGRAD_NARROW_CHANNELS:
+        return size >= WINOGRAD_NARROW_MIN_SIZE and tiles >= WINOGRAD_MIN_TILES[2]
+    few = side == "backward" and spec.n <= WINOGRAD_AVX2_FEW_SAMPLES
+    return size >= WINOGRAD_AVX2_F2_MIN_SIZE and (few or tiles >= WINOGRAD_AVX2_F2_MIN_TILES)
 
 
 def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
