@@ -345,10 +345,13 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     # GEMM; im2col with many weights per pixel
     one = plan_conv2d((1, 64, 56, 56), (64, 64, 3, 3), padding=1).spec
     assert npconv.explain_choice(one, np.float32, "backward").algorithm == "jit"
-    one128 = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
-    assert npconv.explain_choice(one128, np.float32, "backward").algorithm == "jit"
-    one160 = plan_conv2d((1, 160, 28, 28), (160, 160, 3, 3), padding=1).spec
+    one96 = plan_conv2d((1, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
+    assert npconv.explain_choice(one96, np.float32, "backward").algorithm == "jit"
+    one160 = plan_conv2d((1, 160, 20, 20), (160, 160, 3, 3), padding=1).spec
     assert npconv.explain_choice(one160, np.float32, "backward").algorithm == "im2col"
+    # but one sample's backward pass on F(4x4) from 128 channels: winograd
+    one128 = plan_conv2d((1, 128, 28, 28), (128, 128, 3, 3), padding=1).spec
+    assert npconv.explain_choice(one128, np.float32, "backward").algorithm == "winograd"
     two5x5 = plan_conv2d((2, 64, 28, 28), (64, 64, 5, 5), padding=2).spec
     assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "jit"
     # long columns: any K from 1024 output pixels, up to 2304 pairs from 512
@@ -377,7 +380,7 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     dilated128 = plan_conv2d((8, 128, 28, 28), (128, 128, 3, 3), padding=2, dilation=2).spec
     assert npconv.explain_choice(dilated128, np.float32, "backward").algorithm == "jit"
     # from 128 channels, fewer tiles: 200 (F(4x4) and F(2x2)); backward, 80 and
-    # 110, with two samples or 256 channels
+    # 110, with two samples or 256 channels, and one sample's on F(4x4) from 40
     def backward(x, c_out, **kwargs):
         spec = plan_conv2d(x, (c_out, x[1], 3, 3), **kwargs).spec
         return npconv.explain_choice(spec, np.float32, "backward").algorithm
@@ -388,11 +391,12 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert backward((4, 128, 28, 28), 128, padding=1) == "winograd"  # 224 tiles
     assert backward((3, 128, 28, 28), 128, padding=1) == "winograd"  # 168
     assert backward((2, 128, 24, 24), 128, padding=1) == "winograd"  # 84
-    assert backward((1, 128, 32, 32), 128, padding=1) != "winograd"  # 72: one sample
-    assert backward((1, 128, 48, 48), 128, padding=1) != "winograd"  # 156: one sample
+    assert backward((1, 128, 32, 32), 128, padding=1) == "winograd"  # 72: one sample
+    assert backward((1, 128, 24, 24), 128, padding=1) == "winograd"  # 42: F(4x4)
+    assert backward((1, 128, 20, 20), 128, padding=1) != "winograd"  # 110: F(2x2)
     assert forward((3, 128, 28, 28), 128, padding=1) == "jit"  # the forward: not this
     assert backward((1, 256, 40, 40), 256, padding=1) == "winograd"  # 110: 256 channels
-    assert backward((1, 256, 28, 28), 256, padding=1) != "winograd"  # 56
+    assert backward((1, 256, 28, 28), 256, padding=1) == "winograd"  # 56: one sample
     assert backward((2, 96, 28, 28), 96, padding=1) == "jit"  # 112, below 128 channels
     assert backward((5, 256, 14, 14), 256, padding=1) == "winograd"  # 280, F(2x2)
     assert backward((3, 256, 14, 14), 256, padding=1) == "winograd"  # 168

@@ -221,6 +221,17 @@ WINOGRAD_AVX512_F2_BACKWARD_MIN_SIZE = 10
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE = 14
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MAX_K = 1152  # (128 channels: where it was measured)
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
+# One sample's backward pass on F(4x4) with 128 or more channels needs only
+# WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES, since a call that is not split by samples
+# splits its GEMMs by transform index (npconv.algorithms.winograd._matmul). Backward, ms,
+# winograd / the rule's jit or im2col before, on an AVX-512 Xeon: (1, 128, 24, 24) (42
+# tiles) 1.79 / 1.93, (1, 128, 28, 28) 1.83 / 2.44, (1, 128, 36, 36) 2.37 / 3.09, (1,
+# 128, 40, 40) 2.64 / 3.49, (1, 192, 24, 24) 2.83 / 3.40, (1, 192, 28, 28) 2.99 / 4.63,
+# (1, 256, 24, 24) 4.01 / 5.31, (1, 256, 28, 28) 4.40 / 7.75, (1, 512, 28, 28) 19.9 / 28.2;
+# with 96 channels only on large outputs ((1, 96, 56, 56) 2.76 / 3.42, but (1, 96, 28,
+# 28) 1.44 / 1.30, (1, 96, 32, 32) 1.55 / 1.50), so those keep WINOGRAD_MIN_TILES. (Every
+# F(4x4) layer has 42 tiles or more: outputs of 24x24 and more.)
+WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES = 40
 WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE = 14
 WINOGRAD_AVX512_TILE = 4  # float32 winograd with AVX-512: F(4x4, 3x3), and F(2x2) ...
 WINOGRAD_AVX512_F2_MIN_CHANNELS = 256  # ... from this many channels per group
@@ -900,7 +911,8 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
     """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
     float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
     :data:`WINOGRAD_AVX512_MIN_TILES`; backward, :data:`WINOGRAD_AVX512_BACKWARD_MIN_TILES`
-    where the thresholds after it allow)."""
+    where the thresholds after it allow, one sample's on F(4x4)
+    :data:`WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES`)."""
     from .algorithms import jit, winograd
 
     m = winograd.tile_size(spec, dtype)
@@ -914,6 +926,8 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
         return (WINOGRAD_AVX512_BACKWARD_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
     if channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS:
         return WINOGRAD_MIN_TILES[m]
+    if op != "forward" and m == 4 and spec.n < WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES:
+        return WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES  # one sample
     if op != "forward" and (wide or spec.n >= WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES):
         return WINOGRAD_AVX512_BACKWARD_MIN_TILES[m]
     return WINOGRAD_AVX512_MIN_TILES[m]
