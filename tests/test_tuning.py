@@ -215,8 +215,10 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     narrow28 = plan_conv2d((16, 96, 28, 28), (96, 96, 3, 3), padding=1).spec
     assert npconv.explain_choice(narrow28).algorithm == "jit"
     # fewer samples than threads: winograd cannot split the call between them
-    single = plan_conv2d((1, 128, 56, 56), (128, 128, 3, 3), padding=1).spec
-    large = plan_conv2d((1, 128, 112, 112), (128, 128, 3, 3), padding=1).spec
+    # (up to 64 channels, or 160 on few tiles x channels)
+    single = plan_conv2d((1, 128, 40, 40), (128, 128, 3, 3), padding=1).spec
+    large = plan_conv2d((1, 128, 56, 56), (128, 128, 3, 3), padding=1).spec  # 210 tiles
+    wide = plan_conv2d((1, 192, 28, 28), (192, 192, 3, 3), padding=1).spec
     before = npconv.get_num_threads()
     try:
         npconv.set_num_threads(1)
@@ -224,7 +226,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
         npconv.set_num_threads(2)
         if npconv.get_num_threads() == 2:
             assert npconv.explain_choice(single).algorithm == "jit"
-            assert npconv.explain_choice(large).algorithm == "winograd"  # 812 tiles
+            assert npconv.explain_choice(large).algorithm == "winograd"
+            assert npconv.explain_choice(wide).algorithm == "winograd"  # 56 tiles, F(4x4)
             assert npconv.explain_choice(single, np.float32, "backward").algorithm == "winograd"
     finally:
         npconv.set_num_threads(before)

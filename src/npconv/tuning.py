@@ -222,7 +222,9 @@ WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MIN_SIZE = 14
 WINOGRAD_AVX512_F2_BACKWARD_IMPLICIT_MAX_K = 1152  # (128 channels: where it was measured)
 WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES = 2
 # One sample's backward pass on F(4x4) with 128 or more channels needs only
-# WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES, since a call that is not split by samples
+# WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES (and so does its forward pass where the
+# implicit GEMM does not keep it: WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS and the
+# thresholds after it), since a call that is not split by samples
 # splits its GEMMs by transform index (npconv.algorithms.winograd._matmul). Backward, ms,
 # winograd / the rule's jit or im2col before, on an AVX-512 Xeon: (1, 128, 24, 24) (42
 # tiles) 1.79 / 1.93, (1, 128, 28, 28) 1.83 / 2.44, (1, 128, 36, 36) 2.37 / 3.09, (1,
@@ -290,10 +292,17 @@ WINOGRAD_AVX512_FORWARD_FEW_WIDE_MAX_SIZE = 28
 # 4.93 / 6.45, 224x224 9.67 / 12.65; 128 on 56x56 (210) 2.55 / 4.12, 64x64 3.22 / 4.63,
 # 80x80 5.05 / 5.59, 96x96 (600) 7.07 / 7.10, 112x112 9.65 / 8.49; 160 on 56x56 3.99 /
 # 5.00; 192 on 56x56 5.89 / 6.19, 80x80 11.49 / 9.01; 96 on 112x112 (812) 5.56 / 6.05;
-# 256 on 56x56 10.65 / 8.90.
+# 256 on 56x56 10.65 / 8.90. Since a call winograd does not split by samples splits its
+# GEMMs by transform index (npconv.algorithms.winograd._matmul), from 160 channels it wins
+# on more, and one sample's F(4x4) takes its backward pass's fewer tiles
+# (WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES). Measured again, implicit / winograd:
+# 128 on 28x28 0.81 / 1.05, 40x40 1.41 / 1.49, 48x48 1.83 / 1.71, 56x56 2.62 / 2.06; 160
+# on 28x28 1.35 / 1.39, 56x56 3.90 / 2.65; 192 on 28x28 1.87 / 1.57, 40x40 3.10 / 2.37,
+# 56x56 5.89 / 3.35; 256 on 24x24 2.68 / 2.32, 28x28 3.34 / 2.31; 512 on 28x28 im2col
+# 14.1 / 9.94.
 WINOGRAD_AVX512_FORWARD_SINGLE_NARROW_CHANNELS = 64
-WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS = 192
-WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK = 60_000
+WINOGRAD_AVX512_FORWARD_SINGLE_MAX_CHANNELS = 160
+WINOGRAD_AVX512_FORWARD_SINGLE_MAX_WORK = 20_000
 # With one or two samples im2col's GEMMs beat the register-tiled kernels on the weight
 # gradient (little work per task): 1.2-2.5x (64-192 channels, 3x3 and 5x5, 28x28-56x56),
 # and on the whole backward pass of such layers (dX is level). From three samples the
@@ -911,7 +920,7 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
     """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
     float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
     :data:`WINOGRAD_AVX512_MIN_TILES`; backward, :data:`WINOGRAD_AVX512_BACKWARD_MIN_TILES`
-    where the thresholds after it allow, one sample's on F(4x4)
+    where the thresholds after it allow; one sample on F(4x4), either pass,
     :data:`WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES`)."""
     from .algorithms import jit, winograd
 
@@ -926,7 +935,7 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
         return (WINOGRAD_AVX512_BACKWARD_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
     if channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS:
         return WINOGRAD_MIN_TILES[m]
-    if op != "forward" and m == 4 and spec.n < WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES:
+    if m == 4 and spec.n < WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES:
         return WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES  # one sample
     if op != "forward" and (wide or spec.n >= WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES):
         return WINOGRAD_AVX512_BACKWARD_MIN_TILES[m]
