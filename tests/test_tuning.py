@@ -101,7 +101,7 @@ def test_set_num_threads_validated():
     ((16, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "backward", "jit"),
     ((16, 64, 56, 56), (192, 64, 3, 3), dict(padding=1, stride=2), "backward", "im2col"),
     ((64, 32, 32, 32), (32, 32, 3, 3), dict(padding=1), "forward", "jit"),  # tiled
-    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "winograd"),  # 256 tiles
+    ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "forward", "winograd"),  # 320 tiles
     ((16, 512, 7, 7), (512, 512, 5, 5), dict(padding=2), "forward", "im2col"),  # deep, small
     ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "forward", "jit"),
     ((16, 128, 7, 7), (128, 128, 3, 3), dict(padding=1), "backward", "winograd"),
@@ -122,7 +122,7 @@ def test_set_num_threads_validated():
     ((64, 16, 28, 28), (128, 16, 5, 5), dict(stride=2), "grad_input", "im2col"),  # > 64
     ((16, 256, 14, 14), (64, 256, 1, 1), {}, "forward", "im2col"),  # pointwise
     ((64, 32, 32, 32), (2, 32, 3, 3), dict(padding=1), "forward", "im2col"),  # 2 outputs
-    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),  # 2048 tiles
+    ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "backward", "winograd"),  # 2304 tiles
     ((32, 64, 16, 16), (64, 64, 3, 3), dict(padding=1), "forward", "jit"),  # narrow, small
     ((16, 64, 20, 20), (64, 64, 3, 3), dict(padding=1), "forward", "winograd"),
     ((32, 96, 14, 14), (96, 96, 3, 3), dict(padding=1), "backward", "winograd"),
@@ -143,7 +143,7 @@ def test_set_num_threads_validated():
     ((2, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "grad_weight", "winograd"),  # 420
     ((2, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),
     ((6, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), "grad_input", "winograd"),  # 336
-    ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "winograd"),  # F2: 245
+    ((5, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), "forward", "winograd"),  # F2: 280
     ((5, 256, 14, 14), (256, 256, 5, 5), dict(padding=2), "forward", "im2col"),  # deep
     ((3, 64, 28, 28), (64, 64, 5, 5), dict(padding=2), "backward", "jit"),
     ((16, 3, 112, 112), (8, 3, 3, 3), dict(stride=2, padding=1), "forward", "jit"),  # stem
