@@ -358,14 +358,17 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     two5x5 = plan_conv2d((2, 64, 28, 28), (64, 64, 5, 5), padding=2).spec
     assert npconv.explain_choice(two5x5, np.float32, "backward").algorithm == "jit"
     # long columns: any K from 1024 output pixels, up to 2304 pairs from 512
-    two = plan_conv2d((2, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
+    two = plan_conv2d((2, 256, 10, 10), (256, 256, 3, 3), padding=1).spec
     assert npconv.explain_choice(two).algorithm == "im2col"
+    # (on 14x14, from 192 channels, winograd: 112 tiles)
+    two14 = plan_conv2d((2, 256, 14, 14), (256, 256, 3, 3), padding=1).spec
+    assert npconv.explain_choice(two14).algorithm == "winograd"
     res7 = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec  # K = 4608
     assert npconv.explain_choice(res7).algorithm == "im2col"
     res7_32 = plan_conv2d((32, 512, 7, 7), (512, 512, 3, 3), padding=1).spec
     assert npconv.explain_choice(res7_32).algorithm == "jit"
-    res14 = plan_conv2d((3, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # K = 2304
-    assert npconv.explain_choice(res14).algorithm == "jit"
+    res7_12 = plan_conv2d((12, 256, 7, 7), (256, 256, 3, 3), padding=1).spec  # K = 2304
+    assert npconv.explain_choice(res7_12).algorithm == "jit"  # 588 output pixels
     res14_5 = plan_conv2d((5, 256, 14, 14), (256, 256, 3, 3), padding=1).spec  # 280 tiles
     assert npconv.explain_choice(res14_5).algorithm == "winograd"
     assert npconv.explain_choice(res56, np.float64).algorithm == "winograd"  # f32 kernels
@@ -406,7 +409,9 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert backward((2, 256, 14, 14), 256, padding=1) == "winograd"  # 112
     assert backward((2, 256, 10, 10), 256, padding=1) != "winograd"  # 60
     assert forward((4, 256, 14, 14), 256, padding=1) == "winograd"  # 224, F(2x2)
-    assert forward((3, 256, 14, 14), 256, padding=1) == "jit"  # 168
+    assert forward((3, 256, 14, 14), 256, padding=1) == "winograd"  # 168: from 192 channels
+    assert forward((1, 256, 14, 14), 256, padding=1) != "winograd"  # 56, 100 for those
+    assert forward((2, 128, 28, 28), 128, padding=1) == "jit"  # 112: 200 with 128 channels
     assert backward((4, 512, 7, 7), 512, padding=1) != "winograd"  # 80
     assert backward((1, 64, 56, 56), 64, padding=1) == "jit"  # 210, below 128 channels
     # dilated: 256 channels, phases of at least 14x14

@@ -116,6 +116,17 @@ WINOGRAD_MIN_TILES = {4: 300, 2: 500}  # by tile size m
 # F(2x2) from 200 since its transforms allocate once per task: forward, (4, 256, 14, 14)
 # (224 tiles) 3.0-3.1 / 3.7-3.8 (jit) in three runs.
 WINOGRAD_AVX512_MIN_TILES = {4: 200, 2: 200}
+# Since the GEMMs of a call that is not split by samples are split by transform index
+# (npconv.algorithms.winograd._matmul), forward passes with
+# WINOGRAD_AVX512_FORWARD_WIDE_TILES_CHANNELS or more channels need fewer tiles. Forward,
+# winograd / the rule's pick before (jit's implicit GEMM, or im2col), ms, on an AVX-512
+# Xeon: F(4x4), (2, 192, 28, 28) (112 tiles) 2.59 / 3.33, (2, 256, 28, 28) 4.19 / 5.98,
+# (3, 256, 28, 28) 6.03 / 8.16, (2, 512, 28, 28) 17.4 / 26.4, (2, 256, 24, 24) (84) 3.84 /
+# 4.06, but 128 channels (2, 128, 28, 28) 1.44 / 1.37; F(2x2) (from 256 channels), (2,
+# 512, 14, 14) (112) 5.58 / 7.25, (2, 384, 16, 16) (144) 3.92 / 4.81, (1, 512, 20, 20)
+# (110) 5.09 / 7.57, (1, 256, 20, 20) 1.78 / 2.01.
+WINOGRAD_AVX512_FORWARD_WIDE_TILES_CHANNELS = 192
+WINOGRAD_AVX512_FORWARD_WIDE_MIN_TILES = {4: 80, 2: 100}
 # The thresholds above are the AVX2 machine's of the early rounds, before winograd's
 # transforms got cheaper and its GEMMs were split between the threads by transform index
 # (npconv.algorithms.winograd._matmul). Measured since with AVX-512 switched off (AVX2
@@ -921,7 +932,9 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
     float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
     :data:`WINOGRAD_AVX512_MIN_TILES`; backward, :data:`WINOGRAD_AVX512_BACKWARD_MIN_TILES`
     where the thresholds after it allow; one sample on F(4x4), either pass,
-    :data:`WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES`)."""
+    :data:`WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES`; forward from
+    :data:`WINOGRAD_AVX512_FORWARD_WIDE_TILES_CHANNELS`,
+    :data:`WINOGRAD_AVX512_FORWARD_WIDE_MIN_TILES`)."""
     from .algorithms import jit, winograd
 
     m = winograd.tile_size(spec, dtype)
@@ -939,6 +952,8 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
         return WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES  # one sample
     if op != "forward" and (wide or spec.n >= WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES):
         return WINOGRAD_AVX512_BACKWARD_MIN_TILES[m]
+    if op == "forward" and channels >= WINOGRAD_AVX512_FORWARD_WIDE_TILES_CHANNELS:
+        return WINOGRAD_AVX512_FORWARD_WIDE_MIN_TILES[m]
     return WINOGRAD_AVX512_MIN_TILES[m]
 
 
