@@ -404,6 +404,8 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     assert backward((1, 256, 40, 40), 256, padding=1) == "winograd"  # 110: 256 channels
     assert backward((1, 256, 28, 28), 256, padding=1) == "winograd"  # 56: one sample
     assert backward((2, 96, 28, 28), 96, padding=1) == "jit"  # 112, below 128 channels
+    assert backward((4, 112, 28, 28), 112, padding=1) == "winograd"  # 224: F(4x4) from 96
+    assert backward((6, 96, 24, 24), 96, padding=1) != "winograd"  # 252, but 24x24
     assert backward((5, 256, 14, 14), 256, padding=1) == "winograd"  # 280, F(2x2)
     assert backward((3, 256, 14, 14), 256, padding=1) == "winograd"  # 168
     assert backward((2, 256, 14, 14), 256, padding=1) == "winograd"  # 112

@@ -169,6 +169,16 @@ WINOGRAD_AVX2_F2_MIN_TILES = 400
 WINOGRAD_AVX2_F2_MIN_SIZE = 10
 WINOGRAD_AVX2_FEW_SAMPLES = 2
 WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS = 128
+# Backward passes on F(4x4) from WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS take
+# WINOGRAD_AVX512_MIN_TILES too on outputs from WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE, since
+# the GEMMs of calls not split by samples are split by transform index
+# (npconv.algorithms.winograd._matmul). Backward, winograd / jit (the rule's pick), ms, on
+# an AVX-512 Xeon: (4, 96, 28, 28) (224 tiles) 3.14 / 3.37, (4, 104, 28, 28) 3.57 / 4.76,
+# (4, 112, 28, 28) 3.65 / 4.87, (4, 96, 32, 32) 3.55 / 4.19, (1, 112, 56, 56) 3.26 /
+# 5.25; but (6, 96, 24, 24) (252) 3.88 / 3.58, and F(2x2) lost ((8, 96, 14, 14) 2.31 /
+# 1.86).
+WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS = 96
+WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE = 28
 # With AVX-512, float32 F(2x2, 3x3) (outputs below 24x24, or float32 precision
 # "highest") lost with fewer than 256 channels: its transforms are memory-bound and the
 # GEMMs it saves run twice as fast there. Backward, ms, winograd against the fastest
@@ -931,7 +941,9 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
     """The tiles per GEMM winograd needs (:data:`WINOGRAD_MIN_TILES`; with AVX-512,
     float32, no dilation and :data:`WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS` channels,
     :data:`WINOGRAD_AVX512_MIN_TILES`; backward, :data:`WINOGRAD_AVX512_BACKWARD_MIN_TILES`
-    where the thresholds after it allow; one sample on F(4x4), either pass,
+    where the thresholds after it allow, on F(4x4) from
+    :data:`WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS` the general ones on outputs from
+    :data:`WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE`; one sample on F(4x4), either pass,
     :data:`WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES`; forward from
     :data:`WINOGRAD_AVX512_FORWARD_WIDE_TILES_CHANNELS`,
     :data:`WINOGRAD_AVX512_FORWARD_WIDE_MIN_TILES`)."""
@@ -946,6 +958,10 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
         few = (op != "forward" and wide
                and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE)
         return (WINOGRAD_AVX512_BACKWARD_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
+    if (op != "forward" and m == 4 and channels >= WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS
+            and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE
+            and channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS):
+        return WINOGRAD_AVX512_MIN_TILES[m]
     if channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS:
         return WINOGRAD_MIN_TILES[m]
     if m == 4 and spec.n < WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES:
