@@ -958,12 +958,11 @@ def _winograd_min_tiles(spec: ConvSpec, dtype, op: str) -> int:
         few = (op != "forward" and wide
                and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_BACKWARD_DILATED_MIN_SIZE)
         return (WINOGRAD_AVX512_BACKWARD_MIN_TILES if few else WINOGRAD_MIN_TILES)[m]
-    if (op != "forward" and m == 4 and channels >= WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS
-            and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE
-            and channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS):
-        return WINOGRAD_AVX512_MIN_TILES[m]
     if channels < WINOGRAD_AVX512_FEW_TILES_MIN_CHANNELS:
-        return WINOGRAD_MIN_TILES[m]
+        f4_backward = (op != "forward" and m == 4
+                       and channels >= WINOGRAD_AVX512_F4_BACKWARD_MIN_CHANNELS
+                       and min(winograd.phase_size(spec)) >= WINOGRAD_AVX512_F4_BACKWARD_MIN_SIZE)
+        return (WINOGRAD_AVX512_MIN_TILES if f4_backward else WINOGRAD_MIN_TILES)[m]
     if m == 4 and spec.n < WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES:
         return WINOGRAD_AVX512_SINGLE_BACKWARD_F4_MIN_TILES  # one sample
     if op != "forward" and (wide or spec.n >= WINOGRAD_AVX512_BACKWARD_MIN_SAMPLES):
