@@ -181,3 +181,35 @@ def test_a_split_is_only_autos():
     with pytest.raises(ValueError, match="unknown algorithm"):
         npconv.conv2d_backward(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)),
                                np.ones((1, 1, 2, 2)), algorithm="im2col+jit")
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1, groups=8),
+                                    dict(stride=2, padding=(1, 0), groups=8),
+                                    dict(padding=2, dilation=2, groups=4)],
+                         ids=["depthwise", "strided-depthwise", "grouped-dilated"])
+def test_plane_kernels_fuse_the_bias_and_db(kwargs, monkeypatch):
+    """The plane kernels add the bias as they copy y out and sum dB from the dZ planes
+    their dW reads: y bit for bit the sums plus the bias, dB the float64 sum of dZ."""
+    from npconv.algorithms import jit
+
+    monkeypatch.setattr(jit, "indexed", lambda spec: False)
+    monkeypatch.setattr(jit, "PARALLEL_MIN_MACS", 0)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 8, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 8 // kwargs["groups"], 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    spec = plan_conv2d(x.shape, w.shape, **kwargs).spec
+    assert not jit.tiled(spec, "forward", 4) and not jit.implicit(spec, "forward", 4)
+    y = npconv.conv2d(x, w, b, algorithm="jit", **kwargs)
+    np.testing.assert_array_equal(
+        y, npconv.conv2d(x, w, algorithm="jit", **kwargs) + b.reshape(1, -1, 1, 1))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, db = npconv.conv2d_backward(x, w, g, algorithm="jit", **kwargs)
+    np.testing.assert_array_equal(
+        db, g.astype(np.float64).sum(axis=(0, 2, 3)).astype(np.float32))
+    _, dw_alone, _ = npconv.conv2d_backward(x, w, g, algorithm="jit",
+                                            output_mask=(False, True, False), **kwargs)
+    np.testing.assert_array_equal(dw, dw_alone)
+    ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
+    for name, got, want in zip(("dX", "dW"), (dx, dw), ref, strict=False):
+        assert_close(got, want, name)
