@@ -72,8 +72,17 @@ def unsupported(impl: ModuleType, spec) -> str | None:
 
 def bias_grad(grad_output):
     """dB (C_out,) from dZ (N, C_out, OH, OW): dZ summed over samples and pixels
-    (formula 17.3.6), in dZ's dtype."""
-    return grad_output.sum(axis=(0, 2, 3), dtype=grad_output.dtype)
+    (formula 17.3.6) in float64, in dZ's dtype."""
+    from . import _bias  # Numba, imported with the first convolution that needs it
+
+    return _bias.bias_grad(grad_output)
+
+
+def add_bias(y, bias) -> None:
+    """y (N, C_out, OH, OW) += bias (C_out,), in place."""
+    from . import _bias
+
+    _bias.add_bias(y, bias)
 
 
 def forward(impl: ModuleType, x, weight, bias, spec):
@@ -82,7 +91,7 @@ def forward(impl: ModuleType, x, weight, bias, spec):
         return impl.forward(x, weight, spec, bias)
     y = impl.forward(x, weight, spec)
     if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
+        add_bias(y, bias)
     return y
 
 
