@@ -38,7 +38,7 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-# The shares run on Numba's own threads (:func:`_launch`) while this is True: a forked
+# The shares run on Numba's own threads (:func:`_launcher`) while this is True: a forked
 # child runs them on a pool of Python threads instead (GNU OpenMP, Numba's usual
 # threading layer, aborts a child that launches a parallel region after its parent did).
 _numba_threads = True

@@ -982,8 +982,9 @@ def _weight_bias_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
 def backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, spec: ConvSpec,
              need_input: bool, need_weight: bool, need_bias: bool = False):
     """``(dx, dw, db)``, each None unless asked for: one pass over dZ for all three on
-    the index-table path, else :func:`grad_input`, :func:`grad_weight` and a sum (on
-    the implicit GEMM dW and dB together, :func:`._implicit.weight_bias_grad`)."""
+    the index-table path, else :func:`grad_input`, then dW and dB together where dW's
+    kernels read dZ anyway (:func:`_weight_bias_grad`: the implicit GEMM's and the plane
+    kernels'), else dW and a sum (:func:`bias_grad`)."""
     if indexed(spec):
         return _small_backward(spec, grad_output.dtype)(x, weight, grad_output, need_input,
                                                         need_weight, need_bias)
