@@ -61,6 +61,7 @@ from .._numba import VECTOR_BYTES, serial_and_parallel
 from .._scratch import output
 from ..spec import ConvSpec, plan_conv2d
 from . import _blocked, _dense, _implicit, _indexed, bias_grad
+from ._bias import plane_sum
 from .transpose import transposed_kernel
 
 FUSES_BIAS = True  # forward(x, weight, spec, bias); backward(..., need_bias)
@@ -93,19 +94,6 @@ def _fill_plane(src, plane, wp, top, left):  # pragma: no cover - compiled
         dst = plane[(r + top) * wp + left:(r + top) * wp + left + w]
         for q in range(w):
             dst[q] = row[q]
-
-
-@njit(inline="always")
-def _plane_sum(plane):  # pragma: no cover - compiled
-    """The sum of ``plane`` (OH, OW) in float64, row by row."""
-    total = 0.0
-    for i in range(plane.shape[0]):
-        row = plane[i]
-        part = 0.0
-        for j in range(row.shape[0]):
-            part += row[j]
-        total += part
-    return total
 
 
 @njit(inline="always")
@@ -220,7 +208,7 @@ def _grad_weight_wide_kernel(x, dz, grad_w, db, top, left, hq, wp, dh, dw,
                         part += src[t] * grad[t]
                     total[u * kw + v] += part
             if ci == 0 and db.shape[0]:
-                bias_total += _plane_sum(dz[b, co])
+                bias_total += plane_sum(dz[b, co])
         for u in range(kh):
             for v in range(kw):
                 grad_w[co, ci, u, v] = total[u * kw + v]
@@ -371,7 +359,7 @@ def _grad_weight_phases_wide_kernel(x, dz, grad_w, db, top, left, sh, sw, dh, dw
                         part += src[t] * grad[t]
                     total[u * kw + v] += part
             if ci == 0 and db.shape[0]:
-                bias_total += _plane_sum(dz[b, co])
+                bias_total += plane_sum(dz[b, co])
         for u in range(kh):
             for v in range(kw):
                 grad_w[co, ci, u, v] = total[u * kw + v]
