@@ -96,12 +96,20 @@ CASES = {
 }
 
 
+FORWARD_TILES = sorted({(co, px) for co, px, _ in _implicit._FORWARD})
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["plain", "prefetching"])
 @pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("tile", sorted(_implicit._FORWARD), ids=lambda t: f"{t[0]}x{t[1]}")
-def test_kernels_match_the_loops(case, dtype, parallel, tile, monkeypatch):
+@pytest.mark.parametrize("tile", FORWARD_TILES, ids=lambda t: f"{t[0]}x{t[1]}")
+def test_kernels_match_the_loops(case, dtype, parallel, tile, ahead, monkeypatch):
+    if ahead and dtype == np.float64:
+        pytest.skip("the forward kernels run float64 only in these tests: plain is enough")
     monkeypatch.setattr(_implicit, "forward_tile", lambda c_out_g: tile)  # every tile, every case
+    # and each tile's kernel with and without the prefetches, whatever the taps
+    monkeypatch.setattr(_implicit, "PREFETCH_MAX_TAPS", 1 << 30 if ahead else 0)
     # and both weight-gradient tiles (AVX-512's wide one with the wide forward tiles)
     wco = _implicit.WIDE_WCO if tile[0] >= _implicit.WIDE_WCO else _implicit.WCO
     monkeypatch.setattr(_implicit, "weight_tile_channels", lambda c_out_g: wco)
@@ -265,7 +273,7 @@ def test_pixel_table_is_cached():
 
 def test_every_tile_of_either_width_has_its_kernel():
     for tiles in _implicit.FORWARD_TILES.values():
-        assert set(tiles) <= set(_implicit._FORWARD)
+        assert {(*t, ahead) for t in tiles for ahead in (False, True)} <= set(_implicit._FORWARD)
     assert _implicit.forward_tile(64) in _implicit.FORWARD_TILES[_implicit.VECTOR_BYTES]
 
 
@@ -645,6 +653,32 @@ def test_the_phases_give_the_same_dx_a_chunk_of_samples_at_a_time(case, parallel
         assert chunk <= per and -(-spec.n // chunk) == -(-spec.n // per)  # evened out
         np.testing.assert_array_equal(_implicit.input_grad_phases(g, w, spec, parallel),
                                       whole)
+
+
+def test_kernels_with_few_taps_per_channel_prefetch_and_agree_bit_for_bit(monkeypatch):
+    # 1x1 layers and the 1-tap phases of a strided dX take the prefetching kernel, 3x3
+    # layers the plain one; prefetching changes no result
+    co, px = _implicit.forward_tile(32)
+    for parallel in (False, True):
+        kernels = {ahead: _implicit._FORWARD[co, px, ahead][parallel] for ahead in (0, 1)}
+        assert _implicit.forward_kernel(co, px, 1, parallel) is kernels[True]
+        assert _implicit.forward_kernel(co, px, 9, parallel) is kernels[False]
+    rng = np.random.default_rng(12)
+    pointwise = plan_conv2d((3, 40, 9, 7), (32, 40, 1, 1)).spec
+    x = rng.standard_normal(pointwise.x_shape).astype(np.float32)
+    w = rng.standard_normal(pointwise.weight_shape).astype(np.float32)
+    strided = plan_conv2d((3, 32, 13, 11), (24, 32, 3, 3), stride=2, padding=1).spec
+    w2 = rng.standard_normal(strided.weight_shape).astype(np.float32)
+    g = rng.standard_normal(strided.y_shape).astype(np.float32)
+    runs = []
+    for taps in (0, 1, 1 << 30):  # none, the 1-tap ones, all
+        monkeypatch.setattr(_implicit, "PREFETCH_MAX_TAPS", taps)
+        runs.append((_implicit.correlate(x, w, pointwise, True).copy(),
+                     _implicit.input_grad_phases(g, w2, strided, True).copy()))
+    assert_close(runs[0][0], naive.forward(x, w, pointwise), "y")
+    for y, dx in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0][0])
+        np.testing.assert_array_equal(dx, runs[0][1])
 
 
 def test_the_phase_chunks_keep_within_the_workspace_limit():
