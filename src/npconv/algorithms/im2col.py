@@ -65,6 +65,16 @@ from ..spec import ConvSpec
 # A chunk's buffers (column matrix, GEMM output, padded input) aim at this many bytes,
 # so they stay in the last-level cache (32 MiB L3 on the machine this was tuned on).
 CACHE_BYTES = 8 * 2**20
+# ... but each chunk's GEMM has at least MIN_GEMM_COLUMNS columns where the workspace
+# limit allows: BLAS packs the whole weight matrix again for every GEMM, and for long
+# columns (K = C_in*KH*KW) on small images a cache-sized chunk holds few of them.
+# (16, 512, 7, 7) with 512 3x3 kernels (W: 9.4 MB, 0.9 MB of columns a sample) ran in
+# GEMMs of 147 columns, 3 to each thread's 8 samples. Measured on an AVX-512 Xeon, ms,
+# at least 0 / 512 / 1024 / 2048 columns: forward 14.25 / 12.72 / 12.62 / 12.66,
+# backward 32.5 / 28.5 / 28.6 / 28.9; (16, 256, 14, 14) with 256 3x3 kernels, backward
+# 29.8 / 28.2 / 27.5 / 27.6; Inception's 1x7 on 17x17 level (forward 4.7, backward
+# 10.0-10.3). Layers with short columns or large images already have that many.
+MIN_GEMM_COLUMNS = 1024
 # Wide rows (stride 1) add (Wp - OW) / OW to every GEMM; above this the copy they save
 # is worth less than the arithmetic they add. Measured, im2col forward / backward, ms,
 # wide rows against narrow, on an AVX-512 Xeon and (in brackets) with AVX-512 off
@@ -226,22 +236,39 @@ def _input_rows(spec: ConvSpec, lay: Layout, rows: int) -> int:
     return (rows - 1) * spec.stride[0] + spec.dilation[0] * (spec.kh - 1) + 1
 
 
+def _row_bytes(spec: ConvSpec, lay: Layout, itemsize: int) -> tuple[int, int]:
+    """(bytes of the column matrix and GEMM output per output row, bytes of the padded
+    input copy per input row)."""
+    wp = spec.w + spec.padding[2] + spec.padding[3]
+    per_row = (spec.c_in * spec.kh * spec.kw + spec.c_out) * lay.width * itemsize
+    return per_row, spec.c_in * wp * itemsize if lay.copy_input else 0
+
+
+def chunk_budget(spec: ConvSpec, itemsize: int, share: int = 1) -> int:
+    """Bytes each chunk's buffers may take when ``share`` threads chunk side by side:
+    ``min(CACHE_BYTES, workspace_limit()) / share``, or what :data:`MIN_GEMM_COLUMNS`
+    columns take where that is more, within ``workspace_limit() / share``."""
+    lay = layout(spec)
+    per_row, input_row = _row_bytes(spec, lay, itemsize)
+    limit = tuning.workspace_limit() // share
+    least = -(-MIN_GEMM_COLUMNS // lay.width) * (per_row + input_row)
+    return max(1, min(CACHE_BYTES // share, limit), min(limit, least))
+
+
 def chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None,
            share: int = 1):
     """``(n0, n1, i0, i1)``: samples n0:n1 and output rows i0:i1 of each chunk.
 
     A chunk's buffers (column matrix, GEMM output or dZ', padded input) fit in
-    ``min(CACHE_BYTES, workspace_limit()) / share``: whole samples when one fits, else
-    rows of one sample (at least one row). Only samples ``n_lo:n_hi`` (all by default)
+    :func:`chunk_budget`: whole samples when one fits, else rows of one sample (at least
+    one row). Only samples ``n_lo:n_hi`` (all by default)
     are chunked; ``share`` threads chunking their own samples side by side divide the
     budget between them.
     """
     n_hi = spec.n if n_hi is None else n_hi
     lay = layout(spec)
-    wp = spec.w + spec.padding[2] + spec.padding[3]
-    per_row = (spec.c_in * spec.kh * spec.kw + spec.c_out) * lay.width * itemsize
-    input_row = spec.c_in * wp * itemsize if lay.copy_input else 0
-    budget = max(1, min(CACHE_BYTES, tuning.workspace_limit()) // share)
+    per_row, input_row = _row_bytes(spec, lay, itemsize)
+    budget = chunk_budget(spec, itemsize, share)
     per_sample = per_row * spec.oh + input_row * _input_rows(spec, lay, spec.oh)
     if per_sample <= budget:
         step = max(1, min(n_hi - n_lo, budget // per_sample))

@@ -132,20 +132,15 @@ def rot180_example(kh: int, kw: int) -> dict:
     return {"kernel": kernel.tolist(), "rotated": kernel[::-1, ::-1].tolist()}
 
 
-def _im2col_cache_bytes() -> int:
-    """The size im2col's chunks aim at (they stay in the last-level cache)."""
-    from ..algorithms import im2col
-
-    return im2col.CACHE_BYTES
-
-
-def _workspace_chunks(spec, itemsize: int) -> tuple[int, int]:
+def _workspace_chunks(spec, itemsize: int) -> tuple[int, int, int, int]:
     """Pieces im2col splits the column matrix into under the current workspace limit,
-    and the threads that share them out by samples."""
+    the threads that share them out by samples, the bytes each piece may take, and the
+    GEMM columns a piece gets at least where the limit allows."""
     from ..algorithms import im2col  # the chunking rule lives with the algorithm
 
     shares = im2col.work(spec, itemsize)
-    return sum(len(share) for share in shares), len(shares)
+    return (sum(len(share) for share in shares), len(shares),
+            im2col.chunk_budget(spec, itemsize, len(shares)), im2col.MIN_GEMM_COLUMNS)
 
 
 def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0, dilation=1,
@@ -293,7 +288,7 @@ def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0
          "book": f"col_dZ ({length}, {c_out}) @ col_w.T ({c_out}, {k_all})"},
     ]
     itemsize = dtype.itemsize
-    pieces, threads = _workspace_chunks(s, itemsize)
+    pieces, threads, budget, least = _workspace_chunks(s, itemsize)
     cols_bytes = c_in * kh * kw * length * itemsize
     x_bytes = n * c_in * h * w * itemsize
     im2col = {
@@ -301,7 +296,7 @@ def explain(x_shape=(8, 3, 7, 6), weight_shape=(2, 3, 4, 5), stride=1, padding=0
         "memory": {"dtype": str(dtype), "cols_bytes": cols_bytes, "x_bytes": x_bytes,
                    "ratio": cols_bytes / x_bytes,
                    "workspace_limit_bytes": tuning.workspace_limit(),
-                   "cache_bytes": _im2col_cache_bytes(),
+                   "chunk_bytes": budget, "min_gemm_columns": least,
                    "chunks": pieces, "threads": threads},
     }
 
@@ -469,8 +464,9 @@ def render(report: dict, console) -> None:
     split = (f"; the samples split between {mem['threads']} threads, each with its own"
              if mem["threads"] > 1 else "")
     table.add_row("im2col workspace", f"{mem['chunks']} chunk(s)",
-                  f"each within {_human_bytes(min(mem['cache_bytes'], limit) // mem['threads'])}"
-                  f" (cache-sized; limit {_human_bytes(limit)}{split})")
+                  f"each within {_human_bytes(mem['chunk_bytes'])}"
+                  f" (cache-sized, or {mem['min_gemm_columns']} GEMM columns; limit "
+                  f"{_human_bytes(limit)}{split})")
     console.print(table)
     choices = report["auto"]
     if len({(c["algorithm"], c["reason"]) for c in choices.values()}) == 1:
