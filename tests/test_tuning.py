@@ -50,6 +50,30 @@ def test_chunked_im2col_equals_unchunked(small_workspace, chunking, kwargs):
         assert_close(a, b, f"{name} (chunked)")
 
 
+def test_im2col_chunks_take_at_least_the_gemm_columns_the_limit_allows(small_workspace):
+    from npconv import _scratch
+    from npconv.algorithms import im2col
+
+    # long columns on small images: a cache-sized chunk would hold 2 samples (98 columns)
+    spec = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec
+    per_column = (spec.c_in * 9 + spec.c_out) * 4
+    for share in (1, 2):
+        npconv.set_workspace_limit(256 * 2**20)
+        budget = im2col.chunk_budget(spec, 4, share)
+        assert budget >= im2col.MIN_GEMM_COLUMNS * per_column
+        assert budget <= min(256 * 2**20 // share, _scratch.KEEP_MAX_BYTES)
+        n0, n1, i0, i1 = next(im2col.chunks(spec, 4, 0, 8, share))
+        assert (i0, i1) == (0, spec.oh)
+        assert (n1 - n0) * spec.oh * spec.ow == 8 * 49  # the whole share: one GEMM
+        # the workspace limit still bounds it
+        npconv.set_workspace_limit(4 * 2**20)
+        assert im2col.chunk_budget(spec, 4, share) == 4 * 2**20 // share
+    # short columns keep the cache-sized chunks
+    small = plan_conv2d((16, 16, 56, 56), (16, 16, 3, 3), padding=1).spec
+    npconv.set_workspace_limit(256 * 2**20)
+    assert im2col.chunk_budget(small, 4, 2) == im2col.CACHE_BYTES // 2
+
+
 def test_workspace_limit_validated(small_workspace):
     with pytest.raises(ValueError, match="positive number of bytes"):
         npconv.set_workspace_limit(0)

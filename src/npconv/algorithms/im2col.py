@@ -59,7 +59,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import _workers, tuning
 from .._numba import serial_and_parallel
-from .._scratch import output, scratch
+from .._scratch import KEEP_MAX_BYTES, output, scratch
 from ..spec import ConvSpec
 
 # A chunk's buffers (column matrix, GEMM output, padded input) aim at this many bytes,
@@ -247,11 +247,13 @@ def _row_bytes(spec: ConvSpec, lay: Layout, itemsize: int) -> tuple[int, int]:
 def chunk_budget(spec: ConvSpec, itemsize: int, share: int = 1) -> int:
     """Bytes each chunk's buffers may take when ``share`` threads chunk side by side:
     ``min(CACHE_BYTES, workspace_limit()) / share``, or what :data:`MIN_GEMM_COLUMNS`
-    columns take where that is more, within ``workspace_limit() / share``."""
+    columns take where that is more, within ``workspace_limit() / share`` and the size
+    of buffer :mod:`npconv._scratch` keeps from call to call (a larger one would be
+    page-faulted in again on every call)."""
     lay = layout(spec)
     per_row, input_row = _row_bytes(spec, lay, itemsize)
     limit = tuning.workspace_limit() // share
-    least = -(-MIN_GEMM_COLUMNS // lay.width) * (per_row + input_row)
+    least = min(-(-MIN_GEMM_COLUMNS // lay.width) * (per_row + input_row), KEEP_MAX_BYTES)
     return max(1, min(CACHE_BYTES // share, limit), min(limit, least))
 
 
