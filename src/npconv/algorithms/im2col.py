@@ -263,9 +263,8 @@ def chunks(spec: ConvSpec, itemsize: int, n_lo: int = 0, n_hi: int | None = None
 
     A chunk's buffers (column matrix, GEMM output or dZ', padded input) fit in
     :func:`chunk_budget`: whole samples when one fits, else rows of one sample (at least
-    one row). Only samples ``n_lo:n_hi`` (all by default)
-    are chunked; ``share`` threads chunking their own samples side by side divide the
-    budget between them.
+    one row). Only samples ``n_lo:n_hi`` (all by default) are chunked; ``share`` threads
+    chunking their own samples side by side divide the budget between them.
     """
     n_hi = spec.n if n_hi is None else n_hi
     lay = layout(spec)
