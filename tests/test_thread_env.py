@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT")
 SCRIPT = f"""
 import os, npconv
@@ -75,3 +77,46 @@ print(parallel._is_initialized)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+SETTLE = """
+import sys
+
+import pytest
+if sys.argv[1] == "numpy-first":
+    import numpy
+import npconv
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+libs = [c for c in ThreadpoolController().select(internal_api="openblas").lib_controllers
+        if hasattr(c.dynlib, "openblas_read_env")]
+timeouts = [c.dynlib.openblas_thread_timeout() for c in libs]
+# BLAS still multiplies correctly on its restarted threads
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((300, 200)), rng.standard_normal((200, 250))
+ok = np.allclose(a @ b, np.einsum("ik,kj->ij", a, b))
+print(len(libs), len(npconv._SETTLED), *timeouts, ok)
+"""
+
+
+def _settle(order: str, **overrides) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in VARS}
+    env.update(overrides)
+    return subprocess.run([sys.executable, "-c", SETTLE, order], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def test_an_openblas_loaded_before_npconv_takes_the_short_spin():
+    # NumPy imported first has loaded OpenBLAS, which read OPENBLAS_THREAD_TIMEOUT before
+    # npconv set it: npconv makes it read the environment again and restart its threads
+    libs, settled, *timeouts, ok = _settle("numpy-first")
+    if libs == "0":
+        pytest.skip("no OpenBLAS with openblas_read_env in this environment")
+    assert settled == libs and timeouts == ["4"] * int(libs) and ok == "True"
+    # npconv first: OpenBLAS loads after the variable is set, nothing to restart
+    libs, settled, *timeouts, ok = _settle("npconv-first")
+    assert settled == "0" and timeouts == ["4"] * int(libs) and ok == "True"
+    # a timeout of the user's is the user's: left alone
+    libs, settled, *timeouts, ok = _settle("numpy-first", OPENBLAS_THREAD_TIMEOUT="20")
+    assert settled == "0" and timeouts == ["20"] * int(libs) and ok == "True"

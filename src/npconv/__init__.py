@@ -6,6 +6,10 @@ algorithms of :data:`ALGORITHMS` and gives the same answer.
 """
 
 import os
+import sys
+
+# NumPy imported before npconv has loaded its BLAS library already (see below)
+_NUMPY_FIRST = "numpy" in sys.modules
 
 # Numba's OpenMP threads and the BLAS library's threads take turns on the same cores.
 # An idle OpenMP thread spins for a while before it sleeps. GNU OpenMP's default spin
@@ -28,10 +32,16 @@ if "OMP_WAIT_POLICY" not in _FROM_USER:
 # The same the other way round: OpenBLAS's threads spin for about 0.1 s after every
 # BLAS call (2**28 cycles), halving the speed of the Numba kernels that follow (col2im,
 # the jit algorithm). 2**4 cycles lets them sleep at once. OpenBLAS reads this when it
-# loads, with NumPy: it takes effect when npconv is imported before NumPy (as the
-# ``npconv`` command does), or when set in the environment.
+# loads, with NumPy: where NumPy came first, the OpenBLAS it loaded reads it again and
+# restarts its threads (:func:`._openblas.settle`).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 _DEFAULTED = [name for name in _THREAD_VARS if name in os.environ and name not in _FROM_USER]
+if _NUMPY_FIRST and "OPENBLAS_THREAD_TIMEOUT" in _DEFAULTED:
+    from ._openblas import settle
+
+    _SETTLED = settle()  # the OpenBLAS libraries restarted with the short timeout
+else:
+    _SETTLED = []
 
 
 def _undo_thread_defaults(env=os.environ) -> None:
