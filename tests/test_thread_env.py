@@ -81,8 +81,6 @@ print(parallel._is_initialized)
 
 SETTLE = """
 import sys
-
-import pytest
 if sys.argv[1] == "numpy-first":
     import numpy
 import npconv

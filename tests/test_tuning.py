@@ -54,7 +54,8 @@ def test_im2col_chunks_take_at_least_the_gemm_columns_the_limit_allows(small_wor
     from npconv import _scratch
     from npconv.algorithms import im2col
 
-    # long columns on small images: a cache-sized chunk would hold 2 samples (98 columns)
+    # long columns on small images: a cache-sized chunk would hold 3 of a thread's 8
+    # samples (147 columns)
     spec = plan_conv2d((16, 512, 7, 7), (512, 512, 3, 3), padding=1).spec
     per_column = (spec.c_in * 9 + spec.c_out) * 4
     for share in (1, 2):
