@@ -345,13 +345,20 @@ def test_avx512_keeps_forward_passes_on_the_implicit_gemm(monkeypatch):
     wide_out = plan_conv2d((16, 256, 14, 14), (128, 256, 1, 1)).spec
     assert npconv.explain_choice(wide_out).algorithm == "im2col"
     # ... unless the layer has at most 96 output channels: then every pass is the jit
-    # algorithm's (the suite's pointwise layer), on outputs of up to 256 pixels
-    for c_out, size, expected in ((64, 14, "jit"), (96, 7, "jit"), (16, 16, "jit"),
-                                  (64, 28, "im2col"), (128, 7, "im2col")):
-        spec = plan_conv2d((16, 256, size, size), (c_out, 256, 1, 1)).spec
+    # algorithm's (the suite's pointwise layer), on outputs of up to 256 pixels; up to 256
+    # output channels where it has at most 32 million multiply-adds
+    for x, c_out, expected in (((16, 256, 14, 14), 64, "jit"), ((16, 256, 7, 7), 96, "jit"),
+                               ((16, 256, 16, 16), 16, "jit"),
+                               ((16, 256, 28, 28), 64, "im2col"),  # 784 pixels
+                               ((16, 256, 7, 7), 128, "jit"),  # 25.7 million
+                               ((4, 128, 10, 10), 256, "jit"),  # 13.1 million
+                               ((8, 256, 8, 8), 256, "im2col")):  # 33.6 million
+        spec = plan_conv2d(x, (c_out, x[1], 1, 1)).spec
         for op in ("forward", "backward", "grad_input", "grad_weight"):
             assert npconv.explain_choice(spec, np.float32, op).algorithm == expected, (
-                c_out, size, op)
+                x, c_out, op)
+    many = plan_conv2d((8, 128, 7, 7), (512, 128, 1, 1)).spec  # 512 channels, 25.7 million
+    assert npconv.explain_choice(many, np.float32, "backward").algorithm == "im2col"
     # and on larger outputs small layers of two samples or more (40 million multiply-adds)
     for x, c_out, expected in (((2, 256, 28, 28), 64, "jit"), ((3, 64, 28, 28), 256, "jit"),
                                ((10, 128, 28, 28), 128, "im2col"),  # 128 million

@@ -486,6 +486,16 @@ IMPLICIT_POINTWISE_MAX_PIXELS = 256
 # 1.56, (8, 256, 14, 14) with 32 1.41 / 0.55. With 128 output channels it was 0.85-1.6x,
 # with 256 and 512 0.7-1.1x, and on 28x28 outputs 0.9-0.94x with 32-64.
 POINTWISE_JIT_MAX_CHANNELS = 96
+# Up to POINTWISE_JIT_WIDE_MAX_CHANNELS output channels, such a layer of at most
+# POINTWISE_JIT_WIDE_MAX_MACS multiply-adds runs there too. Measured once the implicit
+# forward kernel prefetched for 1x1 layers, forward + backward, im2col / jit, on an
+# AVX-512 Xeon, 30 random layers (2-64 samples, 16-1024 input and 97-256 output
+# channels, 7x7 to 16x16): up to 32 million multiply-adds jit was 1.24-2.17x faster on
+# all 18 but a two-sample 16-channel one (0.81x, 0.8 million: too small for the rule's
+# parallel kernels); above it mixed, 0.76-1.44x ((8, 256, 8, 8) with 256, 34 million,
+# 0.82x; (8, 1024, 7, 7) with 102 0.76x; (64, 128, 8, 8) with 125 1.44x).
+POINTWISE_JIT_WIDE_MAX_CHANNELS = 256
+POINTWISE_JIT_WIDE_MAX_MACS = 32_000_000
 # And on larger outputs a small layer of at least POINTWISE_JIT_FEW_MIN_SAMPLES samples
 # (one sample is a single, two-threaded GEMM for im2col), at most
 # POINTWISE_JIT_FEW_MAX_MACS multiply-adds. jit / im2col, ms, forward and backward, on an
@@ -737,7 +747,8 @@ def _few_pixels(spec: ConvSpec, op: str) -> bool:
 
 def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
     """Whether every pass of a 1x1 layer goes to the jit algorithm's implicit GEMM
-    (:data:`POINTWISE_JIT_MAX_CHANNELS`, or :data:`POINTWISE_JIT_FEW_MAX_MACS` and the
+    (:data:`POINTWISE_JIT_MAX_CHANNELS`, :data:`POINTWISE_JIT_WIDE_MAX_CHANNELS` up to
+    :data:`POINTWISE_JIT_WIDE_MAX_MACS`, or :data:`POINTWISE_JIT_FEW_MAX_MACS` and the
     forward pass's :data:`POINTWISE_JIT_FEW_FORWARD_MAX_MACS`; ``op``'s parts must fit the
     workspace)."""
     from .algorithms import jit
@@ -746,8 +757,11 @@ def _pointwise_jit(spec: ConvSpec, itemsize: int, op: str) -> bool:
     few = (not small_outputs and spec.n >= POINTWISE_JIT_FEW_MIN_SAMPLES
            and spec.flops // 2 <= (POINTWISE_JIT_FEW_FORWARD_MAX_MACS if op == "forward"
                                    else POINTWISE_JIT_FEW_MAX_MACS))
+    wide = (spec.c_out_g <= POINTWISE_JIT_WIDE_MAX_CHANNELS
+            and spec.flops // 2 <= POINTWISE_JIT_WIDE_MAX_MACS)
     if not (jit.pointwise(spec, itemsize)
-            and (few or (small_outputs and spec.c_out_g <= POINTWISE_JIT_MAX_CHANNELS))):
+            and (few or (small_outputs and (spec.c_out_g <= POINTWISE_JIT_MAX_CHANNELS
+                                            or wide)))):
         return False
     parts = {"backward": ("grad_input", "grad_weight")}.get(op, (op,))
     return all(jit.adjoint(spec, itemsize) is not None if part == "grad_input"
