@@ -96,13 +96,6 @@ def shares(spec) -> list[tuple[int, int]]:
     return list(pairwise(spec.n * i // t for i in range(t + 1)))
 
 
-def _numba_thread_count() -> int:
-    """Numba's threads for a parallel region launched now."""
-    import numba
-
-    return numba.get_num_threads()
-
-
 def _pool_with(workers: int) -> ThreadPoolExecutor:
     """The worker pool, with at least ``workers`` threads (called with no split
     running, so a smaller pool it replaces is idle)."""
@@ -215,13 +208,15 @@ def run(tasks: list) -> list:
     them have finished."""
     if len(tasks) == 1:
         return [tasks[0]()]
+    from . import tuning
+
     with _lock:
         libraries = _blas_libraries()
         before = [lib.get_num_threads() for lib in libraries]
         for lib in libraries:
             lib.set_num_threads(1)
         try:
-            if (_numba_threads and len(tasks) <= _numba_thread_count()
+            if (_numba_threads and len(tasks) <= tuning.get_num_threads()
                     and _launcher() is not None):
                 return _run_on_numba_threads(tasks)
             futures = [_pool_with(len(tasks) - 1).submit(_inside, t) for t in tasks[1:]]
