@@ -225,7 +225,7 @@ class Layout:
 
 def layout(spec: ConvSpec) -> Layout:
     """The :class:`Layout` im2col uses for ``spec``."""
-    wp = spec.w + spec.padding[2] + spec.padding[3]
+    wp = spec.wp
     wide = (spec.stride == (1, 1) and spec.kw > 1
             and wp - spec.ow <= WIDE_MAX_WASTE * spec.ow)
     return Layout(wide, wp if wide else spec.ow, not wide and any(spec.padding))
@@ -239,7 +239,7 @@ def _input_rows(spec: ConvSpec, lay: Layout, rows: int) -> int:
 def _row_bytes(spec: ConvSpec, lay: Layout, itemsize: int) -> tuple[int, int]:
     """(bytes of the column matrix and GEMM output per output row, bytes of the padded
     input copy per input row)."""
-    wp = spec.w + spec.padding[2] + spec.padding[3]
+    wp = spec.wp
     per_row = (spec.c_in * spec.kh * spec.kw + spec.c_out) * lay.width * itemsize
     return per_row, spec.c_in * wp * itemsize if lay.copy_input else 0
 
@@ -294,7 +294,7 @@ class _Buffers:
     (and kept by :mod:`npconv._scratch` for the next call)."""
 
     def __init__(self, spec: ConvSpec, lay: Layout, dtype, nb: int, rows: int):
-        wp = spec.w + spec.padding[2] + spec.padding[3]
+        wp = spec.wp
         columns = nb * rows * lay.width
         self.cols = scratch("im2col cols", (spec.c_in * spec.kh * spec.kw * columns,), dtype)
         self.out = scratch("im2col out", (spec.c_out * columns,), dtype)  # y' or dZ'
@@ -316,7 +316,7 @@ def _padded_input(x, spec: ConvSpec, lay: Layout, n0, n1, i0, i1, buf: _Buffers)
     rows_in = _input_rows(spec, lay, i1 - i0)
     if not lay.copy_input:
         return x[n0:n1, :, r0:r0 + rows_in]  # (nb, C_in, rows_in, W), a view
-    wp = spec.w + spec.padding[2] + spec.padding[3]
+    wp = spec.wp
     xp = buf.xp[:(n1 - n0) * spec.c_in * rows_in * wp].reshape(n1 - n0, spec.c_in, rows_in, wp)
     lo = min(rows_in, max(0, top - r0))  # xp rows lo:hi hold x rows r0+lo-top ...
     hi = max(lo, min(rows_in, top + spec.h - r0))
