@@ -13,6 +13,7 @@ import pytest
 
 import npconv
 from npconv import tuning
+from npconv._numba import store_transposed
 from npconv.algorithms import _implicit, jit, naive
 from npconv.spec import plan_conv2d
 
@@ -751,3 +752,36 @@ def test_strided_layers_with_few_output_channels_take_the_implicit_gemm():
     assert jit.implicit(four, "forward", 4) and not jit.implicit(four, "grad_weight", 4)
     assert not jit.implicit(wider, "forward", 4)  # K = 27 with 24 channels: im2col
     assert not jit.implicit(cifar, "forward", 4)
+
+
+def _tile_storer(co: int, px: int):
+    """A compiled ``store(out, start, pitch, bias, row, values)`` that passes
+    ``values[p, c]`` to :func:`npconv._numba.store_transposed` as its register tile."""
+    tile = ", ".join("(" + ", ".join(f"values[{p}, {c}]" for c in range(co)) + ",)"
+                     for p in range(px))
+    source = (f"def store(out, start, pitch, bias, row, values):\n"
+              f"    store_transposed(out, start, pitch, bias, row, ({tile},))\n")
+    namespace = {"store_transposed": store_transposed}
+    exec(source, namespace)
+    return numba.njit(namespace["store"])
+
+
+# the forward kernels' tiles (both vector widths), tiles of one vector or part of one,
+# and tiles stored value by value: pixels not a power of two, more pixels than a vector
+# has lanes, channels not a whole number of vectors
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", [(32, 8), (16, 16), (16, 4), (8, 8), (4, 2), (2, 1),
+                                  (16, 1), (8, 3), (4, 32), (24, 8), (5, 4)],
+                         ids=lambda t: f"{t[0]}x{t[1]}")
+def test_a_transposed_tile_store_adds_the_bias_and_lands_row_by_row(tile, dtype):
+    co, px = tile
+    rng = np.random.default_rng(co * 100 + px)
+    values = rng.standard_normal((px, co)).astype(dtype)
+    pitch, start, row = px + 5, 3, 2  # rows apart, an unaligned start, a bias offset
+    bias = rng.standard_normal(row + co + 1).astype(dtype)
+    out = np.full(start + co * pitch + 4, np.nan, dtype=dtype)
+    _tile_storer(co, px)(out, np.uint64(start), np.uint64(pitch), bias, row, values)
+    want = np.full_like(out, np.nan)
+    for c in range(co):  # the plain store, float by float: bit for bit the same sums
+        want[start + c * pitch:start + c * pitch + px] = values[:, c] + bias[row + c]
+    np.testing.assert_array_equal(out, want)  # NaN where nothing may be written

@@ -139,3 +139,100 @@ def prefetch(typingctx, array, index):
         return context.get_dummy_value()
 
     return nbtypes.void(array, index), codegen
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@intrinsic
+def store_transposed(typingctx, out, start, pitch, bias, row, tile):
+    """``store_transposed(out, start, pitch, bias, row, tile)``, in compiled code: a
+    register tile of sums, ``tile[p][c]`` for PX pixels p and CO channels c (a tuple of
+    PX tuples of CO values), stored plane by plane with the bias added::
+
+        out[start + c * pitch + p] = tile[p][c] + bias[row + c]
+
+    ``out`` and ``bias`` are C-contiguous 1-D arrays of one dtype, every index in bounds.
+
+    Written as plain Python, LLVM's SLP vectoriser stored such a tile (its vector
+    registers hold consecutive channels of one pixel, each row of ``out`` wants
+    consecutive pixels of one channel) with a transpose of its own: 264 shuffles, many
+    through the stack, for a 32 x 8 tile. Here it is the transpose of log2(PX) rounds of
+    two-register shuffles, each round swapping one bit of the pixel index (which
+    register) with one bit of the channel index (which lane), and one vector store per
+    row: 48 shuffles and 32 stores for that tile. Each value is the same single addition
+    as in the plain store, so results are bit for bit the same. Tiles whose PX is not a
+    power of two no greater than a vector register's lanes (:data:`VECTOR_BYTES`), or
+    whose CO is not a whole number of registers, are stored value by value.
+    """
+    if not (isinstance(out, nbtypes.Array) and out.ndim == 1 and out.layout == "C"
+            and isinstance(bias, nbtypes.Array) and bias.ndim == 1 and bias.layout == "C"
+            and isinstance(tile, nbtypes.UniTuple) and isinstance(tile.dtype, nbtypes.UniTuple)
+            and out.dtype == bias.dtype == tile.dtype.dtype
+            and isinstance(out.dtype, nbtypes.Float)
+            and all(isinstance(a, nbtypes.Integer) for a in (start, pitch, row))):
+        return None
+    px, co = tile.count, tile.dtype.count
+    lanes = min(co, VECTOR_BYTES * 8 // out.dtype.bitwidth)
+
+    def codegen(context, builder, signature, args):
+        arrays = [context.make_array(signature.args[i])(context, builder, args[i]).data
+                  for i in (0, 3)]
+        data, bias_data = arrays
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        start, pitch, row = (context.cast(builder, args[i], signature.args[i], nbtypes.int64)
+                             for i in (1, 2, 4))
+        values = args[5]
+
+        def at(c: int, p: int):  # flat index in out of channel c, pixel p
+            return builder.add(start, builder.add(builder.mul(pitch, i64(c)), i64(p)))
+
+        if not (_pow2(px) and _pow2(lanes) and px <= lanes and co % lanes == 0):
+            for c in range(co):
+                b = builder.load(builder.gep(bias_data, [builder.add(row, i64(c))]))
+                for p in range(px):
+                    value = builder.fadd(builder.extract_value(values, [p, c]), b)
+                    builder.store(value, builder.gep(data, [at(c, p)]))
+            return context.get_dummy_value()
+
+        item, align = data.type.pointee, out.dtype.bitwidth // 8
+        vector, row_type = ir.VectorType(item, lanes), ir.VectorType(item, px)
+
+        def shuffle(a, b, mask):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, len(mask)),
+                                                            mask))
+
+        for h in range(co // lanes):  # one register's worth of channels at a time
+            where = builder.gep(bias_data, [builder.add(row, i64(h * lanes))])
+            b = builder.load(builder.bitcast(where, vector.as_pointer()), align=align)
+            regs = []  # regs[p][l]: channel h*lanes + l of pixel p
+            for p in range(px):
+                reg = ir.Constant(vector, ir.Undefined)
+                for lane in range(lanes):
+                    reg = builder.insert_element(
+                        reg, builder.extract_value(values, [p, h * lanes + lane]), i32(lane))
+                regs.append(builder.fadd(reg, b))
+            bit = 1
+            while bit < px:  # swap bit `bit` of the pixel (register) and channel (lane)
+                swapped = list(regs)
+                for v in range(px):
+                    if v & bit:
+                        continue
+                    a, z = regs[v], regs[v | bit]
+                    swapped[v] = shuffle(a, z, [lanes * bool(lane & bit) + (lane & ~bit)
+                                                for lane in range(lanes)])
+                    swapped[v | bit] = shuffle(a, z, [lanes * bool(lane & bit) + (lane | bit)
+                                                      for lane in range(lanes)])
+                regs, bit = swapped, bit << 1
+            # now regs[v][j*px + p] is pixel p of channel h*lanes + j*px + v
+            for v in range(px):
+                for j in range(lanes // px):
+                    values_row = shuffle(regs[v], ir.Constant(vector, ir.Undefined),
+                                         list(range(j * px, (j + 1) * px)))
+                    where = builder.gep(data, [at(h * lanes + j * px + v, 0)])
+                    builder.store(values_row, builder.bitcast(where, row_type.as_pointer()),
+                                  align=align)
+        return context.get_dummy_value()
+
+    return nbtypes.void(out, start, pitch, bias, row, tile), codegen

@@ -31,8 +31,8 @@ register holds consecutive *output channels* (loaded from the weights, laid out
   Where K has one tap per input channel, each k also prefetches the next tile's input
   (:data:`PREFETCH_MAX_TAPS`).
   Results go straight into y (N, C_out, OH, OW): a whole tile within one sample as PX
-  consecutive pixels of each of its CO planes, which LLVM transposes in registers and
-  stores as vectors (:func:`_forward_source`).
+  consecutive pixels of each of its CO planes, transposed in registers and stored as
+  vectors (:func:`npconv._numba.store_transposed`).
 * grad_weight (:func:`weight_grad`): formula 17.3 (11), ``dW (C_out, K) = dZ (C_out, P)
   @ cols.T``, a GEMM whose long dimension is the pixels. A tile is :data:`WCO` output
   channels (:data:`WIDE_WCO` with AVX-512) x :data:`WKT` (channel, tap) pairs
@@ -66,8 +66,8 @@ from numba import prange  # also the generated kernels' loops
 
 from .. import tuning
 
-# prefetch: called by the generated forward kernels
-from .._numba import VECTOR_BYTES, generated, prefetch, serial_and_parallel  # noqa: F401
+# prefetch and store_transposed: called by the generated forward kernels
+from .._numba import VECTOR_BYTES, generated, prefetch, serial_and_parallel, store_transposed  # noqa: F401
 from .._scratch import output, scratch
 from ..spec import ConvSpec
 from ._blocked import _CROP, _PLACE, _compile, _copy_parallel, _weight_tiles
@@ -204,18 +204,19 @@ def _forward_source(co: int, px: int, name: str, ahead: bool = False) -> str:
     lines += [f"{i5}continue",
               f"{i4}s = p0 // ohw  # sample and pixel of the tile's first pixel",
               f"{i4}r = p0 - s * ohw"]
-    lines += [f"{i4}c{c} = bias[row + {c}]" for c in range(co)]
+    tile = ", ".join("(" + ", ".join(acc[c][p] for c in range(co)) + ",)" for p in range(px))
     lines += [
-              # a whole tile in one sample: each plane's PX pixels side by side, which
-              # LLVM's SLP vectoriser stores as vectors after a transpose in registers
-              # (stored pixel by pixel, as below, they went out one float at a time:
+              # a whole tile in one sample: each plane's PX pixels side by side, stored
+              # as vectors after a transpose in registers (:func:`store_transposed`).
+              # Stored pixel by pixel, as below, they went out one float at a time:
               # forward 8% slower on the dilated suite layer and the stride-2 ResNet
-              # layer, AVX-512 and AVX2 alike)
+              # layer, AVX-512 and AVX2 alike. Stored plane by plane, LLVM's SLP
+              # vectoriser transposed them itself, with 264 shuffles for a 32 x 8 tile.
               f"{i4}if p0 + {px - 1} < npix and r + {px - 1} < ohw:",
-              f"{i5}o = {u}((s * cy + row) * ohw + r)"]
-    lines += [f"{i5}out[o + {u}({c} * ohw + {p})] = {acc[c][p]} + c{c}"
-              for c in range(co) for p in range(px)]
-    lines += [f"{i5}continue"]
+              f"{i5}store_transposed(out, {u}((s * cy + row) * ohw + r), {u}(ohw), bias, row,",
+              f"{i5}                 ({tile},))",
+              f"{i5}continue"]
+    lines += [f"{i4}c{c} = bias[row + {c}]" for c in range(co)]
     for p in range(px):
         lines += [f"{i4}if p0 + {p} < npix:",
                   f"{i5}o = {u}((s * cy + row) * ohw + r)"]
