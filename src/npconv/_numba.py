@@ -157,11 +157,13 @@ def store_transposed(typingctx, out, start, pitch, bias, row, tile):
 
     Written as plain Python, LLVM's SLP vectoriser stored such a tile (its vector
     registers hold consecutive channels of one pixel, each row of ``out`` wants
-    consecutive pixels of one channel) with a transpose of its own: 264 shuffles, many
-    through the stack, for a 32 x 8 tile. Here it is the transpose of log2(PX) rounds of
-    two-register shuffles, each round swapping one bit of the pixel index (which
-    register) with one bit of the channel index (which lane), and one vector store per
-    row: 48 shuffles and 32 stores for that tile. Each value is the same single addition
+    consecutive pixels of one channel) with a transpose of its own: 264 shuffle
+    instructions, many through the stack, for a 32 x 8 tile with AVX-512. Here it is the
+    transpose of log2(PX) rounds of two-register shuffles, each round swapping one bit
+    of the pixel index (which register) with one bit of the channel index (which lane),
+    and one vector store per row: for that tile 48 shuffles, which LLVM emits as about
+    80 instructions, and 32 stores. The forward kernels that store such tiles ran 1-8%
+    faster (:mod:`.algorithms._implicit`). Each value is the same single addition
     as in the plain store, so results are bit for bit the same. Tiles whose PX is not a
     power of two no greater than a vector register's lanes (:data:`VECTOR_BYTES`), or
     whose CO is not a whole number of registers, are stored value by value.
