@@ -267,9 +267,11 @@ def _weight_source(co: int, kt: int, name: str) -> str:
     lines += [f"{i5}{a} = zero" for row in acc for a in row]
     lines += [
         f"{i5}col = (g * nblk + blk) * {co}",
-        f"{i5}for p in range(c0, c1):",
+        # unsigned: a signed p made every pbase[p] test for a negative index (three
+        # more instructions in the pixel loop; dW 3-8% slower with AVX-512, 1-5% AVX2)
+        f"{i5}for p in range({u}(c0), {u}(c1)):",
         f"{i6}b = pbase[p]",
-        f"{i6}d = {u}(p * cp + col)",
+        f"{i6}d = p * {u}(cp) + {u}(col)",
     ]
     lines += [f"{i6}d{c} = dzt[d + {u}({c})]" for c in range(co)]
     lines += [f"{i6}x{j} = planes[{u}(b + o{j})]" for j in range(kt)]
