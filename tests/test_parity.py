@@ -213,3 +213,26 @@ def test_plane_kernels_fuse_the_bias_and_db(kwargs, monkeypatch):
     ref = npconv.conv2d_backward(x, w, g, algorithm="naive", **kwargs)
     for name, got, want in zip(("dX", "dW"), (dx, dw), ref, strict=False):
         assert_close(got, want, name)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (2, 3), (3, 2), (1, 2)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_stride_phases_hold_the_padded_plane(stride):
+    """jit's stride phases of a padded plane (two columns at a time at a column stride of
+    2), against the padded plane sliced by NumPy, for odd and even widths, every padding
+    parity, and phase rows and columns that cut the plane short or run past it."""
+    from npconv.algorithms import jit
+
+    sh, sw = stride
+    rng = np.random.default_rng(sh * 10 + sw)
+    for h, w in [(7, 9), (6, 8), (5, 1), (1, 2), (12, 13)]:
+        src = rng.standard_normal((h, w)).astype(np.float32)
+        for top, left in [(0, 0), (1, 1), (2, 3), (3, 2), (0, 5)]:
+            full = (-(-(h + top) // sh), -(-(w + left) // sw))  # every pixel in a phase
+            for rows, wq in [full, (full[0] + 2, full[1] + 2), (max(1, full[0] - 1), max(
+                    1, full[1] - 2))]:
+                padded = np.zeros((rows * sh, wq * sw), dtype=np.float32)
+                padded[top:top + h, left:left + w] = src[:rows * sh - top, :wq * sw - left]
+                want = padded.reshape(rows, sh, wq, sw).transpose(1, 3, 0, 2)
+                got = np.full((sh, sw, rows, wq), np.nan, dtype=np.float32)
+                jit._fill_phases(src, got, top, left, sh, sw)
+                np.testing.assert_array_equal(got, want)

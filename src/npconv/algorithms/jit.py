@@ -241,6 +241,22 @@ def _fill_phases(src, phases, top, left, sh, sw):  # pragma: no cover - compiled
     for xr in range(max(0, -top), min(h, rows * sh - top)):
         p, r = (xr + top) % sh, (xr + top) // sh
         row = src[xr]
+        if sw == 2 and left >= 0:
+            # columns 2t and 2t + 1 in one loop, which LLVM vectorises (loads and
+            # shuffles); the loop per phase below reads every other column one at a time
+            qa, sa, sb = left % 2, left // 2, (left + 1) // 2  # column 0's phase, 0 and 1's s
+            pairs = max(0, min(w // 2, wq - sa, wq - sb))
+            a0 = ((p * 2 + qa) * rows + r) * wq + sa
+            b0 = ((p * 2 + 1 - qa) * rows + r) * wq + sb
+            even, odd = flat[a0:a0 + pairs], flat[b0:b0 + pairs]
+            for t in range(pairs):
+                even[t] = row[2 * t]
+                odd[t] = row[2 * t + 1]
+            for c in range(2 * pairs, w):  # an odd last column, or columns cut at wq
+                s = (c + left) // 2
+                if s < wq:
+                    flat[((p * 2 + (c + left) % 2) * rows + r) * wq + s] = row[c]
+            continue
         for q in range(sw):
             # phase columns s with 0 <= s*sw + q - left < w
             lo = min(wq, max(0, -((q - left) // sw)))
@@ -417,6 +433,18 @@ def _grad_input_phases_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
             for xc in range(w):
                 row[xc] = zero
             if r >= hq:
+                continue
+            if sw == 2 and left >= 0:  # two columns at a time, as _fill_phases reads them
+                qa, sa, sb = left % 2, left // 2, (left + 1) // 2
+                pairs = max(0, min(w // 2, wq - sa, wq - sb))
+                even, odd = phases[p, qa, r, sa:sa + pairs], phases[p, 1 - qa, r, sb:sb + pairs]
+                for t in range(pairs):
+                    row[2 * t] = even[t]
+                    row[2 * t + 1] = odd[t]
+                for xc in range(2 * pairs, w):
+                    s = (xc + left) // 2
+                    if s < wq:
+                        row[xc] = phases[p, (xc + left) % 2, r, s]
                 continue
             for q in range(sw):
                 # phase columns s with 0 <= s*sw + q - left < w, and s < wq
