@@ -5,11 +5,11 @@ The functional API follows PyTorch (``torch.nn.functional.conv2d``,
 algorithms of :data:`ALGORITHMS` and gives the same answer.
 """
 
-import os
-import sys
+import os as _os
+import sys as _sys
 
 # NumPy imported before npconv has loaded its BLAS library already (see below)
-_NUMPY_FIRST = "numpy" in sys.modules
+_NUMPY_FIRST = "numpy" in _sys.modules
 
 # Numba's OpenMP threads and the BLAS library's threads take turns on the same cores.
 # An idle OpenMP thread spins for a while before it sleeps. GNU OpenMP's default spin
@@ -24,18 +24,18 @@ _NUMPY_FIRST = "numpy" in sys.modules
 # before Numba starts its thread pool. Only what the user left unset is set: GNU OpenMP
 # lets a spin count override the wait policy, so a user's OMP_WAIT_POLICY gets none.
 _THREAD_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OPENBLAS_THREAD_TIMEOUT")
-_FROM_USER = {name for name in _THREAD_VARS if name in os.environ}
+_FROM_USER = {name for name in _THREAD_VARS if name in _os.environ}
 OMP_SPIN_ROUNDS = 25_000
 if "OMP_WAIT_POLICY" not in _FROM_USER:
-    os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_ROUNDS))
-    os.environ.setdefault("KMP_BLOCKTIME", "1")
+    _os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_ROUNDS))
+    _os.environ.setdefault("KMP_BLOCKTIME", "1")
 # The same the other way round: OpenBLAS's threads spin for about 0.1 s after every
 # BLAS call (2**28 cycles), halving the speed of the Numba kernels that follow (col2im,
 # the jit algorithm). 2**4 cycles lets them sleep at once. OpenBLAS reads this when it
 # loads, with NumPy: where NumPy came first, the OpenBLAS it loaded reads it again and
 # restarts its threads (:func:`._openblas.settle`).
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-_DEFAULTED = [name for name in _THREAD_VARS if name in os.environ and name not in _FROM_USER]
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_DEFAULTED = [name for name in _THREAD_VARS if name in _os.environ and name not in _FROM_USER]
 if _NUMPY_FIRST and "OPENBLAS_THREAD_TIMEOUT" in _DEFAULTED:
     from ._openblas import settle
 
@@ -44,7 +44,7 @@ else:
     _SETTLED = []
 
 
-def _undo_thread_defaults(env=os.environ) -> None:
+def _undo_thread_defaults(env=_os.environ) -> None:
     """Drop from ``env`` the thread-pool settings npconv chose (not those the user set),
     so that another library loaded afterwards (PyTorch, for a fair benchmark) or started
     with ``env`` keeps its own defaults."""
