@@ -236,3 +236,26 @@ def test_stride_phases_hold_the_padded_plane(stride):
                 got = np.full((sh, sw, rows, wq), np.nan, dtype=np.float32)
                 jit._fill_phases(src, got, top, left, sh, sw)
                 np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kw", [2, 3, 4, 5])
+def test_col2im_at_stride_2_adds_tap_pairs_at_every_border(kw):
+    """im2col's dX at a column stride of 2 (col2im adds taps v and v + 1 as column pairs)
+    against the loops: odd and even widths, left padding from none to past the kernel,
+    output columns that reach only one tap of a pair."""
+    rng = np.random.default_rng(kw)
+    for w, left, right in [(9, 0, 0), (10, 1, 0), (7, 3, 2), (6, 4, 1), (11, 2, 4), (2, 5, 5)]:
+        x_shape, w_shape = (2, 3, 5, w), (4, 3, 2, kw)
+        kwargs = dict(stride=2, padding=((1, 0), (left, right)))
+        try:
+            spec = plan_conv2d(x_shape, w_shape, **kwargs).spec
+        except ValueError:
+            continue  # a kernel wider than the padded input
+        g = rng.standard_normal(spec.y_shape)
+        wt = rng.standard_normal(w_shape)
+        x = rng.standard_normal(x_shape)
+        dx = npconv.conv2d_backward(x, wt, g, algorithm="im2col", output_mask=(True, False, False),
+                                    **kwargs)[0]
+        want = npconv.conv2d_backward(x, wt, g, algorithm="naive",
+                                      output_mask=(True, False, False), **kwargs)[0]
+        assert_close(dx, want, f"dX, width {w}, padding {left}/{right}")

@@ -54,7 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _workers, tuning
@@ -87,6 +87,37 @@ MIN_GEMM_COLUMNS = 1024
 WIDE_MAX_WASTE = 0.1
 
 
+@njit(inline="always")
+def _unpack_pair(row_a, row_b, plane, b, i0, rows, jw, ow, u, off, sh, dh,
+                 top):  # pragma: no cover - compiled
+    """:func:`_unpack` for two taps at stride 2 whose output column j reads input columns
+    ``off + 2j`` (``row_a``, the column matrix's row of the first tap) and ``off + 2j +
+    1`` (``row_b``). The second tap's valid columns j start and end no later than the
+    first's (lo_b <= lo_a, hi_b <= hi_a): the second alone over [lo_b, lo_a), both as
+    one run of pairs up to hi_b, the first alone after it."""
+    h, w = plane.shape
+    lo_a = 0 if off >= 0 else min(ow, (-off + 1) // 2)
+    hi_a = min(ow, (w - 1 - off) // 2 + 1) if w - 1 - off >= 0 else 0
+    lo_b = 0 if off + 1 >= 0 else min(ow, -off // 2)
+    hi_b = min(ow, (w - 2 - off) // 2 + 1) if w - 2 - off >= 0 else 0
+    hi = max(lo_a, hi_b)  # the pairs: [lo_a, hi)
+    for i in range(rows):
+        r = (i0 + i) * sh + u * dh - top
+        if r < 0 or r >= h:
+            continue
+        base = (b * rows + i) * jw
+        a, z, dst = row_a[base:base + ow], row_b[base:base + ow], plane[r]
+        for j in range(lo_b, min(lo_a, hi_b)):
+            dst[off + 1 + 2 * j] += z[j]
+        pairs = dst[off + 2 * lo_a:off + 2 * hi]  # (2 * (hi - lo_a),), contiguous
+        ra, rz = a[lo_a:hi], z[lo_a:hi]
+        for j in range(hi - lo_a):
+            pairs[2 * j] += ra[j]
+            pairs[2 * j + 1] += rz[j]
+        for j in range(hi, hi_a):
+            dst[off + 2 * j] += a[j]
+
+
 def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
             left):  # pragma: no cover - compiled
     """Adjoint of the packing: dx[n0+b, c, row, col] += dcols[(c,u,v), (b*rows + i)*jw + j].
@@ -94,12 +125,23 @@ def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
     Only the ``OW`` real columns of each ``jw``-wide row are read (junk is never added).
     """
     _, c_in, h, w = dx.shape
+    # at stride 2, taps v and v + 1 of an undilated row write the even and odd columns
+    # of one run: they go two at a time, which LLVM vectorises (each element still
+    # gets the same additions in the same order, tap by tap); the strided slice of one
+    # tap below runs one column at a time
+    step = 2 if sw == 2 and dw == 1 else 1
     for task in prange(nb * c_in):
         b = task // c_in
         c = task % c_in
         plane = dx[n0 + b, c]
         for u in range(kh):
             for v in range(kw):
+                if step == 2 and v % 2 == 0 and v + 1 < kw:
+                    _unpack_pair(dcols[(c * kh + u) * kw + v], dcols[(c * kh + u) * kw + v + 1],
+                                 plane, b, i0, rows, jw, ow, u, v - left, sh, dh, top)
+                    continue
+                if step == 2 and v % 2 == 1:
+                    continue  # done with tap v - 1
                 src_row = dcols[(c * kh + u) * kw + v]
                 off = v * dw - left  # input column of output column 0
                 j_lo = 0 if off >= 0 else min(ow, (-off + sw - 1) // sw)
