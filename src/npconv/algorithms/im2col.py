@@ -129,18 +129,18 @@ def _unpack(dcols, dx, n0, nb, i0, rows, jw, ow, kh, kw, sh, sw, dh, dw, top,
     # of one run: they go two at a time, which LLVM vectorises (each element still
     # gets the same additions in the same order, tap by tap); the strided slice of one
     # tap below runs one column at a time
-    step = 2 if sw == 2 and dw == 1 else 1
+    paired = sw == 2 and dw == 1
     for task in prange(nb * c_in):
         b = task // c_in
         c = task % c_in
         plane = dx[n0 + b, c]
         for u in range(kh):
             for v in range(kw):
-                if step == 2 and v % 2 == 0 and v + 1 < kw:
+                if paired and v % 2 == 0 and v + 1 < kw:
                     _unpack_pair(dcols[(c * kh + u) * kw + v], dcols[(c * kh + u) * kw + v + 1],
                                  plane, b, i0, rows, jw, ow, u, v - left, sh, dh, top)
                     continue
-                if step == 2 and v % 2 == 1:
+                if paired and v % 2 == 1:
                     continue  # done with tap v - 1
                 src_row = dcols[(c * kh + u) * kw + v]
                 off = v * dw - left  # input column of output column 0

@@ -229,6 +229,15 @@ def _grad_weight_wide_kernel(x, dz, grad_w, db, top, left, hq, wp, dh, dw,
 # phases; dW 7.4 against PyTorch's 3.0, then 5.7-6.1; dX 6.4, then 5.8.
 
 @njit(inline="always")
+def _column_pairs(left, w, wq):  # pragma: no cover - compiled
+    """At a column stride of 2, ``left`` >= 0 padding columns and ``wq`` phase columns:
+    (the phase of input column 0, the phase columns of input columns 0 and 1, how many
+    column pairs (2t, 2t + 1) of a ``w``-wide row land inside the phases)."""
+    sa, sb = left // 2, (left + 1) // 2
+    return left % 2, sa, sb, max(0, min(w // 2, wq - sa, wq - sb))
+
+
+@njit(inline="always")
 def _fill_phases(src, phases, top, left, sh, sw):  # pragma: no cover - compiled
     """phases[p, q, r, s] = the zero-padded ``src`` (H, W) at row r*sh + p - top and
     column s*sw + q - left (zero outside it). Each input row is read once."""
@@ -244,8 +253,7 @@ def _fill_phases(src, phases, top, left, sh, sw):  # pragma: no cover - compiled
         if sw == 2 and left >= 0:
             # columns 2t and 2t + 1 in one loop, which LLVM vectorises (loads and
             # shuffles); the loop per phase below reads every other column one at a time
-            qa, sa, sb = left % 2, left // 2, (left + 1) // 2  # column 0's phase, 0 and 1's s
-            pairs = max(0, min(w // 2, wq - sa, wq - sb))
+            qa, sa, sb, pairs = _column_pairs(left, w, wq)
             a0 = ((p * 2 + qa) * rows + r) * wq + sa
             b0 = ((p * 2 + 1 - qa) * rows + r) * wq + sb
             even, odd = flat[a0:a0 + pairs], flat[b0:b0 + pairs]
@@ -435,8 +443,7 @@ def _grad_input_phases_kernel(dz, weight, dx, top, left, sh, sw, dh, dw, groups,
             if r >= hq:
                 continue
             if sw == 2 and left >= 0:  # two columns at a time, as _fill_phases reads them
-                qa, sa, sb = left % 2, left // 2, (left + 1) // 2
-                pairs = max(0, min(w // 2, wq - sa, wq - sb))
+                qa, sa, sb, pairs = _column_pairs(left, w, wq)
                 even, odd = phases[p, qa, r, sa:sa + pairs], phases[p, 1 - qa, r, sb:sb + pairs]
                 for t in range(pairs):
                     row[2 * t] = even[t]
