@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from itertools import pairwise
 
+from . import tuning
 from ._scratch import WORKER_PREFIX, release_workers
 
 _lock = threading.Lock()  # one split at a time: it changes the process's BLAS threads
@@ -73,8 +74,6 @@ def threads() -> int:
     nested splits) or when the BLAS library's threads cannot be controlled."""
     if getattr(_local, "inside", False) or not _blas_libraries():
         return 1
-    from . import tuning
-
     return tuning.get_num_threads()
 
 
@@ -208,8 +207,6 @@ def run(tasks: list) -> list:
     them have finished."""
     if len(tasks) == 1:
         return [tasks[0]()]
-    from . import tuning
-
     with _lock:
         libraries = _blas_libraries()
         before = [lib.get_num_threads() for lib in libraries]
