@@ -35,6 +35,31 @@ def test_threads_have_their_own():
     assert not np.shares_memory(mine, theirs[0])
 
 
+
+def test_buffers_and_packed_weights_start_on_a_cache_line(monkeypatch):
+    """The kernels' vector loads read whole cache lines: scratch buffers (kept or not)
+    and the implicit GEMM's packed weights start on ALIGN bytes, whatever NumPy's
+    allocator returns (it aligns small arrays to 16 bytes only)."""
+    from npconv.algorithms._blocked import _weight_tiles
+    from npconv._scratch import ALIGN, aligned_empty
+
+    _scratch.release()
+    for n in range(1, 40):  # sizes whose NumPy arrays start at 0, 16, 32 or 48 past a line
+        a = aligned_empty((n, 3), np.float32)
+        assert a.ctypes.data % ALIGN == 0 and a.shape == (n, 3) and a.flags.c_contiguous
+        z = aligned_empty((n,), np.float64, zero=True)
+        assert z.ctypes.data % ALIGN == 0 and not z.any()
+        assert scratch(f"t-align-{n}", (n, 7), np.float32).ctypes.data % ALIGN == 0
+        w = np.random.default_rng(n).standard_normal((n, 2, 3, 3)).astype(np.float32)
+        packed, nblk = _weight_tiles(w, 1, 16)
+        assert packed.ctypes.data % ALIGN == 0
+        expect = np.zeros((nblk * 16, 2, 9), np.float32)
+        expect[:n] = w.reshape(n, 2, 9)
+        np.testing.assert_array_equal(  # (blocks, C_in, taps, 16 channels)
+            packed, expect.reshape(nblk, 16, 2, 9).transpose(0, 2, 3, 1).reshape(-1))
+    monkeypatch.setattr(_scratch, "KEEP_MAX_BYTES", 100)  # the buffers not kept, too
+    assert scratch("t-align-big", (33,), np.float32).ctypes.data % ALIGN == 0
+
 # ----------------------------------------------------------------- recycled results
 BIG = (512, 1024)  # 2 MiB of float32: above OUTPUT_MIN_BYTES
 

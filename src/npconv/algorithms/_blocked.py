@@ -56,7 +56,7 @@ from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
 from .._numba import VECTOR_BYTES, generated, serial_and_parallel
-from .._scratch import output, scratch
+from .._scratch import aligned_empty, output, scratch
 
 CB = 4  # output channels per register tile
 # Output positions per register tile of the forward and input-gradient kernels, by
@@ -336,7 +336,9 @@ def _weight_tiles(weight: np.ndarray, groups: int, cb: int = CB) -> tuple[np.nda
     tiles = np.zeros((groups, nblk * cb, c_src_g, kh * kw), dtype=weight.dtype)
     tiles[:, :c_dst_g] = weight.reshape(groups, c_dst_g, c_src_g, kh * kw)
     tiles = tiles.reshape(groups, nblk, cb, c_src_g, kh * kw).transpose(0, 1, 3, 4, 2)
-    return np.ascontiguousarray(tiles).reshape(-1), nblk  # (G*blocks*C_src/G*KH*KW*cb,)
+    packed = aligned_empty(tiles.shape, weight.dtype)  # the kernels' vector loads: whole lines
+    packed[...] = tiles
+    return packed.reshape(-1), nblk  # (G*blocks*C_src/G*KH*KW*cb,)
 
 
 def scatter_block(channels: int) -> int:

@@ -68,7 +68,7 @@ from .. import tuning
 
 # prefetch and store_transposed: called by the generated forward kernels
 from .._numba import VECTOR_BYTES, generated, prefetch, serial_and_parallel, store_transposed  # noqa: F401
-from .._scratch import output, scratch
+from .._scratch import aligned_empty, output, scratch
 from ..spec import ConvSpec
 from ._blocked import _CROP, _PLACE, _compile, _copy_parallel, _weight_tiles
 
@@ -467,7 +467,7 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     # the bias by y's channels (each group's padded to whole tiles), added as the tiles
     # are stored: zeros without one (the sums start from +0.0, so adding +0.0 changes
     # nothing, not even a zero's sign)
-    tile_bias = np.zeros((spec.groups, nblk * co), dtype=x.dtype)
+    tile_bias = aligned_empty((spec.groups, nblk * co), x.dtype, zero=True)
     if bias is not None:
         tile_bias[:, :spec.c_out_g] = bias.reshape(spec.groups, spec.c_out_g)
     threads = numba.get_num_threads() if parallel else 1
@@ -721,8 +721,9 @@ def input_grad_phases(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpe
     buf[total:] = 0
     w = np.append(weight.reshape(-1), weight.dtype.type(0))  # W flattened, and a zero
     # each phase's taps, channel axes swapped, in tiles: (G*blocks*K*co,)
-    packed = [w[index] if rows and cols else None for *_, rows, cols, _, _, index in phases]
-    zeros = np.zeros(cy, dtype=grad_output.dtype)  # no bias
+    packed = [np.take(w, index, out=aligned_empty(index.shape, w.dtype)) if rows and cols
+              else None for *_, rows, cols, _, _, index in phases]
+    zeros = aligned_empty((cy,), grad_output.dtype, zero=True)  # no bias
     dx = output(spec.x_shape, grad_output.dtype)
     for s0 in range(0, spec.n, per):
         s1 = min(spec.n, s0 + per)
