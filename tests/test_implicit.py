@@ -785,3 +785,47 @@ def test_a_transposed_tile_store_adds_the_bias_and_lands_row_by_row(tile, dtype)
     for c in range(co):  # the plain store, float by float: bit for bit the same sums
         want[start + c * pitch:start + c * pitch + px] = values[:, c] + bias[row + c]
     np.testing.assert_array_equal(out, want)  # NaN where nothing may be written
+
+
+def test_a_transposed_tile_store_without_a_bias_copies_the_values_as_they_are():
+    """bias None: the values stored unchanged, a zero's sign included (+0.0 added would
+    turn -0.0 into +0.0), with vectors and value by value alike."""
+    for co, px in [(16, 16), (32, 8), (8, 3)]:
+        values = np.random.default_rng(co + px).standard_normal((px, co)).astype(np.float32)
+        values[0, 0] = values[px - 1, co - 1] = -0.0
+        out = np.full(2 + co * (px + 1) + 3, np.nan, dtype=np.float32)
+        _tile_storer(co, px)(out, np.uint64(2), np.uint64(px + 1), None, 0, values)
+        want = np.full_like(out, np.nan)
+        for c in range(co):
+            want[2 + c * (px + 1):2 + c * (px + 1) + px] = values[:, c]
+        np.testing.assert_array_equal(out, want)
+        assert np.signbit(out[2]) and np.signbit(out[2 + (co - 1) * (px + 1) + px - 1])
+
+
+# dZ (N, G, C_out/G, P) -> dzt (N, P, G, channels padded): whole blocks only, channels or
+# pixels past them, a pixel block cut short, one pixel, more channels than one block
+@pytest.mark.parametrize("lanes", [4, 8, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_pixel_major_copy_of_dz_and_its_bias_sums(lanes, dtype, parallel):
+    rng = np.random.default_rng(lanes)
+    for (n, g, cog, ohw), cp in [((2, 1, 16, 64), 16), ((3, 2, 20, 70), 32),
+                                 ((1, 1, 5, 1), 8), ((2, 3, 33, 129), 48),
+                                 ((2, 1, 32, 200), 32)]:
+        dz = rng.standard_normal((n, g, cog, ohw)).astype(dtype)
+        dz[0, 0, 0, 0] = -0.0  # kept as it is
+        dzt = np.full((n, ohw, g, cp), np.nan, dtype=dtype)
+        blocks = -(-ohw // _implicit.PIXEL_BLOCK)
+        sums = np.full((n * blocks, g, cog), np.nan)
+        _implicit._PIXEL_MAJOR[lanes][parallel](dz, dzt, sums)
+        want = np.zeros_like(dzt)
+        want[..., :cog] = dz.transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(dzt, want)  # padding channels 0, nothing unwritten
+        assert np.signbit(dzt[0, 0, 0, 0])
+        parts = [dz[b, :, :, t:t + _implicit.PIXEL_BLOCK].astype(np.float64).sum(axis=-1)
+                 for b in range(n) for t in range(0, ohw, _implicit.PIXEL_BLOCK)]
+        np.testing.assert_allclose(sums, np.stack(parts), rtol=1e-13, atol=1e-13)
+        dzt[:] = np.nan  # without sums: the copy alone
+        _implicit._PIXEL_MAJOR[lanes][parallel](dz, dzt, np.empty((0, g, cog)))
+        np.testing.assert_array_equal(dzt, want)
+

@@ -40,8 +40,8 @@ def test_buffers_and_packed_weights_start_on_a_cache_line(monkeypatch):
     """The kernels' vector loads read whole cache lines: scratch buffers (kept or not)
     and the implicit GEMM's packed weights start on ALIGN bytes, whatever NumPy's
     allocator returns (it aligns small arrays to 16 bytes only)."""
-    from npconv.algorithms._blocked import _weight_tiles
     from npconv._scratch import ALIGN, aligned_empty
+    from npconv.algorithms._blocked import _weight_tiles
 
     _scratch.release()
     for n in range(1, 40):  # sizes whose NumPy arrays start at 0, 16, 32 or 48 past a line

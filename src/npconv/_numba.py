@@ -154,6 +154,8 @@ def store_transposed(typingctx, out, start, pitch, bias, row, tile):
         out[start + c * pitch + p] = tile[p][c] + bias[row + c]
 
     ``out`` and ``bias`` are C-contiguous 1-D arrays of one dtype, every index in bounds.
+    With ``bias`` None the values are stored as they are (a transposing copy: nothing is
+    added, so even a zero's sign is kept).
 
     Written as plain Python, LLVM's SLP vectoriser stored such a tile (its vector
     registers hold consecutive channels of one pixel, each row of ``out`` wants
@@ -168,20 +170,21 @@ def store_transposed(typingctx, out, start, pitch, bias, row, tile):
     power of two no greater than a vector register's lanes (:data:`VECTOR_BYTES`), or
     whose CO is not a whole number of registers, are stored value by value.
     """
+    biased = not isinstance(bias, (nbtypes.NoneType, nbtypes.Omitted))
     if not (isinstance(out, nbtypes.Array) and out.ndim == 1 and out.layout == "C"
-            and isinstance(bias, nbtypes.Array) and bias.ndim == 1 and bias.layout == "C"
+            and (not biased or (isinstance(bias, nbtypes.Array) and bias.ndim == 1
+                                and bias.layout == "C" and bias.dtype == out.dtype))
             and isinstance(tile, nbtypes.UniTuple) and isinstance(tile.dtype, nbtypes.UniTuple)
-            and out.dtype == bias.dtype == tile.dtype.dtype
-            and isinstance(out.dtype, nbtypes.Float)
+            and out.dtype == tile.dtype.dtype and isinstance(out.dtype, nbtypes.Float)
             and all(isinstance(a, nbtypes.Integer) for a in (start, pitch, row))):
         return None
     px, co = tile.count, tile.dtype.count
     lanes = min(co, VECTOR_BYTES * 8 // out.dtype.bitwidth)
 
     def codegen(context, builder, signature, args):
-        arrays = [context.make_array(signature.args[i])(context, builder, args[i]).data
-                  for i in (0, 3)]
-        data, bias_data = arrays
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        bias_data = (context.make_array(signature.args[3])(context, builder, args[3]).data
+                     if biased else None)
         i32, i64 = ir.IntType(32), ir.IntType(64)
         start, pitch, row = (context.cast(builder, args[i], signature.args[i], nbtypes.int64)
                              for i in (1, 2, 4))
@@ -192,9 +195,12 @@ def store_transposed(typingctx, out, start, pitch, bias, row, tile):
 
         if not (_pow2(px) and _pow2(lanes) and px <= lanes and co % lanes == 0):
             for c in range(co):
-                b = builder.load(builder.gep(bias_data, [builder.add(row, i64(c))]))
+                if biased:
+                    b = builder.load(builder.gep(bias_data, [builder.add(row, i64(c))]))
                 for p in range(px):
-                    value = builder.fadd(builder.extract_value(values, [p, c]), b)
+                    value = builder.extract_value(values, [p, c])
+                    if biased:
+                        value = builder.fadd(value, b)
                     builder.store(value, builder.gep(data, [at(c, p)]))
             return context.get_dummy_value()
 
@@ -206,15 +212,16 @@ def store_transposed(typingctx, out, start, pitch, bias, row, tile):
                                                             mask))
 
         for h in range(co // lanes):  # one register's worth of channels at a time
-            where = builder.gep(bias_data, [builder.add(row, i64(h * lanes))])
-            b = builder.load(builder.bitcast(where, vector.as_pointer()), align=align)
+            if biased:
+                where = builder.gep(bias_data, [builder.add(row, i64(h * lanes))])
+                b = builder.load(builder.bitcast(where, vector.as_pointer()), align=align)
             regs = []  # regs[p][l]: channel h*lanes + l of pixel p
             for p in range(px):
                 reg = ir.Constant(vector, ir.Undefined)
                 for lane in range(lanes):
                     reg = builder.insert_element(
                         reg, builder.extract_value(values, [p, h * lanes + lane]), i32(lane))
-                regs.append(builder.fadd(reg, b))
+                regs.append(builder.fadd(reg, b) if biased else reg)
             bit = 1
             while bit < px:  # swap bit `bit` of the pixel (register) and channel (lane)
                 swapped = list(regs)

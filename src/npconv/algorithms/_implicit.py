@@ -331,40 +331,65 @@ def weight_tile_channels(c_out_g: int, vector_bytes: int | None = None) -> int:
     return WIDE_WCO if wide else WCO
 
 
-def _pixel_major(dz, dzt, sums):  # pragma: no cover - compiled
-    """dzt[b, t, g, c] = dz[b, g, c, t], and 0 for each group's padding channels c >=
-    C_out/G: dZ (N, G, C_out/G, OH*OW) laid out pixel-major for the weight gradient,
-    one task per PIXEL_BLOCK pixels of a sample (their dZ lines stay in cache while
-    each pixel's row of dzt is written in order). With ``sums`` (tasks, G, C_out/G;
-    else empty) each task also sums its pixels of dZ per channel, in float64, pixel by
-    pixel: the bias gradient's parts (formula 17.3.6), read from the rows just written
-    (in the cache), all of a row's channels at once. (Summed line by line from dZ, each
-    sum a chain of dependent additions, they took as long as the copy: ms, copy + sums
-    / copy alone, on an AVX-512 Xeon: 4 samples of the stride-2 ResNet layer's dZ 0.12 /
-    0.058, now 0.072; the dilated suite layer's 0.195 / 0.11, now 0.15.)"""
-    n, groups, cog, ohw = dz.shape
-    cp = dzt.shape[3]
-    nb = (ohw + PIXEL_BLOCK - 1) // PIXEL_BLOCK
-    for task in prange(n * nb):
-        b = task // nb
-        t0 = task % nb * PIXEL_BLOCK
-        t1 = min(ohw, t0 + PIXEL_BLOCK)
-        for t in range(t0, t1):
-            for g in range(groups):
-                row = dzt[b, t, g]
-                for c in range(cog):
-                    row[c] = dz[b, g, c, t]
-                for c in range(cog, cp):
-                    row[c] = 0
-        if sums.shape[0]:
-            for g in range(groups):
-                total = np.zeros(cog)  # the same order as a line's sum: t ascending
-                for t in range(t0, t1):
-                    row = dzt[b, t, g]
-                    for c in range(cog):
-                        total[c] += row[c]
-                for c in range(cog):
-                    sums[task, g, c] = total[c]
+PIXEL_BLOCK = 64  # pixels per task of the pixel-major copy
+
+
+def _pixel_major_source(lanes: int, name: str) -> str:
+    """Source of ``name(dz, dzt, sums)``: dzt[b, t, g, c] = dz[b, g, c, t], and 0 for
+    each group's padding channels c >= C_out/G: dZ (N, G, C_out/G, OH*OW) laid out
+    pixel-major for the weight gradient, one task per :data:`PIXEL_BLOCK` pixels of a
+    sample. Blocks of ``lanes`` channels x ``lanes`` pixels (a vector register's lanes)
+    are loaded as rows of dZ and stored as rows of dzt through a transpose in registers
+    (:func:`npconv._numba.store_transposed` without a bias); the channels and pixels past
+    whole blocks are copied value by value. Copied value by value throughout, pixel by
+    pixel, dZ's lines were read a value at a time: ms, on an AVX-512 Xeon, two threads,
+    value by value / blocks, the dilated suite layer's dZ (16, 32, 32, 32) 0.12 / 0.05;
+    the stride-2 ResNet layer's (16, 128, 28, 28) level (0.30 / 0.31: it waits on
+    memory). With ``sums`` (tasks, G, C_out/G; else empty) each task also sums its
+    pixels of dZ per channel, in float64, pixel by pixel: the bias gradient's parts
+    (formula 17.3.6), read from the rows just written (in the cache), all of a row's
+    channels at once. (Summed line by line from dZ, each sum a chain of dependent
+    additions, they took as long as the copy: ms, copy + sums / copy alone, on an
+    AVX-512 Xeon: 4 samples of the stride-2 ResNet layer's dZ 0.12 / 0.058, then 0.072;
+    the dilated suite layer's 0.195 / 0.11, then 0.15.)"""
+    u = "np.uint64"
+    rows = ", ".join("(" + ", ".join(f"src[{u}(a + {i} * ohw + {t})]" for t in range(lanes))
+                     + ",)" for i in range(lanes))
+    return "\n".join([
+        f"def {name}(dz, dzt, sums):  # pragma: no cover - compiled",
+        "    n, groups, cog, ohw = dz.shape",
+        "    cp = dzt.shape[3]",
+        "    src = dz.reshape(-1)",
+        "    dst = dzt.reshape(-1)",
+        f"    whole = cog - cog % {lanes}  # channels in whole blocks",
+        f"    nb = (ohw + {PIXEL_BLOCK - 1}) // {PIXEL_BLOCK}",
+        "    for task in prange(n * nb):",
+        "        b = task // nb",
+        f"        t0 = task % nb * {PIXEL_BLOCK}",
+        f"        t1 = min(ohw, t0 + {PIXEL_BLOCK})",
+        f"        tv = t0 + (t1 - t0) // {lanes} * {lanes}  # pixels in whole blocks",
+        "        for g in range(groups):",
+        f"            for c0 in range(0, whole, {lanes}):",
+        f"                for t in range(t0, tv, {lanes}):",
+        "                    a = ((b * groups + g) * cog + c0) * ohw + t",
+        f"                    store_transposed(dst, {u}(((b * ohw + t) * groups + g) * cp + c0),",
+        f"                                     {u}(groups * cp), None, 0, ({rows},))",
+        "            for t in range(t0, t1):",
+        "                row = dzt[b, t, g]",
+        "                for c in range(0 if t >= tv else whole, cog):",
+        "                    row[c] = dz[b, g, c, t]",
+        "                for c in range(cog, cp):",
+        "                    row[c] = 0",
+        "        if sums.shape[0]:",
+        "            for g in range(groups):",
+        "                total = np.zeros(cog)  # the same order as a line's sum: t ascending",
+        "                for t in range(t0, t1):",
+        "                    row = dzt[b, t, g]",
+        "                    for c in range(cog):",
+        "                        total[c] += row[c]",
+        "                for c in range(cog):",
+        "                    sums[task, g, c] = total[c]",
+    ]) + "\n"
 
 
 def _weight_sums(part, dw, wco, kt):  # pragma: no cover - compiled
@@ -394,11 +419,20 @@ def _weight_sums(part, dw, wco, kt):  # pragma: no cover - compiled
 
 
 _WEIGHT_SUMS = serial_and_parallel(_weight_sums)
-PIXEL_BLOCK = 64
 # numpy's transposing copy runs on one thread: it took 0.26 ms of the dilated suite
-# layer's 1.76 ms dW (this kernel: 0.15) and 0.63 of the stride-2 ResNet layer's 10.2
-# (0.28)
-_PIXEL_MAJOR = serial_and_parallel(_pixel_major)
+# layer's 1.76 ms dW (the pixel-major kernel, value by value: 0.15) and 0.63 of the
+# stride-2 ResNet layer's 10.2 (0.28)
+_PIXEL_MAJOR = {
+    lanes: serial_and_parallel(generated(_pixel_major_source(lanes, name), name, globals()))
+    for lanes in (4, 8, 16)  # every width on any machine, for the tests
+    for name in [f"pixel_major{lanes}"]
+}
+
+
+def pixel_major_kernel(itemsize: int, parallel: bool):
+    """The compiled pixel-major copy (:func:`_pixel_major_source`) whose blocks are one
+    vector register of ``itemsize``-byte values (:data:`VECTOR_BYTES`) wide."""
+    return _PIXEL_MAJOR[min(16, VECTOR_BYTES // itemsize)][parallel]
 
 
 @functools.lru_cache(maxsize=32)
@@ -812,7 +846,7 @@ def _weight_grad(x, grad_output, spec: ConvSpec, parallel: bool, bias: bool) -> 
         s1 = min(spec.n, s0 + per)
         npix = (s1 - s0) * ohw  # the chunk's pixels: pixel_table's first samples
         dzt = scratch("implicit dz", (s1 - s0, ohw, groups, nblk * wco), grad_output.dtype)
-        _PIXEL_MAJOR[_copy_parallel(parallel, dzt)](
+        pixel_major_kernel(dzt.itemsize, _copy_parallel(parallel, dzt))(
             grad_output[s0:s1].reshape(s1 - s0, groups, cog, ohw), dzt,
             db_parts[s0 * blocks:s1 * blocks])
         slices = _slices(npix, chunk)
