@@ -18,7 +18,12 @@ def test_bench_suite_writes_json_and_plot(tmp_path, torch):
     assert [r["id"] for r in result["rows"]] == ["book", "lenet2"]
     for row in result["rows"]:
         assert row["max_abs_err"] < 1e-3 and row["ms"] > 0 and "speedup" in row
-    assert result["sgemm_peak_gflops"] > 0 and "oneDNN" in result["torch"]
+        # % of the sgemm peak measured taking turns with the row's own layer
+        assert row["sgemm_gflops"] > 0
+        assert row["peak_pct"] == pytest.approx(100 * row["gflops"] / row["sgemm_gflops"])
+    peaks = sorted(r["sgemm_gflops"] for r in result["rows"])
+    assert result["sgemm_peak_gflops"] == pytest.approx((peaks[0] + peaks[1]) / 2)  # median
+    assert "oneDNN" in result["torch"]
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
