@@ -26,7 +26,8 @@ KEEP_MAX_BYTES = 64 * 2**20
 # load AVX-512 vectors of whole rows from them, and a vector split across two lines
 # costs two loads. NumPy aligns small arrays to 16 bytes only (its large ones mostly
 # start on a line): the implicit GEMM's packed weights sat at 48 bytes past a line, and
-# its forward kernel ran 1-3% slower on them (:func:`aligned_empty`).
+# its forward passes ran 2-7% slower on them (the pointwise and strided suite layers,
+# Inception's 1x7 dX; :func:`aligned_empty`).
 ALIGN = 64
 # Results handed back to the caller (y, dX) from this size up (and up to
 # KEEP_MAX_BYTES) are recycled by :func:`output`, up to this many bytes of them per
