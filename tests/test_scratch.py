@@ -60,6 +60,30 @@ def test_buffers_and_packed_weights_start_on_a_cache_line(monkeypatch):
     monkeypatch.setattr(_scratch, "KEEP_MAX_BYTES", 100)  # the buffers not kept, too
     assert scratch("t-align-big", (33,), np.float32).ctypes.data % ALIGN == 0
 
+
+def test_weights_are_packed_from_any_view():
+    """_weight_tiles reads W where it lies: contiguous, or the adjoint's rotated,
+    channel-swapped view; grouped; channels padded to whole tiles; on one thread and two."""
+    from npconv.algorithms import _blocked
+    from npconv.algorithms.transpose import transposed_kernel
+
+    rng = np.random.default_rng(7)
+    for shape, groups, cb in [((12, 3, 3, 3), 3, 16), ((40, 8, 5, 5), 2, 32),
+                              ((6, 4, 2, 3), 1, 4), ((64, 128, 3, 3), 1, 32)]:
+        for dtype in (np.float32, np.float64):
+            w = rng.standard_normal(shape).astype(dtype)
+            for view in (w, transposed_kernel(w, groups)):
+                c_dst, c_src_g, kh, kw = view.shape
+                c_dst_g = c_dst // groups
+                nblk = -(-c_dst_g // cb)
+                want = np.zeros((groups, nblk * cb, c_src_g, kh * kw), dtype=dtype)
+                want[:, :c_dst_g] = view.reshape(groups, c_dst_g, c_src_g, kh * kw)
+                want = want.reshape(groups, nblk, cb, c_src_g, kh * kw).transpose(0, 1, 3, 4, 2)
+                packed, blocks = _blocked._weight_tiles(view, groups, cb)
+                assert blocks == nblk and packed.dtype == dtype
+                np.testing.assert_array_equal(packed, want.reshape(-1))
+                assert (w.size >= _blocked.PACK_PARALLEL_MIN) == (shape[0] == 64)
+
 # ----------------------------------------------------------------- recycled results
 BIG = (512, 1024)  # 2 MiB of float32: above OUTPUT_MIN_BYTES
 

@@ -327,17 +327,43 @@ def _copy_parallel(parallel: bool, buffer: np.ndarray) -> bool:
     return parallel and buffer.size >= COPY_PARALLEL_MIN
 
 
+def _pack(weight, packed):  # pragma: no cover - compiled
+    """packed[g, blk, c, u, v, lane] = weight[g*C_dst/G + blk*cb + lane, c, u, v], 0 for
+    the lanes past C_dst/G; ``weight`` (C_dst, C_src/G, KH, KW) of any strides, one task
+    per (g, blk, c): its rows of ``packed`` written in order."""
+    groups, nblk, c_src_g, kh, kw, cb = packed.shape
+    c_dst_g = weight.shape[0] // groups
+    for task in prange(groups * nblk * c_src_g):
+        g = task // (nblk * c_src_g)
+        blk = task // c_src_g % nblk
+        c = task % c_src_g
+        lanes = min(cb, c_dst_g - blk * cb)
+        o = g * c_dst_g + blk * cb
+        for u in range(kh):
+            for v in range(kw):
+                row = packed[g, blk, c, u, v]
+                for lane in range(lanes):
+                    row[lane] = weight[o + lane, c, u, v]
+                for lane in range(lanes, cb):
+                    row[lane] = 0
+
+
+_PACK = serial_and_parallel(_pack)
+# Weights of fewer elements than this are packed on the calling thread. On one thread,
+# numpy's zero-fill and transposing copy took 0.05 ms for Inception's (128, 128, 1, 7),
+# 0.49 ms for (256, 256, 3, 3) and 1.9 ms for ResNet's (512, 512, 3, 3); the adjoint's
+# rotated, channel-swapped copy as much again.
+PACK_PARALLEL_MIN = 1 << 15
+
+
 def _weight_tiles(weight: np.ndarray, groups: int, cb: int = CB) -> tuple[np.ndarray, int]:
-    """weight (C_dst, C_src/G, KH, KW) as (G, blocks, C_src/G, KH*KW, cb), flattened,
-    zero for the channels past C_dst/G; and the number of blocks per group."""
+    """weight (C_dst, C_src/G, KH, KW), of any strides (a transposed or rotated view is
+    read as it lies), as (G, blocks, C_src/G, KH*KW, cb), flattened and starting on a
+    cache line, zero for the channels past C_dst/G; and the number of blocks per group."""
     c_dst, c_src_g, kh, kw = weight.shape
-    c_dst_g = c_dst // groups
-    nblk = -(-c_dst_g // cb)
-    tiles = np.zeros((groups, nblk * cb, c_src_g, kh * kw), dtype=weight.dtype)
-    tiles[:, :c_dst_g] = weight.reshape(groups, c_dst_g, c_src_g, kh * kw)
-    tiles = tiles.reshape(groups, nblk, cb, c_src_g, kh * kw).transpose(0, 1, 3, 4, 2)
-    packed = aligned_empty(tiles.shape, weight.dtype)  # the kernels' vector loads: whole lines
-    packed[...] = tiles
+    nblk = -(-(c_dst // groups) // cb)
+    packed = aligned_empty((groups, nblk, c_src_g, kh, kw, cb), weight.dtype)
+    _PACK[weight.size >= PACK_PARALLEL_MIN](weight, packed)
     return packed.reshape(-1), nblk  # (G*blocks*C_src/G*KH*KW*cb,)
 
 

@@ -482,7 +482,8 @@ def correlate(x: np.ndarray, weight: np.ndarray, spec: ConvSpec, parallel: bool,
     Parameters
     ----------
     x : ndarray of shape (N, C_in, H, W), C-contiguous
-    weight : ndarray of shape (C_out, C_in/groups, KH, KW), C-contiguous
+    weight : ndarray of shape (C_out, C_in/groups, KH, KW), of any strides (packed into
+        tiles: :func:`._blocked._weight_tiles`)
     bias : ndarray of shape (C_out,), optional
 
     Returns

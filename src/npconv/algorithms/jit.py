@@ -937,8 +937,10 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> n
     correlation = adjoint(spec, grad_output.itemsize)
     # the zeros around dZ meet w as 0 * w too: finite w only, unless nothing is padded
     if correlation is not None and (finite or not any(correlation.padding)):
+        # W' read where it lies, as a view: the packing reads any strides (a contiguous
+        # copy first cost as much as the packing again)
         return _implicit.correlate(_prepare(grad_output),
-                                   _prepare(transposed_kernel(weight, spec.groups)),
+                                   transposed_kernel(_prepare(weight), spec.groups),
                                    correlation, _parallel(spec))
     if not _wide(spec) and phases(spec, grad_output.itemsize) and finite_weights:
         return _implicit.input_grad_phases(_prepare(grad_output), _prepare(weight), spec,
