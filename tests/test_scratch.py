@@ -82,7 +82,7 @@ def test_weights_are_packed_from_any_view():
                 packed, blocks = _blocked._weight_tiles(view, groups, cb)
                 assert blocks == nblk and packed.dtype == dtype
                 np.testing.assert_array_equal(packed, want.reshape(-1))
-                assert (w.size >= _blocked.PACK_PARALLEL_MIN) == (shape[0] == 64)
+                assert (w.size >= _blocked.COPY_PARALLEL_MIN) == (shape[0] == 64)
 
 # ----------------------------------------------------------------- recycled results
 BIG = (512, 1024)  # 2 MiB of float32: above OUTPUT_MIN_BYTES

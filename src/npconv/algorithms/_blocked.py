@@ -349,21 +349,20 @@ def _pack(weight, packed):  # pragma: no cover - compiled
 
 
 _PACK = serial_and_parallel(_pack)
-# Weights of fewer elements than this are packed on the calling thread. On one thread,
-# numpy's zero-fill and transposing copy took 0.05 ms for Inception's (128, 128, 1, 7),
-# 0.49 ms for (256, 256, 3, 3) and 1.9 ms for ResNet's (512, 512, 3, 3); the adjoint's
-# rotated, channel-swapped copy as much again.
-PACK_PARALLEL_MIN = 1 << 15
 
 
 def _weight_tiles(weight: np.ndarray, groups: int, cb: int = CB) -> tuple[np.ndarray, int]:
     """weight (C_dst, C_src/G, KH, KW), of any strides (a transposed or rotated view is
     read as it lies), as (G, blocks, C_src/G, KH*KW, cb), flattened and starting on a
-    cache line, zero for the channels past C_dst/G; and the number of blocks per group."""
+    cache line, zero for the channels past C_dst/G; and the number of blocks per group.
+    A copy like the others: on two threads from :data:`COPY_PARALLEL_MIN` elements. (On
+    one thread, NumPy's zero-fill and transposing copy took 0.05 ms for Inception's
+    (128, 128, 1, 7), 0.49 ms for (256, 256, 3, 3) and 1.9 ms for ResNet's (512, 512,
+    3, 3); the adjoint's rotated, channel-swapped W' copied first as much again.)"""
     c_dst, c_src_g, kh, kw = weight.shape
     nblk = -(-(c_dst // groups) // cb)
     packed = aligned_empty((groups, nblk, c_src_g, kh, kw, cb), weight.dtype)
-    _PACK[weight.size >= PACK_PARALLEL_MIN](weight, packed)
+    _PACK[_copy_parallel(True, weight)](weight, packed)
     return packed.reshape(-1), nblk  # (G*blocks*C_src/G*KH*KW*cb,)
 
 
