@@ -113,15 +113,20 @@ def select_layers(names: str | None) -> tuple:
 BOOK_FIGURES = {"torch": 0.457, "naive": 20.58, "im2col": 0.200}  # seconds, 14.5.3
 
 
+def _timed(fn):
+    """``fn`` as a function returning the seconds one call took."""
+    def once():
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    return once
+
+
 def _median_time(fn, repeat: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    once = _timed(fn)
+    return statistics.median(once() for _ in range(repeat))
 
 
 # Idle thread pools keep spinning for a while after a call (OpenBLAS's for up to 2**28
@@ -177,15 +182,6 @@ def _sgemm(dtype=np.float32, size: int = 2048):
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
     return lambda: a @ b, 2 * size**3
-
-
-def _timed(fn):
-    """``fn`` as a function returning the seconds one call took."""
-    def once():
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    return once
 
 
 class TorchSide:
